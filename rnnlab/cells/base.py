@@ -1,0 +1,136 @@
+"""The Cell noun and the small name registries the cells share (activations, initialisers).
+
+A Cell is one time step of a recurrent network written as pure functions over a plain dict of
+parameters. Argument order follows `jax.lax.scan`: `functools.partial(cell.step, params)` is a
+scan body.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Params = dict[str, jax.Array]
+Carry = Any  # a pytree of arrays with leading batch dimensions
+
+
+class Cell(NamedTuple):
+    """One recurrent time step.
+
+    Attributes:
+      init: `(key, input_size) -> params`, a dict of arrays with documented names.
+      initial_carry: `(params, batch_shape) -> carry`; leaves have shape `(*batch_shape, ...)`.
+      step: `(params, carry, x_t) -> (carry, y_t)`, the input projection fused into the step
+        (one matmul on `[x_t, h]` where the cell allows it).
+      project: `(params, x) -> xp`, the input projection alone; works on any leading shape, so a
+        layer can apply it to all time steps at once (hoisted out of the scan, as cuDNN does).
+      recur: `(params, carry, xp_t) -> (carry, y_t)`, the rest of the step given `project`'s
+        output. `recur(p, c, project(p, x)) == step(p, c, x)`.
+      hidden_size: H.
+      output_size: the size of `y_t` (H for most cells).
+    """
+
+    init: Callable[[jax.Array, int], Params]
+    initial_carry: Callable[[Params, tuple[int, ...]], Carry]
+    step: Callable[[Params, Carry, Any], tuple[Carry, jax.Array]]
+    project: Callable[[Params, Any], Any]
+    recur: Callable[[Params, Carry, Any], tuple[Carry, jax.Array]]
+    hidden_size: int
+    output_size: int
+
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "tanh": jnp.tanh,
+    "relu": jax.nn.relu,
+    "sigmoid": jax.nn.sigmoid,
+    "identity": lambda x: x,
+    "gelu": jax.nn.gelu,
+    "silu": jax.nn.silu,
+    "leaky_relu": jax.nn.leaky_relu,
+    "elu": jax.nn.elu,
+    "selu": jax.nn.selu,
+    "softplus": jax.nn.softplus,
+    "softsign": jax.nn.soft_sign,
+    "hard_tanh": jax.nn.hard_tanh,
+    "hard_sigmoid": jax.nn.hard_sigmoid,
+    "relu6": jax.nn.relu6,
+}
+
+
+def get_activation(name: str | Callable) -> Callable[[jax.Array], jax.Array]:
+    """Returns the activation called `name` (a callable is returned unchanged)."""
+    if callable(name):
+        return name
+    if name not in ACTIVATIONS:
+        raise ValueError(
+            f"unknown activation {name!r}; known activations: {', '.join(sorted(ACTIVATIONS))}"
+        )
+    return ACTIVATIONS[name]
+
+
+def _identity_init(scale):
+    def init(key, shape, dtype=jnp.float32):
+        del key
+        return scale * jnp.eye(shape[0], shape[1], dtype=dtype)
+
+    return init
+
+
+def _uniform_init(scale):
+    # PyTorch's RNN default: U(-1/sqrt(H), 1/sqrt(H)), H = the number of rows of W_hh.
+    def init(key, shape, dtype=jnp.float32):
+        bound = scale / jnp.sqrt(shape[0])
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+# Initialisers of one square recurrent block [H, H], by name; `scale` is the gain.
+RECURRENT_INITS: dict[str, Callable[[float], Callable]] = {
+    "orthogonal": lambda scale: jax.nn.initializers.orthogonal(scale),
+    "identity": _identity_init,  # IRNN (Le et al. 2015): W_hh = scale * I
+    "normal": lambda scale: jax.nn.initializers.variance_scaling(scale**2, "fan_in", "normal"),
+    "lecun_normal": lambda scale: jax.nn.initializers.variance_scaling(
+        scale**2, "fan_in", "truncated_normal"
+    ),
+    "uniform": _uniform_init,
+}
+
+
+def recurrent_init(name: str | Callable, scale: float = 1.0) -> Callable:
+    """Returns an initialiser `(key, (H, H), dtype)` of one recurrent block, by name."""
+    if callable(name):
+        return name
+    if name not in RECURRENT_INITS:
+        raise ValueError(
+            f"unknown recurrent init {name!r}; known inits: {', '.join(sorted(RECURRENT_INITS))}"
+        )
+    return RECURRENT_INITS[name](scale)
+
+
+def input_kernel(key: jax.Array, input_size: int, width: int, dtype) -> jax.Array:
+    """LeCun-normal input kernel [F, width] (Flax's default), independent of the gate count."""
+    return jax.nn.initializers.lecun_normal()(key, (input_size, width), dtype)
+
+
+def recurrent_kernel(key: jax.Array, init: Callable, hidden_size: int, gates: int, dtype):
+    """Recurrent kernel [H, gates*H], each gate's [H, H] block drawn separately (as Flax does)."""
+    keys = jax.random.split(key, gates)
+    return jnp.concatenate([init(k, (hidden_size, hidden_size), dtype) for k in keys], axis=1)
+
+
+def check_size(name: str, value: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def compute_dtype(params: Params, dtype) -> Any:
+    """The dtype a step computes in: `dtype` when set, else the params' (all share one)."""
+    return jnp.dtype(dtype) if dtype is not None else jax.tree_util.tree_leaves(params)[0].dtype
+
+
+def cast(params: Params, dtype) -> Params:
+    return {k: v.astype(dtype) for k, v in params.items()}

@@ -1,0 +1,304 @@
+"""Recurrent layers: a Cell lifted over time, and combinators over layers.
+
+A Layer has `init(key, input_size) -> params`, `initial_carry(params, batch_shape) -> carry` and
+
+    apply(params, carry, xs, *, reset=None, lengths=None, key=None) -> (carry, ys)
+
+over batch-major `xs [B..., T, F]` (any number of leading batch dimensions, including none).
+- `carry=None` starts from the initial carry.
+- `reset [B..., T]` (bool): where true, the carry is replaced by the initial carry before that
+  step: a new stream starts there, inside the window.
+- `lengths [B...]` (int): right-padded sequences. Past a sequence's length the carry stops
+  changing and the outputs are zero, so the returned carry is the one after the last valid step.
+- `key`: randomness for dropout between stacked layers; none is used when it is None.
+
+`rnn` holds the one `jax.lax.scan` of the library; `stack` and `bidirectional` compose layers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from rnnlab.cells import base
+
+Params = dict[str, Any]
+Carry = Any
+
+PROJECTIONS = ("fused", "hoisted")
+MERGES = ("concat", "sum")
+
+
+class Layer(NamedTuple):
+    """A recurrent layer: pure functions and its output size (the last axis of `ys`)."""
+
+    init: Callable[[jax.Array, int], Params]
+    initial_carry: Callable[[Params, tuple[int, ...]], Carry]
+    apply: Callable[..., tuple[Carry, Any]]
+    output_size: int
+
+
+def _main_input(xs):
+    # Inputs may be a dict (e.g. a Jordan cell's {"x", "feedback"}); "x" fixes B... and T.
+    return xs["x"] if isinstance(xs, dict) else xs
+
+
+def _check_inputs(xs, reset, lengths, input_size):
+    x = _main_input(xs)
+    if x.ndim < 2:
+        raise ValueError(f"xs must have shape [B..., T, F], got shape {tuple(x.shape)}")
+    batch_shape, T = tuple(x.shape[:-2]), x.shape[-2]
+    if input_size is not None and x.shape[-1] != input_size:
+        raise ValueError(
+            f"xs has {x.shape[-1]} features (shape {tuple(x.shape)}), but the layer was "
+            f"initialised for input size {input_size}: expected xs of shape [B..., T, {input_size}]"
+        )
+    if reset is not None and tuple(reset.shape) != (*batch_shape, T):
+        raise ValueError(
+            f"reset must have shape [B..., T] = {(*batch_shape, T)} to match xs of shape "
+            f"{tuple(x.shape)}, got {tuple(reset.shape)}"
+        )
+    if lengths is not None and tuple(lengths.shape) != batch_shape:
+        raise ValueError(
+            f"lengths must have shape [B...] = {batch_shape} to match xs of shape "
+            f"{tuple(x.shape)}, got {tuple(lengths.shape)}"
+        )
+    return batch_shape, T
+
+
+def _check_carry(carry, expected):
+    got = jax.tree_util.tree_map(lambda c: tuple(c.shape), carry)
+    want = jax.tree_util.tree_map(lambda c: tuple(c.shape), expected)
+    if got != want:
+        raise ValueError(
+            f"carry has shapes {got}, expected {want} for these inputs "
+            "(was it made for another batch shape?)"
+        )
+
+
+def _where(cond, new, old):
+    """Per-example select over carry pytrees: `cond [B...]` broadcast over trailing axes."""
+
+    def pick(a, b):
+        return jnp.where(cond.reshape(cond.shape + (1,) * (a.ndim - cond.ndim)), a, b)
+
+    return jax.tree_util.tree_map(pick, new, old)
+
+
+def flip_sequences(xs: jax.Array, lengths: jax.Array, time_axis: int) -> jax.Array:
+    """Reverses each sequence within its length; the padding stays at the end.
+
+    `lengths` has the shape of `xs` before `time_axis` (as Flax's `flip_sequences`).
+    """
+    T = xs.shape[time_axis]
+    t = jnp.arange(T)
+    idx = jnp.where(t < lengths[..., None], lengths[..., None] - 1 - t, t)  # [B..., T]
+    idx = idx.reshape(idx.shape + (1,) * (xs.ndim - idx.ndim))
+    idx = jnp.broadcast_to(idx, xs.shape[: time_axis + 1] + idx.shape[time_axis + 1 :])
+    return jnp.take_along_axis(xs, idx, axis=time_axis)
+
+
+def _flip_time_major(xs, lengths):
+    # xs [T, B..., ...], lengths [B...]
+    nb = lengths.ndim
+    flipped = flip_sequences(jnp.moveaxis(xs, 0, nb), lengths, nb)
+    return jnp.moveaxis(flipped, nb, 0)
+
+
+def rnn(
+    cell: base.Cell,
+    *,
+    reverse: bool = False,
+    unroll: int = 1,
+    projection: str = "fused",
+    learn_initial_carry: bool = False,
+) -> Layer:
+    """A cell scanned over time with `jax.lax.scan`.
+
+    Args:
+      cell: the Cell.
+      reverse: process each sequence from its last valid step to its first (within `lengths`).
+        `reset[t]` still marks where a stream starts, so going backwards the carry restarts
+        after step t, before step t-1.
+      unroll: `jax.lax.scan`'s unroll factor (a compiler knob; not the truncated-BPTT length).
+      projection: "fused" computes the input projection inside each step (one matmul on
+        [x_t, h]); "hoisted" computes it for all steps before the scan (one large matmul, the
+        cuDNN approach). Fused is the default: it measured faster on XLA:CPU
+        (benchmarks/README.md).
+      learn_initial_carry: make the initial carry a parameter (`params["carry0"]`, unbatched),
+        used at the start and at every reset.
+
+    Params: `{"cell": cell params, "carry0": carry (only when learned)}`.
+    """
+    if projection not in PROJECTIONS:
+        raise ValueError(f"unknown projection {projection!r}; choose one of {PROJECTIONS}")
+    if not isinstance(unroll, int) or unroll < 1:
+        raise ValueError(f"unroll must be a positive integer, got {unroll!r}")
+    hoisted = projection == "hoisted"
+
+    def init(key, input_size):
+        params = {"cell": cell.init(key, base.check_size("input_size", input_size))}
+        if learn_initial_carry:
+            params["carry0"] = cell.initial_carry(params["cell"], ())
+        return params
+
+    def initial_carry(params, batch_shape):
+        batch_shape = tuple(batch_shape)
+        if "carry0" in params:
+            return jax.tree_util.tree_map(
+                lambda c: jnp.broadcast_to(c, (*batch_shape, *c.shape)), params["carry0"]
+            )
+        return cell.initial_carry(params["cell"], batch_shape)
+
+    def apply(params, carry, xs, *, reset=None, lengths=None, key=None):
+        del key  # a single rnn layer draws no randomness
+        cell_params = params["cell"]
+        input_size = cell_params["w_x"].shape[0] if "w_x" in cell_params else None
+        batch_shape, T = _check_inputs(xs, reset, lengths, input_size)
+        nb = len(batch_shape)
+        carry0 = initial_carry(params, batch_shape)
+        if carry is None:
+            carry = carry0
+        else:
+            _check_carry(carry, carry0)
+
+        xs_tm = jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, nb, 0), xs)  # [T, B..., F]
+        reset_tm = None if reset is None else jnp.moveaxis(jnp.asarray(reset, bool), nb, 0)
+        mask = None
+        if lengths is not None:
+            mask = jnp.arange(T).reshape((T,) + (1,) * nb) < lengths  # [T, B...]
+        scan_reverse = False
+        if reverse:
+            if reset_tm is not None:
+                # Backwards, the stream starting at t+1 ends before step t: restart there.
+                reset_tm = jnp.concatenate([reset_tm[1:], jnp.zeros_like(reset_tm[:1])])
+                if mask is not None:
+                    reset_tm &= jnp.concatenate([mask[1:], jnp.zeros_like(mask[:1])])
+            if lengths is None:
+                scan_reverse = True
+            else:
+                xs_tm = jax.tree_util.tree_map(lambda a: _flip_time_major(a, lengths), xs_tm)
+                if reset_tm is not None:
+                    reset_tm = _flip_time_major(reset_tm, lengths)
+        if hoisted:
+            xs_tm = cell.project(cell_params, xs_tm)
+        step = cell.recur if hoisted else cell.step
+
+        def body(carry, inputs):
+            x_t, reset_t, mask_t = inputs
+            old = carry
+            if reset_t is not None:
+                carry = _where(reset_t, carry0, carry)
+            carry, y_t = step(cell_params, carry, x_t)
+            if mask_t is not None:
+                carry = _where(mask_t, carry, old)
+                y_t = _where(mask_t, y_t, jax.tree_util.tree_map(jnp.zeros_like, y_t))
+            return carry, y_t
+
+        carry, ys = jax.lax.scan(
+            body, carry, (xs_tm, reset_tm, mask), reverse=scan_reverse, unroll=unroll
+        )
+        if reverse and lengths is not None:
+            ys = jax.tree_util.tree_map(lambda a: _flip_time_major(a, lengths), ys)
+        return carry, jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, 0, nb), ys)
+
+    return Layer(init, initial_carry, apply, cell.output_size)
+
+
+def stack(layers: Sequence[Layer], *, dropout: float = 0.0, residual: bool = False) -> Layer:
+    """Layers applied one after another (a deep RNN).
+
+    Args:
+      layers: the layers, first to last; each one's input size is the previous one's output.
+      dropout: drop rate on the outputs of each layer but the last, applied only when `apply`
+        gets a `key` (so evaluation passes none).
+      residual: add each layer's input to its output where their sizes match.
+
+    Params: `{"layer_0": ..., "layer_1": ...}`. Carry: a tuple with one carry per layer.
+    """
+    layers = tuple(layers)
+    if not layers:
+        raise ValueError("stack needs at least one layer")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+
+    def init(key, input_size):
+        params = {}
+        for i, (layer, k) in enumerate(zip(layers, jax.random.split(key, len(layers)))):
+            params[f"layer_{i}"] = layer.init(k, input_size)
+            input_size = layer.output_size
+        return params
+
+    def initial_carry(params, batch_shape):
+        return tuple(
+            layer.initial_carry(params[f"layer_{i}"], batch_shape) for i, layer in enumerate(layers)
+        )
+
+    def apply(params, carry, xs, *, reset=None, lengths=None, key=None):
+        carries = []
+        for i, layer in enumerate(layers):
+            layer_key = None
+            if key is not None:
+                drop_key, layer_key = jax.random.split(jax.random.fold_in(key, i))
+                if i > 0 and dropout > 0.0:
+                    keep = jax.random.bernoulli(drop_key, 1.0 - dropout, xs.shape)
+                    xs = jnp.where(keep, xs / (1.0 - dropout), 0.0).astype(xs.dtype)
+            layer_carry = None if carry is None else carry[i]
+            c, ys = layer.apply(
+                params[f"layer_{i}"], layer_carry, xs, reset=reset, lengths=lengths, key=layer_key
+            )
+            if residual and ys.shape == _main_input(xs).shape:
+                ys = ys + _main_input(xs)
+            carries.append(c)
+            xs = ys
+        return tuple(carries), xs
+
+    return Layer(init, initial_carry, apply, layers[-1].output_size)
+
+
+def bidirectional(
+    fwd_cell: base.Cell, bwd_cell: base.Cell, *, merge: str = "concat", **rnn_options
+) -> Layer:
+    """A forward and a backward `rnn` over the same inputs, outputs merged.
+
+    The backward direction reverses each sequence within its own length, so padding stays at
+    the end (Flax's `flip_sequences`), and its outputs are put back in time order.
+
+    Args:
+      fwd_cell, bwd_cell: the cells of the two directions.
+      merge: "concat" (output size H_fwd + H_bwd) or "sum" (the sizes must match).
+      **rnn_options: passed to both `rnn` layers (unroll, projection, learn_initial_carry).
+
+    Params: `{"fwd": ..., "bwd": ...}`. Carry: `(fwd carry, bwd carry)`.
+    """
+    if merge not in MERGES:
+        raise ValueError(f"unknown merge {merge!r}; choose one of {MERGES}")
+    if merge == "sum" and fwd_cell.output_size != bwd_cell.output_size:
+        raise ValueError(
+            f"merge='sum' needs equal output sizes, got {fwd_cell.output_size} and "
+            f"{bwd_cell.output_size}"
+        )
+    fwd = rnn(fwd_cell, **rnn_options)
+    bwd = rnn(bwd_cell, reverse=True, **rnn_options)
+
+    def init(key, input_size):
+        kf, kb = jax.random.split(key)
+        return {"fwd": fwd.init(kf, input_size), "bwd": bwd.init(kb, input_size)}
+
+    def initial_carry(params, batch_shape):
+        return (
+            fwd.initial_carry(params["fwd"], batch_shape),
+            bwd.initial_carry(params["bwd"], batch_shape),
+        )
+
+    def apply(params, carry, xs, *, reset=None, lengths=None, key=None):
+        carry_f, carry_b = (None, None) if carry is None else carry
+        carry_f, ys_f = fwd.apply(params["fwd"], carry_f, xs, reset=reset, lengths=lengths)
+        carry_b, ys_b = bwd.apply(params["bwd"], carry_b, xs, reset=reset, lengths=lengths)
+        ys = jnp.concatenate([ys_f, ys_b], axis=-1) if merge == "concat" else ys_f + ys_b
+        return (carry_f, carry_b), ys
+
+    size = fwd.output_size + bwd.output_size if merge == "concat" else fwd.output_size
+    return Layer(init, initial_carry, apply, size)
