@@ -110,15 +110,21 @@ def recurrent_init(name: str | Callable, scale: float = 1.0) -> Callable:
     return RECURRENT_INITS[name](scale)
 
 
+def draw(init: Callable, key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
+    # Drawn in float32, then cast: the QR inside the orthogonal init has no bfloat16 kernel.
+    return init(key, shape, jnp.float32).astype(dtype)
+
+
 def input_kernel(key: jax.Array, input_size: int, width: int, dtype) -> jax.Array:
     """LeCun-normal input kernel [F, width] (Flax's default), independent of the gate count."""
-    return jax.nn.initializers.lecun_normal()(key, (input_size, width), dtype)
+    return draw(jax.nn.initializers.lecun_normal(), key, (input_size, width), dtype)
 
 
 def recurrent_kernel(key: jax.Array, init: Callable, hidden_size: int, gates: int, dtype):
     """Recurrent kernel [H, gates*H], each gate's [H, H] block drawn separately (as Flax does)."""
     keys = jax.random.split(key, gates)
-    return jnp.concatenate([init(k, (hidden_size, hidden_size), dtype) for k in keys], axis=1)
+    blocks = [draw(init, k, (hidden_size, hidden_size), dtype) for k in keys]
+    return jnp.concatenate(blocks, axis=1)
 
 
 def check_size(name: str, value: int) -> int:

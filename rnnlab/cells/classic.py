@@ -269,7 +269,7 @@ def jordan(
         kx, ks, ky = jax.random.split(key, 3)
         return {
             "w_x": base.input_kernel(kx, input_size, H, param_dtype),
-            "w_s": w_s_init(ks, (O, H), param_dtype),
+            "w_s": base.draw(w_s_init, ks, (O, H), param_dtype),
             "b": jnp.zeros((H,), param_dtype),
             "w_y": base.input_kernel(ky, H, O, param_dtype),
             "b_y": jnp.zeros((O,), param_dtype),
