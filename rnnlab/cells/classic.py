@@ -129,8 +129,8 @@ def lstm(
         }
 
     def initial_carry(params, batch_shape):
-        zeros = jnp.zeros((*batch_shape, H), base.compute_dtype(params, dtype))
-        return (zeros, zeros)
+        shape, dt = (*batch_shape, H), base.compute_dtype(params, dtype)
+        return (jnp.zeros(shape, dt), jnp.zeros(shape, dt))  # two buffers: donation-safe
 
     def project(params, x):
         dt = base.compute_dtype(params, dtype)
@@ -276,8 +276,8 @@ def jordan(
         }
 
     def initial_carry(params, batch_shape):
-        zeros = jnp.zeros((*batch_shape, O), base.compute_dtype(params, dtype))
-        return (zeros, zeros)
+        shape, dt = (*batch_shape, O), base.compute_dtype(params, dtype)
+        return (jnp.zeros(shape, dt), jnp.zeros(shape, dt))
 
     def project(params, x):
         x = dict(x) if isinstance(x, dict) else {"x": x}

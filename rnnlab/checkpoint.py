@@ -1,0 +1,63 @@
+"""Orbax checkpoints of the whole train state: the last K, and the best by validation apart.
+
+A checkpoint holds `state` (a pytree of arrays: params, optimizer state, carry, step, PRNG key
+data) and `meta` (JSON: e.g. the best validation bpc so far). Orbax writes each step to a
+temporary directory and renames it when complete, so a killed process never leaves a
+half-written checkpoint that a resume would pick up.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+ITEMS = ("state", "meta")
+
+
+def _manager(directory: pathlib.Path, max_to_keep: int) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+    return ocp.CheckpointManager(directory.absolute(), options=options, item_names=ITEMS)
+
+
+class Checkpointer:
+    """`ckpt/` keeps the last `keep` checkpoints (for resuming); `ckpt_best/` the best one."""
+
+    def __init__(self, workdir: str | pathlib.Path, keep: int):
+        workdir = pathlib.Path(workdir)
+        self.last = _manager(workdir / "ckpt", keep)
+        self.best = _manager(workdir / "ckpt_best", 1)
+
+    def save(self, step: int, state: Any, meta: dict, *, best: bool = False) -> None:
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+        manager = self.best if best else self.last
+        if manager.latest_step() != step:
+            manager.save(step, args=args)
+
+    def latest_step(self, *, best: bool = False) -> int | None:
+        return (self.best if best else self.last).latest_step()
+
+    def restore(self, like: Any, *, best: bool = False, step: int | None = None):
+        """Restores `(state, meta)` shaped like the pytree `like`; None when there is none."""
+        manager = self.best if best else self.last
+        step = manager.latest_step() if step is None else step
+        if step is None:
+            return None
+        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like)
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+            ),
+        )
+        return restored.state, restored.meta
+
+    def wait(self) -> None:
+        self.last.wait_until_finished()
+        self.best.wait_until_finished()
+
+    def close(self) -> None:
+        self.last.close()
+        self.best.close()

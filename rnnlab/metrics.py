@@ -1,0 +1,62 @@
+"""Metrics of a run: `metrics.jsonl` in the run directory, and TensorBoard when available.
+
+Each line of `metrics.jsonl` is one JSON object `{"step": N, "split": "train"|"valid"|"test",
+<scalar>: value, ...}`; a report reads `valid/bpc` as the `bpc` of the `valid` lines.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def lm_scalars(loss_sum: float, correct: float, count: float) -> dict[str, float]:
+    """Next-character metrics from sums over `count` predicted characters."""
+    loss = loss_sum / count
+    return {
+        "loss": loss,  # nats per character
+        "bpc": loss / math.log(2.0),
+        "perplexity": math.exp(min(loss, 700.0)),
+        "accuracy": correct / count,
+    }
+
+
+def read_metrics(workdir: str | pathlib.Path) -> list[dict]:
+    path = pathlib.Path(workdir) / METRICS_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class MetricsWriter:
+    """Appends metrics; on resume from `resume_step`, first drops lines logged after it."""
+
+    def __init__(self, workdir: str | pathlib.Path, *, resume_step: int | None = None):
+        self.path = pathlib.Path(workdir) / METRICS_FILE
+        if resume_step is not None and self.path.exists():
+            kept = [m for m in read_metrics(workdir) if m["step"] <= resume_step]
+            self.path.write_text("".join(json.dumps(m) + "\n" for m in kept))
+        self.file = self.path.open("a")
+        self.tensorboard = None
+        try:
+            import tensorboardX  # optional: writes event files without TensorFlow
+
+            self.tensorboard = tensorboardX.SummaryWriter(str(pathlib.Path(workdir) / "tb"))
+        except ImportError:
+            pass
+
+    def write(self, step: int, split: str, scalars: dict[str, float]) -> None:
+        record = {"step": int(step), "split": split, **{k: float(v) for k, v in scalars.items()}}
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.tensorboard is not None:
+            for name, value in scalars.items():
+                self.tensorboard.add_scalar(f"{split}/{name}", float(value), int(step))
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()

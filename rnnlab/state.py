@@ -1,0 +1,49 @@
+"""The train state: everything a resumed run needs, as a pytree of arrays."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from rnnlab import model as model_lib
+from rnnlab import optim
+
+
+class TrainState(NamedTuple):
+    """Attributes:
+    step: int32, updates made so far; also the position in the data (batch index).
+    params: the model's params.
+    opt_state: the optimizer's state.
+    carry: the recurrent state handed from one BPTT window to the next (no gradient flows
+      through it across steps).
+    key: raw PRNG key data (uint32), so that checkpoints hold plain arrays.
+    nonfinite: int32, updates skipped because the loss or a gradient was not finite.
+    first_nonfinite: int32, the step of the first such update; -1 while there is none.
+    """
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    carry: Any
+    key: jax.Array
+    nonfinite: jax.Array
+    first_nonfinite: jax.Array
+
+
+def init_state(config: ml_collections.ConfigDict, model: model_lib.Model) -> TrainState:
+    """The state at step 0: params from `config.seed`, a zero carry for the training streams."""
+    init_key, train_key = jax.random.split(jax.random.key(config.seed))
+    params = model.init(init_key)
+    tx = optim.make_optimizer(config.optim, config.train.steps)
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=tx.init(params),
+        carry=model.initial_carry(params, (config.train.batch_size,)),
+        key=jax.random.key_data(train_key),
+        nonfinite=jnp.zeros((), jnp.int32),
+        first_nonfinite=jnp.full((), -1, jnp.int32),
+    )

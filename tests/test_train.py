@@ -1,0 +1,272 @@
+"""End-to-end character LM: training, resume after SIGKILL, SIGTERM, divergence, config errors,
+sampling. Runs use the offline corpus cut to a few thousand characters."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import quickstart
+from rnnlab import checkpoint, data, metrics, model as model_lib, sample, state as state_lib, train
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DETERMINISTIC = ("loss", "bpc", "accuracy", "grad_norm", "lr", "perplexity", "nonfinite")
+
+
+def tiny_config(**overrides):
+    c = quickstart.get_config("smoke")
+    c.data.max_chars = 12_000
+    c.model.hidden_size = 16
+    c.train.steps = 12
+    c.train.log_every = 3
+    c.train.eval_every = 6
+    c.train.ckpt_every = 4
+    c.train.sample_length = 20
+    c.optim.lr = 1e-2  # a tiny model learns visibly within a few dozen steps
+    c.optim.schedule = "constant"
+    for key, value in overrides.items():
+        node = c
+        *path, last = key.split(".")
+        for part in path:
+            node = node[part]
+        node[last] = value
+    return c
+
+
+def restore_params(workdir, config):
+    vocab, _ = sample.load_vocab(pathlib.Path(workdir))
+    model = model_lib.build_model(config.model, len(vocab.chars))
+    ckpt = checkpoint.Checkpointer(workdir, 3)
+    state, meta = ckpt.restore(state_lib.init_state(config, model))
+    ckpt.close()
+    return state, meta
+
+
+def deterministic_metrics(workdir):
+    return [
+        {k: v for k, v in m.items() if k in DETERMINISTIC or k in ("step", "split")}
+        for m in metrics.read_metrics(workdir)
+    ]
+
+
+def test_smoke_training_lowers_the_loss_and_writes_the_run_dir(tmp_path):
+    config = tiny_config(**{"train.steps": 40, "train.log_every": 5, "train.eval_every": 20})
+    results = train.train(config, tmp_path)
+    lines = metrics.read_metrics(tmp_path)
+    train_loss = [m["loss"] for m in lines if m["split"] == "train"]
+    assert train_loss[-1] < train_loss[0] - 0.5
+    vocab_size = len(sample.load_vocab(tmp_path)[0].chars)
+    assert results["valid"]["bpc"] < np.log2(vocab_size) - 0.5  # better than uniform
+    assert set(results) == {"valid", "test"}
+    for name in ("config.json", "vocab.json", "metrics.jsonl", "samples.txt", "status.json"):
+        assert (tmp_path / name).exists(), name
+    assert json.loads((tmp_path / "status.json").read_text())["status"] == "finished"
+    assert json.loads((tmp_path / "config.json").read_text())["model"]["cell"] == "lstm"
+    assert "=== step 20 " in (tmp_path / "samples.txt").read_text()
+    train_line = next(m for m in lines if m["split"] == "train")
+    for key in ("loss", "bpc", "accuracy", "grad_norm", "lr", "steps_per_sec", "chars_per_sec"):
+        assert np.isfinite(train_line[key]), key
+    assert {"loss", "bpc", "perplexity", "accuracy"} <= set(lines[-1])
+    assert checkpoint.Checkpointer(tmp_path, 3).latest_step() == 40
+
+
+def test_every_parameter_changes_and_the_step_compiles_once(tmp_path):
+    config = tiny_config(**{"model.num_layers": 2, "model.embed_size": 8})
+    corpus = data.load_corpus(config.data)
+    model = model_lib.build_model(config.model, len(corpus.vocab.chars))
+    from rnnlab import optim
+
+    tx = optim.make_optimizer(config.optim, config.train.steps)
+    streams = data.make_streams(corpus.splits["train"], config.train.batch_size)
+    windows = data.num_windows(streams.shape[1], config.train.bptt_len)
+    step = train.make_train_step(model, tx, config.train.bptt_len, windows, True)
+    state = state_lib.init_state(config, model)
+    before = jax.tree_util.tree_map(np.asarray, state.params)
+    for _ in range(3):
+        state, _ = step(state, jnp.asarray(streams))
+    assert step._cache_size() == 1
+    changed = jax.tree_util.tree_map(lambda a, b: not np.array_equal(a, b), before, state.params)
+    assert all(jax.tree_util.tree_leaves(changed))
+
+
+def run_main(workdir, *overrides, config="configs/quickstart.py:smoke", wait=True):
+    cmd = [sys.executable, "-m", "rnnlab.main", f"--config={config}", f"--workdir={workdir}",
+           *overrides]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    if not wait:  # logs to a file: a pipe nobody reads would fill up and block the run
+        log = open(pathlib.Path(workdir).parent / f"{pathlib.Path(workdir).name}.log", "w")
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log, text=True)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+STEPS = 300
+KILL_RUN = (f"--config.train.steps={STEPS}", "--config.train.ckpt_every=10",
+            "--config.train.log_every=5", "--config.train.eval_every=100",
+            "--config.data.max_chars=12000", "--config.model.hidden_size=16")
+
+
+def wait_for_step(proc, workdir, step, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if (workdir / "metrics.jsonl").exists():
+            if any(m["step"] >= step for m in metrics.read_metrics(workdir)):
+                return
+        assert proc.poll() is None, (workdir.parent / f"{workdir.name}.log").read_text()[-3000:]
+        time.sleep(0.02)
+    raise AssertionError(f"no step {step} within {timeout}s")
+
+
+def test_sigkill_and_rerun_is_bitwise_equal_to_an_uninterrupted_run(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    proc = run_main(killed, *KILL_RUN, wait=False)
+    # Kill at a random point after the first checkpoint and well before the end.
+    wait_for_step(proc, killed, int(np.random.default_rng().integers(15, STEPS // 2)))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "status.json").exists()
+    killed_at = max(m["step"] for m in metrics.read_metrics(killed))
+    assert killed_at < STEPS
+    resumed = run_main(killed, *KILL_RUN)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming" in resumed.stderr
+    done = run_main(straight, *KILL_RUN)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    config = tiny_config(**{"train.steps": STEPS, "model.hidden_size": 16})
+    a, meta_a = restore_params(straight, config)
+    b, meta_b = restore_params(killed, config)
+    assert int(a.step) == int(b.step) == STEPS
+    jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
+    assert meta_a == meta_b
+    assert deterministic_metrics(straight) == deterministic_metrics(killed)
+
+
+def test_sigterm_saves_a_checkpoint_and_the_rerun_finishes(tmp_path):
+    workdir = tmp_path / "run"
+    proc = run_main(workdir, *KILL_RUN, "--config.train.ckpt_every=1000", wait=False)
+    wait_for_step(proc, workdir, 10)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0
+    status = json.loads((workdir / "status.json").read_text())
+    assert status["status"] == "interrupted"
+    assert checkpoint.Checkpointer(workdir, 3).latest_step() == status["step"] < STEPS
+    rerun = run_main(workdir, *KILL_RUN, "--config.train.ckpt_every=1000")
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert json.loads((workdir / "status.json").read_text())["status"] == "finished"
+
+
+# A relu RNN with W_hh = 3I, no clipping and a huge learning rate: gradients overflow at once.
+EXPLODING = {"model.cell": "irnn", "model.init_scale": 3.0, "optim.name": "sgd",
+             "optim.lr": 1e3, "optim.clip_norm": 0.0}
+
+
+def test_divergence_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    config = tiny_config(**EXPLODING, **{"train.ckpt_every": 1, "train.log_every": 1,
+                                         "train.steps": 30})
+    with pytest.raises(train.DivergenceError, match=r"non-finite loss or gradient at step (\d+)") as e:
+        train.train(config, tmp_path)
+    bad_step = int(e.value.args[0].split("at step ")[1].split()[0])
+    last = checkpoint.Checkpointer(tmp_path, 3).latest_step()
+    assert last == bad_step - 1
+    state, _ = restore_params(tmp_path, config)
+    assert all(np.isfinite(p).all() for p in jax.tree_util.tree_leaves(state.params))
+    assert json.loads((tmp_path / "status.json").read_text())["status"] == "diverged"
+
+
+def test_skip_nonfinite_skips_and_counts(tmp_path):
+    config = tiny_config(**EXPLODING, **{"train.skip_nonfinite": True,
+                                         "train.max_nonfinite": 1000})
+    train.train(config, tmp_path)
+    last_train = [m for m in metrics.read_metrics(tmp_path) if m["split"] == "train"][-1]
+    assert last_train["nonfinite"] > 0
+    state, _ = restore_params(tmp_path, config)
+    assert all(np.isfinite(p).all() for p in jax.tree_util.tree_leaves(state.params))
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"model.cell": "lstmm"}, r"unknown cell 'lstmm'; known cells: .*elman.*gru.*lstm"),
+        ({"optim.name": "adamm"}, r"adamm.*adagrad.*adam.*rmsprop.*sgd"),
+        ({"optim.schedule": "cosinus"}, r"cosinus.*constant.*cosine.*exponential"),
+        ({"model.hidden_size": 0}, r"model.hidden_size must be a positive integer"),
+        ({"model.num_layers": -1}, r"model.num_layers must be a positive integer"),
+        ({"train.batch_size": 0}, r"train.batch_size must be a positive integer"),
+        ({"train.bptt_len": 0}, r"train.bptt_len must be a positive integer"),
+        ({"model.bidirectional": True}, r"bidirectional=True sees the future"),
+        ({"model.cell": "gru", "model.forget_bias": 1.0}, r"'gru' has no option 'forget_bias'"),
+        ({"model.activation": "tanhh"}, r"unknown activation 'tanhh'"),
+        ({"model.cell": "jordan", "model.num_layers": 2}, r"num_layers=1"),
+        ({"model.dropout": 1.0}, r"model.dropout must be in \[0, 1\)"),
+    ],
+)
+def test_bad_configs_fail_before_any_compute(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        train.check_config(tiny_config(**overrides))
+
+
+def test_bptt_longer_than_the_split_is_an_error(tmp_path):
+    config = tiny_config(**{"train.bptt_len": 900})
+    with pytest.raises(ValueError, match=r"(valid|test|train) split.*bptt_len"):
+        train.train(config, tmp_path)
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_resuming_with_another_config_is_refused(tmp_path):
+    train.train(tiny_config(**{"train.steps": 4}), tmp_path)
+    with pytest.raises(ValueError, match=r"different config.*model.hidden_size"):
+        train.train(tiny_config(**{"train.steps": 4, "model.hidden_size": 24}), tmp_path)
+    # Extending the run (more steps) is a resume, not a new experiment.
+    train.train(tiny_config(**{"train.steps": 8}), tmp_path)
+    assert checkpoint.Checkpointer(tmp_path, 3).latest_step() == 8
+
+
+def test_cli_overrides_and_bad_config_exit_code(tmp_path):
+    bad = run_main(tmp_path / "bad", "--config.model.cell=nosuchcell")
+    assert bad.returncode == 2
+    assert "unknown cell 'nosuchcell'" in bad.stderr and "lstm" in bad.stderr
+    assert not (tmp_path / "bad").exists()
+    ok = run_main(tmp_path / "gru", "--config.model.cell=gru", "--config.train.steps=4",
+                  "--config.data.max_chars=12000")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert json.loads((tmp_path / "gru" / "config.json").read_text())["model"]["cell"] == "gru"
+    text = subprocess.run(
+        [sys.executable, "-m", "rnnlab.sample", f"--workdir={tmp_path / 'gru'}", "--prime=The ",
+         "--length=30", "--temperature=0.5"], cwd=ROOT, capture_output=True, text=True,
+    )
+    assert text.returncode == 0, text.stderr[-2000:]
+    assert text.stdout.startswith("The ") and len(text.stdout.rstrip("\n")) == 34
+
+
+def test_sampling_at_temperature_to_zero_equals_argmax(tmp_path):
+    config = tiny_config(**{"train.steps": 20})
+    train.train(config, tmp_path)
+    argmax = sample.sample_text(tmp_path, prime="The ", length=60, temperature=0.0)
+    cold = sample.sample_text(tmp_path, prime="The ", length=60, temperature=1e-4, seed=3)
+    warm = sample.sample_text(tmp_path, prime="The ", length=60, temperature=1.5, seed=3)
+    assert cold == argmax
+    assert warm != argmax
+    # argmax by hand: a Python loop that feeds back the most likely character
+    vocab, _ = sample.load_vocab(tmp_path)
+    model = model_lib.build_model(config.model, len(vocab.chars))
+    state, _ = restore_params(tmp_path, config)
+    ckpt = checkpoint.Checkpointer(tmp_path, 3)
+    best = ckpt.restore(state_lib.init_state(config, model), best=True)[0]
+    ckpt.close()
+    carry = model.initial_carry(best.params, (1,))
+    tokens = list(data.encode(vocab, "The "))
+    carry, logits = model.apply(best.params, carry, jnp.asarray([tokens]))
+    out = []
+    for _ in range(60):
+        token = int(jnp.argmax(logits[0, -1]))
+        out.append(token)
+        carry, logits = model.apply(best.params, carry, jnp.asarray([[token]]))
+    assert argmax == "The " + data.decode(vocab, np.asarray(out))
