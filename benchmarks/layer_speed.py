@@ -24,7 +24,7 @@ from rnnlab import cells, recurrent
 F = 64
 
 
-def _timed(fn, *args, reps):
+def _timed(fn, *args):
     t0 = time.perf_counter()
     jax.block_until_ready(fn(*args))
     compile_s = time.perf_counter() - t0
@@ -84,7 +84,7 @@ def main():
             H, B, T = map(int, size.split("x"))
             runs = {}
             for name, (fn, params, xs) in variants(cell_name, H, B, T).items():
-                runs[name] = _timed(fn, params, xs, reps=args.reps)
+                runs[name] = _timed(fn, params, xs)
             times = {name: [] for name in runs}
             for _ in range(args.reps):  # interleaved, so drift hits every variant alike
                 for name, (_, once) in runs.items():

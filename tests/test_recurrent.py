@@ -184,8 +184,15 @@ def test_vmap_over_unbatched_equals_batched_and_many_batch_dims():
     assert_trees_close(carry2.reshape(6, H), want_carry)
 
 
-def test_jit_traces_once_per_shape():
-    _, layer, params = make("lstm", {})
+@pytest.mark.parametrize("kind", ["rnn", "stack", "bidirectional"])
+def test_jit_traces_once_per_shape(kind):
+    lstm = cells.get_cell("lstm", hidden_size=H)
+    layer = {
+        "rnn": recurrent.rnn(lstm),
+        "stack": recurrent.stack([recurrent.rnn(lstm), recurrent.rnn(lstm)], dropout=0.1),
+        "bidirectional": recurrent.bidirectional(lstm, lstm),
+    }[kind]
+    params = layer.init(jax.random.key(0), F)
     traces = []
 
     @jax.jit
