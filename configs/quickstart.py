@@ -4,9 +4,10 @@
     python -m rnnlab.sample --workdir=runs/quickstart --prime="The " --length=300
 
 Data: `pydoc` (the prose of Python's `help()` topics, ~465k characters, shipped with Python;
-no download). Expected: about 3 minutes on 2 CPU cores; validation bpc falls from ~6.7 (uniform
-over ~100 symbols) to about 2 (numbers measured with rnnlab are in the README), and samples
-show English words and reStructuredText layout.
+no download). Expected: about 3 minutes on 2 CPU cores (~36k characters/s); validation bpc
+falls from 6.7 (uniform over 104 symbols) to about 1.86 and test bpc to about 1.58 (measured
+on Python 3.11.7; the help text differs between Python versions), and samples show English
+words, code examples and reStructuredText tables.
 `:smoke` finishes in well under a minute.
 """
 
@@ -20,12 +21,13 @@ def get_config(arg=None):
     c.model.hidden_size = 256
     c.model.num_layers = 1
     c.model.embed_size = 32
-    c.train.steps = 1500
+    c.model.dropout = 0.25
+    c.train.steps = 3000
     c.train.batch_size = 32
     c.train.bptt_len = 64
     c.train.log_every = 50
-    c.train.eval_every = 500
-    c.train.ckpt_every = 500
+    c.train.eval_every = 1000
+    c.train.ckpt_every = 1000
     c.optim.name = "adam"
     c.optim.lr = 3e-3
     c.optim.schedule = "cosine"

@@ -313,6 +313,7 @@ def _train(config, workdir, stop):
                 scalars = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
                 scalars["lr"] = float(fetched[-1]["lr"])
                 scalars["bpc"] = scalars["loss"] / math.log(2.0)
+                scalars["perplexity"] = math.exp(min(scalars["loss"], 700.0))
                 scalars["steps_per_sec"] = rate
                 scalars["chars_per_sec"] = rate * t.batch_size * t.bptt_len
                 scalars["nonfinite"] = int(state.nonfinite)

@@ -1,6 +1,7 @@
 """End-to-end character LM: training, resume after SIGKILL, SIGTERM, divergence, config errors,
 sampling. Runs use the offline corpus cut to a few thousand characters."""
 
+import importlib
 import json
 import os
 import pathlib
@@ -72,8 +73,10 @@ def test_smoke_training_lowers_the_loss_and_writes_the_run_dir(tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["model"]["cell"] == "lstm"
     assert "=== step 20 " in (tmp_path / "samples.txt").read_text()
     train_line = next(m for m in lines if m["split"] == "train")
-    for key in ("loss", "bpc", "accuracy", "grad_norm", "lr", "steps_per_sec", "chars_per_sec"):
+    for key in ("loss", "bpc", "perplexity", "accuracy", "grad_norm", "lr", "steps_per_sec",
+                "chars_per_sec"):
         assert np.isfinite(train_line[key]), key
+    assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "tb").iterdir())
     assert {"loss", "bpc", "perplexity", "accuracy"} <= set(lines[-1])
     assert checkpoint.Checkpointer(tmp_path, 3).latest_step() == 40
 
@@ -189,6 +192,27 @@ def test_skip_nonfinite_skips_and_counts(tmp_path):
     assert last_train["nonfinite"] > 0
     state, _ = restore_params(tmp_path, config)
     assert all(np.isfinite(p).all() for p in jax.tree_util.tree_leaves(state.params))
+
+
+CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py") if p.stem not in ("__init__", "base"))
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_run_config_and_its_smoke_variant_are_valid(name):
+    module = importlib.import_module(f"configs.{name}")
+    assert "python -m rnnlab.main --config=configs/" in module.__doc__
+    train.check_config(module.get_config())
+    smoke = module.get_config("smoke")
+    train.check_config(smoke)
+    assert smoke.data.name == "pydoc" and smoke.train.steps <= 50
+
+
+@pytest.mark.parametrize("name", ["elman_text8", "jordan_text8", "gru_text8"])
+def test_smoke_variants_train(name, tmp_path):
+    config = importlib.import_module(f"configs.{name}").get_config("smoke")
+    results = train.train(config, tmp_path)
+    assert np.isfinite(results["test"]["bpc"])
+    assert json.loads((tmp_path / "status.json").read_text())["status"] == "finished"
 
 
 @pytest.mark.parametrize(
