@@ -8,13 +8,25 @@ half-written checkpoint that a resume would pick up.
 
 from __future__ import annotations
 
+import logging
 import pathlib
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 
 ITEMS = ("state", "meta")
+
+
+class _QuietOrbax(logging.Filter):
+    def filter(self, record):
+        return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
+
+
+def quiet_orbax_logs() -> None:
+    """Orbax logs every step of every save at INFO: keep only its warnings and errors."""
+    absl_logging.get_absl_handler().addFilter(_QuietOrbax())
 
 
 def _manager(directory: pathlib.Path, max_to_keep: int) -> ocp.CheckpointManager:
@@ -35,6 +47,10 @@ class Checkpointer:
         manager = self.best if best else self.last
         if manager.latest_step() != step:
             manager.save(step, args=args)
+
+    def steps(self) -> list[int]:
+        """The steps of the checkpoints kept in `ckpt/`, oldest first."""
+        return sorted(self.last.all_steps())
 
     def latest_step(self, *, best: bool = False) -> int | None:
         return (self.best if best else self.last).latest_step()

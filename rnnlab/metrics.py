@@ -28,7 +28,13 @@ def read_metrics(workdir: str | pathlib.Path) -> list[dict]:
     path = pathlib.Path(workdir) / METRICS_FILE
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:  # a line cut short by a kill: it is rewritten on resume
+            continue
+    return records
 
 
 class MetricsWriter:
@@ -44,7 +50,11 @@ class MetricsWriter:
         try:
             import tensorboardX  # optional: writes event files without TensorFlow
 
-            self.tensorboard = tensorboardX.SummaryWriter(str(pathlib.Path(workdir) / "tb"))
+            # purge_step hides the events a killed run wrote after the checkpoint.
+            purge = None if resume_step is None else resume_step + 1
+            self.tensorboard = tensorboardX.SummaryWriter(
+                str(pathlib.Path(workdir) / "tb"), purge_step=purge
+            )
         except ImportError:
             pass
 

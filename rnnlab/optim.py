@@ -19,10 +19,11 @@ or schedule is selected, so a sweep over optimizers can leave the others' keys a
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,25 +34,27 @@ ConfigDict = config_dict.ConfigDict
 _Transformation = optax.GradientTransformation
 
 
-OPTIMIZERS: dict[str, Callable[[ConfigDict, optax.ScalarOrSchedule], _Transformation]] = {
-    "sgd": lambda optim, lr: optax.sgd(lr),
-    "momentum": lambda optim, lr: optax.sgd(lr, momentum=optim.momentum),
+# Each optimizer at learning rate 1: the schedule multiplies its update afterwards (exactly
+# the same numbers, since every one of these ends in a scale by -lr). `hp` holds the values.
+OPTIMIZERS: dict[str, Callable[[dict[str, Any]], _Transformation]] = {
+    "sgd": lambda hp: optax.sgd(1.0),
+    "momentum": lambda hp: optax.sgd(1.0, momentum=hp["momentum"]),
     # char-rnn's torch optim.rmsprop: m starts at 0, update = lr * g / (sqrt(m) + eps). optax's
     # default puts eps inside the sqrt, a much smaller step where m is small.
-    "rmsprop": lambda optim, lr: optax.rmsprop(
-        lr, decay=optim.rms_decay, eps=optim.eps, eps_in_sqrt=False
+    "rmsprop": lambda hp: optax.rmsprop(
+        1.0, decay=hp["rms_decay"], eps=hp["eps"], eps_in_sqrt=False
     ),
     # min-char-rnn: mem starts at 0, update = lr * g / sqrt(mem + eps). optax's default starts
     # the sum of squares at 0.1, which shrinks the first steps of small gradients.
-    "adagrad": lambda optim, lr: optax.adagrad(lr, initial_accumulator_value=0.0, eps=optim.eps),
-    "adam": lambda optim, lr: optax.adam(lr, b1=optim.b1, b2=optim.b2, eps=optim.eps),
-    "adamw": lambda optim, lr: optax.adamw(
-        lr, b1=optim.b1, b2=optim.b2, eps=optim.eps, weight_decay=optim.weight_decay
+    "adagrad": lambda hp: optax.adagrad(1.0, initial_accumulator_value=0.0, eps=hp["eps"]),
+    "adam": lambda hp: optax.adam(1.0, b1=hp["b1"], b2=hp["b2"], eps=hp["eps"]),
+    "adamw": lambda hp: optax.adamw(
+        1.0, b1=hp["b1"], b2=hp["b2"], eps=hp["eps"], weight_decay=hp["weight_decay"]
     ),
 }
 
 
-def _step(optim: ConfigDict, total_steps: int) -> optax.Schedule:
+def _step(count, hp, total_steps, staircase):
     """char-rnn: lr until step decay_after, then one factor of decay_rate every decay_steps.
 
     lr(step) = lr                                                     if step < decay_after
@@ -61,32 +64,45 @@ def _step(optim: ConfigDict, total_steps: int) -> optax.Schedule:
     epoch >= learning_rate_decay_after: decay_after = that many epochs * ntrain, decay_steps =
     ntrain reproduce it, except that decay_after = 0 here decays from step 0 onwards.
     """
-    lr, rate, every, after = optim.lr, optim.decay_rate, optim.decay_steps, optim.decay_after
-
-    def schedule(count: jax.Array) -> jax.Array:
-        count = jnp.asarray(count)
-        decays = jnp.where(count >= after, (count - after) // every + 1, 0)
-        return lr * jnp.power(rate, decays.astype(jnp.result_type(float)))
-
-    return schedule
+    after = hp["decay_after"]
+    decays = jnp.where(count >= after, (count - after) // hp["decay_steps"] + 1, 0)
+    return hp["lr"] * jnp.power(hp["decay_rate"], decays.astype(jnp.float32))
 
 
-SCHEDULES: dict[str, Callable[[ConfigDict, int], optax.Schedule]] = {
-    "constant": lambda optim, total_steps: optax.constant_schedule(optim.lr),
-    "exponential": lambda optim, total_steps: optax.exponential_decay(
-        optim.lr, optim.decay_steps, optim.decay_rate, staircase=optim.staircase
-    ),
+def _exponential(count, hp, total_steps, staircase):
+    p = count / hp["decay_steps"]
+    return hp["lr"] * hp["decay_rate"] ** (jnp.floor(p) if staircase else p)
+
+
+def _cosine_factor(count, steps, final):
+    # (1 - f) * (1 + cos(pi * min(s, N) / N)) / 2 + f, as optax.cosine_decay_schedule.
+    progress = jnp.minimum(count, steps) / steps
+    return (1 - final) * 0.5 * (1 + jnp.cos(jnp.pi * progress)) + final
+
+
+def _warmup_cosine(count, hp, total_steps, staircase):
+    warmup = hp["warmup_steps"]
+    rise = hp["lr"] * count / jnp.maximum(warmup, 1)
+    fall = hp["lr"] * _cosine_factor(count - warmup, total_steps - warmup, hp["final_lr_factor"])
+    return jnp.where(count < warmup, rise, fall)
+
+
+def _linear(count, hp, total_steps, staircase):
+    progress = jnp.minimum(count, total_steps) / total_steps
+    return hp["lr"] + (hp["lr"] * hp["final_lr_factor"] - hp["lr"]) * progress
+
+
+# Schedules as jnp formulas of (count, hp, total_steps, staircase): the values in `hp` may be
+# traced arrays, so trials that differ only in them can share one compiled program (vmap).
+SCHEDULES: dict[str, Callable[..., jax.Array]] = {
+    "constant": lambda count, hp, total_steps, staircase: hp["lr"] * jnp.ones_like(count),
+    "exponential": _exponential,
     "step": _step,
-    "cosine": lambda optim, total_steps: optax.cosine_decay_schedule(
-        optim.lr, total_steps, alpha=optim.final_lr_factor
+    "cosine": lambda count, hp, total_steps, staircase: hp["lr"] * _cosine_factor(
+        count, total_steps, hp["final_lr_factor"]
     ),
-    # optax's decay_steps is the whole schedule, warmup included.
-    "warmup_cosine": lambda optim, total_steps: optax.warmup_cosine_decay_schedule(
-        0.0, optim.lr, optim.warmup_steps, total_steps, end_value=optim.lr * optim.final_lr_factor
-    ),
-    "linear": lambda optim, total_steps: optax.linear_schedule(
-        optim.lr, optim.lr * optim.final_lr_factor, total_steps
-    ),
+    "warmup_cosine": _warmup_cosine,
+    "linear": _linear,
 }
 
 # The keys each optimizer and schedule reads, beyond the shared ones: only these are checked.
@@ -139,6 +155,10 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
+# Every numeric hyperparameter: a value in the optimizer state, never structure.
+NUMERIC_KEYS = tuple(k for k in _RULES if k != "staircase")
+
+
 def _check_name(optim: ConfigDict, key: str, registry: dict[str, Any], what: str) -> str:
     name = optim.get(key)
     if name not in registry:
@@ -187,6 +207,18 @@ def check_optim_config(optim: ConfigDict, total_steps: int | None = None) -> Non
     _check_schedule(optim, total_steps)
 
 
+def hyperparams(optim: ConfigDict) -> dict[str, float]:
+    """The numeric values the optimizer and schedule of `optim` use (staircase is structure)."""
+    keys = _SHARED_KEYS + _OPTIMIZER_KEYS[optim.name] + _SCHEDULE_KEYS[optim.schedule]
+    return {k: optim[k] for k in keys if k != "staircase"}
+
+
+def structure(optim: ConfigDict) -> tuple:
+    """What fixes the shape of the optimizer's computation; the rest are values."""
+    return (optim.name, optim.schedule, optim.staircase, optim.clip_value > 0,
+            optim.clip_norm > 0, optim.weight_decay > 0)
+
+
 def make_schedule(optim: ConfigDict, total_steps: int) -> optax.Schedule:
     """Returns the learning rate as a function of the step count s (0 for the first update).
 
@@ -208,14 +240,38 @@ def make_schedule(optim: ConfigDict, total_steps: int) -> optax.Schedule:
       ValueError: a schedule key is invalid (see `check_optim_config`).
     """
     name = _check_schedule(optim, total_steps)
-    return SCHEDULES[name](optim, total_steps)
+    hp = {k: optim[k] for k in ("lr",) + _SCHEDULE_KEYS[name] if k != "staircase"}
+    return lambda count: SCHEDULES[name](jnp.asarray(count), hp, total_steps, optim.staircase)
+
+
+class ScheduleState(NamedTuple):
+    count: jax.Array  # updates made
+    lr: jax.Array  # the learning rate of the last update (of the next, before any)
+
+
+def _scale_by_schedule(schedule: Callable[[jax.Array], jax.Array]) -> _Transformation:
+    # optax.scale_by_schedule, keeping the rate it used in the state so that it can be logged.
+    def init(params):
+        del params
+        return ScheduleState(jnp.zeros((), jnp.int32), schedule(jnp.zeros((), jnp.int32)))
+
+    def update(updates, state, params=None):
+        del params
+        lr = schedule(state.count)
+        updates = jax.tree.map(lambda u: (u * lr).astype(u.dtype), updates)
+        return updates, ScheduleState(state.count + 1, lr)
+
+    return optax.GradientTransformation(init, update)
 
 
 def make_optimizer(optim: ConfigDict, total_steps: int) -> optax.GradientTransformation:
-    """Returns the optax chain: clip by value, clip by norm, L2 decay, optimizer(schedule).
+    """Returns the optax chain: clip by value, clip by norm, L2 decay, optimizer, schedule.
 
-    The state is an `optax.InjectStatefulHyperparamsState` of arrays only; `current_lr` reads
-    the learning rate from it. The learning rate is stored in the dtype of the params.
+    Every numeric hyperparameter (`hyperparams(optim)`) lives in the state as an array, through
+    `optax.inject_hyperparams`; `structure(optim)` fixes the rest. So trials that share a
+    structure share one `update` function: each trial's own `init` puts its values in its
+    state, and a `jax.vmap` over stacked states trains them all in one program. The state is
+    arrays only (it jits and checkpoints); `current_lr` reads the rate of the last update.
 
     Args:
       optim: the `optim` section of a config (see configs/base.py).
@@ -225,41 +281,45 @@ def make_optimizer(optim: ConfigDict, total_steps: int) -> optax.GradientTransfo
       ValueError: a key of `optim` is invalid (see `check_optim_config`).
     """
     check_optim_config(optim, total_steps)
-    schedule = make_schedule(optim, total_steps)
-    optimizer = OPTIMIZERS[optim.name]
+    name, schedule, staircase, clip_value, clip_norm, decay = structure(optim)
 
-    def chain(learning_rate: jax.Array) -> optax.GradientTransformation:
+    def chain(**hp) -> optax.GradientTransformation:
         parts = []
-        if optim.clip_value > 0:
-            parts.append(optax.clip(optim.clip_value))
-        if optim.clip_norm > 0:
-            parts.append(optax.clip_by_global_norm(optim.clip_norm))
-        if optim.weight_decay > 0 and optim.name != "adamw":
-            parts.append(optax.add_decayed_weights(optim.weight_decay))
-        parts.append(optimizer(optim, learning_rate))
+        if clip_value:
+            parts.append(optax.clip(hp["clip_value"]))
+        if clip_norm:
+            parts.append(optax.clip_by_global_norm(hp["clip_norm"]))
+        if decay and name != "adamw":
+            parts.append(optax.add_decayed_weights(hp["weight_decay"]))
+        parts.append(OPTIMIZERS[name](hp))
+        parts.append(_scale_by_schedule(
+            lambda count: SCHEDULES[schedule](count, hp, total_steps, staircase)
+        ))
         return optax.chain(*parts)
 
-    # Injecting the whole chain (not only the optimizer) puts the learning rate at the top of
-    # the state; the schedule lives in the closure and only its step count in the state.
-    return optax.inject_hyperparams(chain)(learning_rate=schedule)
+    values = hyperparams(optim)
+    # inject_hyperparams binds the factory's signature: name each value as a parameter.
+    chain.__signature__ = inspect.Signature(
+        [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY) for k in values]
+    )
+    return optax.inject_hyperparams(chain)(**values)
 
 
-def _is_injected(node: Any) -> bool:
-    return isinstance(node, optax.InjectStatefulHyperparamsState)
+def _is_schedule_state(node: Any) -> bool:
+    return isinstance(node, ScheduleState)
 
 
 def current_lr(opt_state: Any) -> jax.Array:
     """The learning rate of the last update, read from a `make_optimizer` state.
 
     After N updates this is schedule(N - 1), the rate the N-th update used; before any update
-    it is schedule(0). The state may be wrapped (optax.apply_if_finite, MultiSteps, ...): the
-    first injected learning rate found is returned. Under apply_if_finite a skipped update does
-    not advance the schedule.
+    it is schedule(0). The state may be wrapped (optax.apply_if_finite, MultiSteps, ...). Under
+    apply_if_finite a skipped update does not advance the schedule.
 
     Raises:
-      ValueError: the state holds no injected learning rate.
+      ValueError: the state holds no learning_rate schedule state (not from make_optimizer).
     """
-    for node in jax.tree.leaves(opt_state, is_leaf=_is_injected):
-        if _is_injected(node) and "learning_rate" in node.hyperparams:
-            return node.hyperparams["learning_rate"]
-    raise ValueError("opt_state holds no injected learning_rate; build it with make_optimizer")
+    for node in jax.tree.leaves(opt_state, is_leaf=_is_schedule_state):
+        if _is_schedule_state(node):
+            return node.lr
+    raise ValueError("opt_state holds no learning_rate schedule; build it with make_optimizer")

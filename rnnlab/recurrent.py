@@ -168,6 +168,7 @@ def rnn(
         reset_tm = None if reset is None else jnp.moveaxis(jnp.asarray(reset, bool), nb, 0)
         mask = None
         if lengths is not None:
+            lengths = jnp.clip(lengths, 0, T)  # a length past the window means "all of it"
             mask = jnp.arange(T).reshape((T,) + (1,) * nb) < lengths  # [T, B...]
         scan_reverse = False
         if reverse:

@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 
 from rnnlab import checkpoint as checkpoint_lib
-from rnnlab import data, state as state_lib
+from rnnlab import data, optim, state as state_lib
 from rnnlab import model as model_lib
 
 VOCAB_FILE = "vocab.json"
@@ -61,8 +61,10 @@ def _generate(model, params, prime, length, temperature, key):
     return tokens
 
 
-def save_vocab(workdir: pathlib.Path, vocab: data.Vocab, default_prime: str) -> None:
-    record = {"chars": list(vocab.chars), "unk": vocab.unk, "default_prime": default_prime}
+def save_vocab(workdir: pathlib.Path, vocab: data.Vocab, default_prime: str,
+               fingerprint: str) -> None:
+    record = {"chars": list(vocab.chars), "unk": vocab.unk, "default_prime": default_prime,
+              "fingerprint": fingerprint}
     (workdir / VOCAB_FILE).write_text(json.dumps(record, ensure_ascii=False))
 
 
@@ -91,6 +93,10 @@ def sample_text(
     checkpoint: str = "best",
 ) -> str:
     """Restores a run's params and returns `prime` followed by `length` sampled characters."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0: argmax), got {temperature}")
+    if length < 0:
+        raise ValueError(f"length must be >= 0, got {length}")
     workdir = pathlib.Path(workdir)
     if not (workdir / "config.json").exists():
         raise FileNotFoundError(f"{workdir} holds no run (no config.json); pass a run's --workdir")
@@ -100,7 +106,8 @@ def sample_text(
     model = model_lib.build_model(config.model, len(vocab.chars))
     ckpt = checkpoint_lib.Checkpointer(workdir, config.train.keep_checkpoints)
     best = checkpoint == "best" and ckpt.latest_step(best=True) is not None
-    like = state_lib.init_state(config, model)
+    like = state_lib.init_state(config, model, optim.make_optimizer(config.optim,
+                                                                    config.train.steps))
     restored = ckpt.restore(like, best=best)
     ckpt.close()
     if restored is None:
@@ -117,12 +124,17 @@ def main(argv):
     del argv
     from absl import flags
 
+    checkpoint_lib.quiet_orbax_logs()
     FLAGS = flags.FLAGS
     temperature = 0.0 if FLAGS.argmax else FLAGS.temperature
-    text = sample_text(
-        FLAGS.workdir, prime=FLAGS.prime, length=FLAGS.length, temperature=temperature,
-        seed=FLAGS.seed, checkpoint=FLAGS.checkpoint,
-    )
+    try:
+        text = sample_text(
+            FLAGS.workdir, prime=FLAGS.prime, length=FLAGS.length, temperature=temperature,
+            seed=FLAGS.seed, checkpoint=FLAGS.checkpoint,
+        )
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     sys.stdout.write(text + "\n")
 
 

@@ -7,21 +7,26 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import ml_collections
+import optax
 
 from rnnlab import model as model_lib
-from rnnlab import optim
+
+# Train metrics summed over the steps since the last log line.
+SUMS = ("loss", "accuracy", "grad_norm")
 
 
 class TrainState(NamedTuple):
     """Attributes:
     step: int32, updates made so far; also the position in the data (batch index).
     params: the model's params.
-    opt_state: the optimizer's state.
+    opt_state: the optimizer's state (its hyperparameters included, as arrays).
     carry: the recurrent state handed from one BPTT window to the next (no gradient flows
       through it across steps).
     key: raw PRNG key data (uint32), so that checkpoints hold plain arrays.
     nonfinite: int32, updates skipped because the loss or a gradient was not finite.
     first_nonfinite: int32, the step of the first such update; -1 while there is none.
+    sums: train metrics summed since the last log line (and `count` of steps), so that a
+      resumed run logs the same averages as an uninterrupted one.
     """
 
     step: jax.Array
@@ -31,13 +36,19 @@ class TrainState(NamedTuple):
     key: jax.Array
     nonfinite: jax.Array
     first_nonfinite: jax.Array
+    sums: dict[str, jax.Array]
 
 
-def init_state(config: ml_collections.ConfigDict, model: model_lib.Model) -> TrainState:
+def zero_sums() -> dict[str, jax.Array]:
+    return {**{k: jnp.zeros((), jnp.float32) for k in SUMS}, "count": jnp.zeros((), jnp.int32)}
+
+
+def init_state(
+    config: ml_collections.ConfigDict, model: model_lib.Model, tx: optax.GradientTransformation
+) -> TrainState:
     """The state at step 0: params from `config.seed`, a zero carry for the training streams."""
     init_key, train_key = jax.random.split(jax.random.key(config.seed))
     params = model.init(init_key)
-    tx = optim.make_optimizer(config.optim, config.train.steps)
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
@@ -46,4 +57,5 @@ def init_state(config: ml_collections.ConfigDict, model: model_lib.Model) -> Tra
         key=jax.random.key_data(train_key),
         nonfinite=jnp.zeros((), jnp.int32),
         first_nonfinite=jnp.full((), -1, jnp.int32),
+        sums=zero_sums(),
     )

@@ -2,41 +2,44 @@
 
 Each step takes the next `bptt_len` window of every stream; the carry flows from window to
 window inside the train state, through `jax.lax.stop_gradient` (the jit step boundary is the
-truncation point). A batch is a pure function of the step, and the state (carry included) is
-checkpointed, so a killed run resumes to bitwise the same result.
+truncation point). A batch is a pure function of the step, and the whole state (carry and the
+metric sums included) is checkpointed, so a killed run resumes to bitwise the same result.
+
+`train_group` trains several trials that differ only in values (seed, initialisation,
+optimizer hyperparameters) as ONE program: their states are stacked on a leading trial axis
+and the step is `jax.vmap`ped. Each trial keeps its own run directory, and a diverging trial
+stops alone.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import math
-import pathlib
-import re
 import signal
+import threading
 import time
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from absl import logging
 
-from rnnlab import checkpoint as checkpoint_lib
-from rnnlab import data, metrics as metrics_lib, optim, sample
+from rnnlab import data, metrics as metrics_lib, optim, rundir, sample, steps
 from rnnlab import model as model_lib
 from rnnlab import state as state_lib
 
-# Keys that may differ when a run is resumed: they change bookkeeping, not the computation.
-RESUMABLE_KEYS = {
-    "train.steps", "train.log_every", "train.eval_every", "train.eval_batches",
-    "train.ckpt_every", "train.keep_checkpoints", "train.sample_length",
-    "train.sample_temperature", "train.sample_prime", "train.max_nonfinite",
-}
-SAMPLES_FILE = "samples.txt"
-STATUS_FILE = "status.json"
 PRIME_CHARS = 32  # samples start from this much of the validation split by default
+# Keys that only change values inside one compiled program: trials differing only in these
+# train together under vmap (params come from each trial's own init; hyperparameters live in
+# each trial's optimizer state).
+VALUE_KEYS = ("seed", "model.init", "model.init_scale", "model.forget_bias") + tuple(
+    f"optim.{k}" for k in optim.NUMERIC_KEYS
+)
+
+
+class ConfigError(ValueError):
+    """A bad config value, found before any compute."""
 
 
 class DivergenceError(RuntimeError):
@@ -57,86 +60,89 @@ def check_train_config(t: ml_collections.ConfigDict) -> None:
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-    """Every config error that needs no data or compute, each with what to do."""
-    if not isinstance(config.seed, int) or config.seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {config.seed!r}")
-    check_train_config(config.train)
-    model_lib.check_model_config(config.model, causal=True)
-    optim.check_optim_config(config.optim, config.train.steps)
+    """Every config error that needs no data or compute, as a ConfigError saying what to do."""
+    try:
+        if not isinstance(config.seed, int) or config.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {config.seed!r}")
+        if config.data.name not in data.CORPORA:
+            raise ValueError(f"unknown data.name {config.data.name!r}; known: "
+                             f"{', '.join(data.CORPORA)}")
+        if config.data.max_chars < 0:
+            raise ValueError(f"data.max_chars must be >= 0 (0: all), got {config.data.max_chars}")
+        check_train_config(config.train)
+        model_lib.check_model_config(config.model, causal=True)
+        optim.check_optim_config(config.optim, config.train.steps)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
 
 
-def _reset(batch_reset, carry_state):
-    # Without carry_state every window starts from the initial carry (the stateless baseline).
-    return batch_reset if carry_state else batch_reset.at[..., 0].set(True)
+def group_key(config: ml_collections.ConfigDict) -> str:
+    """Equal for configs that can train as one vmapped program (they differ in VALUE_KEYS)."""
+    resolved = json.loads(config.to_json_best_effort())
+    for key in VALUE_KEYS:
+        section, _, leaf = key.rpartition(".")
+        (resolved[section] if section else resolved).pop(leaf, None)
+    resolved["optim_structure"] = optim.structure(config.optim)
+    return json.dumps(resolved, sort_keys=True)
 
 
-def make_train_step(model, tx, bptt_len, num_windows, carry_state):
-    """`(state, streams) -> (state, metrics)`, jitted; non-finite updates are not applied."""
-
-    def train_step(state, streams):
-        batch = data.get_batch(streams, state.step, bptt_len, num_windows=num_windows)
-        reset = _reset(batch["reset"], carry_state)
-        key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
-
-        def loss_fn(params):
-            carry, logits = model.apply(params, state.carry, batch["inputs"], reset=reset, key=key)
-            ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
-            return ce.mean(), (carry, logits)
-
-        (loss, (carry, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        grad_norm = optax.tree.norm(grads)
-        # Skip the whole update, carry included: a NaN carry would poison every later window.
-        # (optax.apply_if_finite guards only the params and optimizer state.)
-        ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-
-        def keep(new, old):
-            return jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, old)
-
-        new_state = state_lib.TrainState(
-            step=state.step + 1,
-            params=keep(params, state.params),
-            opt_state=keep(opt_state, state.opt_state),
-            carry=keep(jax.lax.stop_gradient(carry), state.carry),
-            key=state.key,
-            nonfinite=state.nonfinite + (~ok).astype(jnp.int32),
-            first_nonfinite=jnp.where(
-                ok | (state.first_nonfinite >= 0), state.first_nonfinite, state.step
-            ),
-        )
-        metrics = {
-            "loss": loss,
-            "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["targets"]),
-            "grad_norm": grad_norm,
-            "lr": optim.current_lr(opt_state),
-        }
-        return new_state, metrics
-
-    return jax.jit(train_step, donate_argnums=0)
+def split_groups(configs: list[ml_collections.ConfigDict]) -> list[list[int]]:
+    """Indices of `configs`, grouped by `group_key`, in order of first appearance."""
+    groups: dict[str, list[int]] = {}
+    for i, config in enumerate(configs):
+        groups.setdefault(group_key(config), []).append(i)
+    return list(groups.values())
 
 
-def make_evaluate(model, bptt_len, carry_state):
-    """`(params, streams, num_windows, count) -> (loss_sum, correct)` over the first `count`
-    windows, carrying the state from window to window, in one compiled scan."""
+class _StopFlag:
+    """SIGTERM (a TPU VM preemption notice) or a first Ctrl-C: save, then stop."""
 
-    @functools.partial(jax.jit, static_argnums=(2, 3))
-    def evaluate(params, streams, num_windows, count):
-        def body(acc, index):
-            carry, loss_sum, correct = acc
-            batch = data.get_batch(streams, index, bptt_len, num_windows=num_windows)
-            reset = _reset(batch["reset"], carry_state)
-            carry, logits = model.apply(params, carry, batch["inputs"], reset=reset)
-            ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
-            hits = jnp.sum(jnp.argmax(logits, -1) == batch["targets"])
-            return (carry, loss_sum + ce.sum(), correct + hits), None
+    def __init__(self):
+        self.set = False
 
-        carry = model.initial_carry(params, (streams.shape[0],))
-        init = (carry, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
-        (_, loss_sum, correct), _ = jax.lax.scan(body, init, jnp.arange(count))
-        return loss_sum, correct
+    def __call__(self, signum, frame):
+        del frame
+        if self.set and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        logging.warning("received signal %d: saving a checkpoint and stopping", signum)
+        self.set = True
 
-    return evaluate
+
+def train(config: ml_collections.ConfigDict, workdir) -> dict:
+    """Trains (or resumes) the run in `workdir`; returns the final valid and test metrics.
+
+    Raises:
+      ConfigError: a bad config, or a workdir that holds another experiment or corpus.
+      data.DataError: the corpus is missing or corrupt.
+      DivergenceError: the loss or a gradient became non-finite (the run directory keeps the
+        last good checkpoint).
+    """
+    results = train_group([config], [workdir])[0]
+    if results.get("status") == "diverged":
+        raise DivergenceError(results["message"])
+    return results
+
+
+def train_group(configs: list[ml_collections.ConfigDict], workdirs: list) -> list[dict]:
+    """Trains trials that share a `group_key` as one program; one result dict per trial.
+
+    Each result is `{"valid": scalars, "test": scalars, "status": "finished"}`, or
+    `{"status": "diverged" | "interrupted", ...}`.
+    """
+    for config in configs:
+        check_config(config)
+    if len({group_key(c) for c in configs}) > 1:
+        raise ConfigError("these trials differ in more than seed, init and optimizer values; "
+                          "split them with split_groups")
+    stop = _StopFlag()
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)} if (
+        in_main) else {}
+    try:
+        return _Group(configs, workdirs, stop).run()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _streams(ids, batch_size, bptt_len, split):
@@ -144,230 +150,284 @@ def _streams(ids, batch_size, bptt_len, split):
         streams = data.make_streams(ids, batch_size)
         return streams, data.num_windows(streams.shape[1], bptt_len)
     except ValueError as e:
-        raise ValueError(f"the {split} split: {e}") from e
+        raise ConfigError(f"the {split} split: {e}") from e
 
 
-def _config_diff(old: dict, new: dict, prefix="") -> list[str]:
-    keys = sorted(set(old) | set(new))
-    out = []
-    for k in keys:
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _config_diff(a, b, f"{prefix}{k}.")
-        elif a != b:
-            out.append(f"{prefix}{k}")
-    return out
+def _trial(tree, i):
+    return jax.tree_util.tree_map(lambda a: a[i], tree)
 
 
-def _prepare_workdir(workdir: pathlib.Path, config) -> None:
-    workdir.mkdir(parents=True, exist_ok=True)
-    resolved = json.loads(config.to_json_best_effort())
-    path = workdir / "config.json"
-    if path.exists():
-        changed = [k for k in _config_diff(json.loads(path.read_text()), resolved)
-                   if k not in RESUMABLE_KEYS]
-        if changed:
-            raise ValueError(
-                f"{workdir} holds a run with a different config (differs in: "
-                f"{', '.join(changed)}); resuming it would mix two experiments. Use a new "
-                "--workdir, or rerun with the same config to resume."
-            )
-    path.write_text(json.dumps(resolved, indent=2, sort_keys=True) + "\n")
+class _Group:
+    """The loop over steps for K trials (K = 1: a plain run, not vmapped)."""
 
+    def __init__(self, configs, workdirs, stop):
+        self.configs, self.stop = configs, stop
+        c = configs[0]
+        self.t = t = c.train
+        corpus = data.load_corpus(c.data)
+        logging.info("data: %s", corpus.description)
+        for split, n in corpus.unknown.items():
+            if n:
+                logging.warning("%s split: %d characters not in the vocabulary -> unknown", split, n)
+        self.vocab = corpus.vocab
+        self.eval_batch = t.eval_batch_size or t.batch_size
+        train_streams, self.train_windows = _streams(corpus.splits["train"], t.batch_size,
+                                                     t.bptt_len, "train")
+        self.eval_streams = {s: _streams(corpus.splits[s], self.eval_batch, t.bptt_len, s)
+                             for s in ("valid", "test")}
+        default_prime = data.decode(corpus.vocab, corpus.splits["valid"][:PRIME_CHARS])
+        self.prime = sample.encode_prime(corpus.vocab, t.sample_prime or default_prime)
+        self.runs = []
+        try:
+            for config, workdir in zip(configs, workdirs):
+                self.runs.append(rundir.RunDir(workdir, config))
+                self.runs[-1].check_corpus(corpus, default_prime)
+        except Exception:
+            self.close()
+            raise
+        V = len(corpus.vocab.chars)
+        self.model = model_lib.build_model(c.model, V)  # apply is the same for every trial
+        self.tx = optim.make_optimizer(c.optim, t.steps)  # so is update: values are in states
+        self.device_train = jax.device_put(train_streams)
+        self.device_eval = {s: jax.device_put(st) for s, (st, _) in self.eval_streams.items()}
+        self.evals = {}
 
-def _truncate_samples(path: pathlib.Path, step: int) -> None:
-    if not path.exists():
-        return
-    text = path.read_text()
-    for match in re.finditer(r"^=== step (\d+) ", text, flags=re.M):
-        if int(match.group(1)) > step:
-            path.write_text(text[: match.start()])
-            return
+    def close(self):
+        for run in self.runs:
+            run.close()
 
+    def _initial_states(self, todo):
+        """Each trial's own init (its seed, init and hyperparameters), restored where saved."""
+        V = len(self.vocab.chars)
+        fresh, restored = [], []
+        for i in todo:
+            config = self.configs[i]
+            model = model_lib.build_model(config.model, V)
+            fresh.append(state_lib.init_state(config, model,
+                                              optim.make_optimizer(config.optim, self.t.steps)))
+            restored.append(self.runs[i].restore(fresh[-1]))
+        saved = [r is not None for r in restored]
+        if all(saved) and len({int(r[0].step) for r in restored}) == 1:
+            return [r[0] for r in restored], [r[1] for r in restored]
+        if any(saved):  # killed at different moments: go back to a step all of them kept
+            common = set.intersection(*(set(self.runs[i].saved_steps()) for i in todo))
+            if common:
+                step = max(common)
+                logging.warning("trials saved at different steps; resuming all from %d", step)
+                restored = [self.runs[i].restore(s, step=step) for i, s in zip(todo, fresh)]
+                return [r[0] for r in restored], [r[1] for r in restored]
+            logging.warning("trials share no checkpoint step: starting them all again")
+        return fresh, [{"best_valid_bpc": None, "best_step": None} for _ in todo]
 
-def _write_status(workdir, status, step, **extra):
-    record = {"status": status, "step": int(step), **extra}
-    (workdir / STATUS_FILE).write_text(json.dumps(record) + "\n")
+    def run(self) -> list[dict]:
+        try:
+            return self._run()
+        finally:
+            self.close()
 
-
-class _StopFlag:
-    """Set by SIGTERM (e.g. a TPU VM preemption notice): save, then stop at the next step."""
-
-    def __init__(self):
-        self.set = False
-
-    def __call__(self, signum, frame):
-        del frame
-        logging.warning("received signal %d: saving a checkpoint and stopping", signum)
-        self.set = True
-
-
-def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
-    """Trains (or resumes) the run in `workdir`; returns the final valid and test metrics."""
-    check_config(config)
-    workdir = pathlib.Path(workdir)
-    t = config.train
-    stop = _StopFlag()
-    previous_handler = signal.signal(signal.SIGTERM, stop)
-    try:
-        return _train(config, workdir, stop)
-    finally:
-        signal.signal(signal.SIGTERM, previous_handler)
-
-
-def _train(config, workdir, stop):
-    t = config.train
-    corpus = data.load_corpus(config.data)
-    logging.info("data: %s", corpus.description)
-    for split, count in corpus.unknown.items():
-        if count:
-            logging.warning("%s split: %d characters not in the training vocabulary -> <unk>",
-                            split, count)
-    eval_batch = t.eval_batch_size or t.batch_size
-    train_streams, train_windows = _streams(corpus.splits["train"], t.batch_size, t.bptt_len,
-                                            "train")
-    eval_streams = {
-        split: _streams(corpus.splits[split], eval_batch, t.bptt_len, split)
-        for split in ("valid", "test")
-    }
-    _prepare_workdir(workdir, config)
-    valid_ids = corpus.splits["valid"]
-    default_prime = data.decode(corpus.vocab, valid_ids[:PRIME_CHARS])
-    sample.save_vocab(workdir, corpus.vocab, default_prime)
-    prime = sample.encode_prime(corpus.vocab, t.sample_prime or default_prime)
-
-    model = model_lib.build_model(config.model, len(corpus.vocab.chars))
-    tx = optim.make_optimizer(config.optim, t.steps)
-    state = state_lib.init_state(config, model)
-    n_params = sum(p.size for p in jax.tree_util.tree_leaves(state.params))
-    ckpt = checkpoint_lib.Checkpointer(workdir, t.keep_checkpoints)
-    restored = ckpt.restore(state)
-    meta = {"best_valid_bpc": None, "best_step": None}
-    if restored is not None:
-        state, meta = restored
-        logging.info("resuming %s from step %d", workdir, int(state.step))
-    step = int(state.step)
-    writer = metrics_lib.MetricsWriter(workdir, resume_step=step)
-    _truncate_samples(workdir / SAMPLES_FILE, step)
-    logging.info("model: %s x%d (%s), %d parameters; %d train windows per pass",
-                 config.model.cell, config.model.num_layers, config.model.hidden_size,
-                 n_params, train_windows)
-
-    train_step = make_train_step(model, tx, t.bptt_len, train_windows, t.carry_state)
-    evaluate = make_evaluate(model, t.bptt_len, t.carry_state)
-    device_train = jax.device_put(train_streams)
-    device_eval = {split: jax.device_put(s) for split, (s, _) in eval_streams.items()}
-
-    def check_finite():
-        nonfinite, first = int(state.nonfinite), int(state.first_nonfinite)
-        if nonfinite and (not t.skip_nonfinite or nonfinite > t.max_nonfinite):
-            last = ckpt.latest_step()
-            kept = f"the last good checkpoint (step {last}) is kept in {workdir / 'ckpt'}" if (
-                last is not None) else "no checkpoint had been saved yet"
-            _write_status(workdir, "diverged", first, nonfinite=nonfinite)
-            raise DivergenceError(
-                f"training diverged: non-finite loss or gradient at step {first + 1} "
-                f"({nonfinite} such updates so far); {kept}. Lower optim.lr, clip gradients "
-                "(optim.clip_norm), or set train.skip_nonfinite=True to skip such updates."
-            )
-
-    def run_eval(split, count):
-        streams, windows = eval_streams[split]
-        loss_sum, correct = evaluate(state.params, device_eval[split], windows, count)
-        chars = count * streams.shape[0] * t.bptt_len
-        scalars = metrics_lib.lm_scalars(float(loss_sum), float(correct), chars)
-        writer.write(step, split, scalars)
-        return scalars
-
-    def write_sample():
-        if not t.sample_length:
-            return
-        key = jax.random.fold_in(jax.random.key(config.seed + 1), step)
-        tokens = sample.generate(model, state.params, prime, t.sample_length,
-                                 temperature=t.sample_temperature, key=key)
-        text = data.decode(corpus.vocab, prime) + data.decode(corpus.vocab, np.asarray(tokens))
-        with (workdir / SAMPLES_FILE).open("a") as f:
-            f.write(f"=== step {step} (temperature {t.sample_temperature}) ===\n{text}\n\n")
-        logging.info("sample at step %d: %r", step, text[:160])
-
-    def save(best=False):
-        ckpt.save(step, state, meta, best=best)
-
-    pending, timer_start, timer_step, paused = [], time.perf_counter(), step, 0.0
-    compiled = False
-    try:
-        while step < t.steps and not stop.set:
-            state, step_metrics = train_step(state, device_train)
-            step += 1
-            pending.append(step_metrics)
+    def _run(self):
+        t, runs = self.t, self.runs
+        results: list[dict | None] = [None] * len(runs)
+        todo = []
+        for i, run in enumerate(runs):
+            status = run.status() or {}
+            if status.get("status") in ("finished", "diverged") and status["step"] >= t.steps:
+                results[i] = status  # a result already: rerunning must not write it twice
+            else:
+                todo.append(i)
+        if not todo:
+            return results
+        states, metas = self._initial_states(todo)
+        step = int(states[0].step)
+        if step:
+            logging.info("resuming %d trial(s) from step %d", len(todo), step)
+        for i in todo:
+            runs[i].open_logs(step)
+            runs[i].set_status("running", step, num_params=self._num_params(states[0]))
+        self.todo, self.metas, self.step = todo, dict(zip(todo, metas)), step
+        self.active = set(todo)
+        self.vmapped = vmapped = len(todo) > 1
+        state = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *states) if vmapped else states[0]
+        logging.info("model: %s x%d (%s), %d parameters, %d trial(s)%s; %d train windows/pass",
+                     self.configs[0].model.cell, self.configs[0].model.num_layers,
+                     self.configs[0].model.hidden_size, self._num_params(states[0]), len(todo),
+                     " vmapped" if vmapped else "", self.train_windows)
+        step_fn = steps.make_train_step(self.model, self.tx, t.bptt_len, self.train_windows,
+                                        t.carry_state)
+        train_step = jax.jit(jax.vmap(step_fn, in_axes=(0, None)) if vmapped else step_fn,
+                             donate_argnums=0)
+        timer, timer_step, paused, compiled = time.perf_counter(), step, 0.0, False
+        while step < t.steps and not self.stop.set and self.active:
+            state = train_step(state, self.device_train)
+            step = self.step = step + 1
             if not compiled:  # keep compile time out of the rates
                 jax.block_until_ready(state.step)
-                logging.info("compiled and ran the first step in %.1fs",
-                             time.perf_counter() - timer_start)
-                timer_start, timer_step, compiled = time.perf_counter(), step, True
+                logging.info("compiled and ran the first step in %.1fs", time.perf_counter() - timer)
+                timer, timer_step, compiled = time.perf_counter(), step, True
             if step % t.log_every == 0 or step == t.steps:
-                fetched = jax.device_get(pending)
-                check_finite()
-                elapsed = time.perf_counter() - timer_start - paused
+                elapsed = time.perf_counter() - timer - paused
                 rate = (step - timer_step) / elapsed if elapsed > 0 else float("nan")
-                scalars = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-                scalars["lr"] = float(fetched[-1]["lr"])
-                scalars["bpc"] = scalars["loss"] / math.log(2.0)
-                scalars["perplexity"] = math.exp(min(scalars["loss"], 700.0))
-                scalars["steps_per_sec"] = rate
-                scalars["chars_per_sec"] = rate * t.batch_size * t.bptt_len
-                scalars["nonfinite"] = int(state.nonfinite)
-                writer.write(step, "train", scalars)
-                eta = (t.steps - step) / rate if rate > 0 else float("nan")
-                logging.info("step %d/%d  loss %.4f  bpc %.3f  acc %.3f  |g| %.2f  lr %.2e  "
-                             "%.1f steps/s  %.0f chars/s  ETA %s", step, t.steps,
-                             scalars["loss"], scalars["bpc"], scalars["accuracy"],
-                             scalars["grad_norm"], scalars["lr"], rate,
-                             scalars["chars_per_sec"], _duration(eta))
-                pending, timer_start, timer_step, paused = [], time.perf_counter(), step, 0.0
-            if step % t.eval_every == 0 and step < t.steps:
-                pause_start = time.perf_counter()
-                windows = eval_streams["valid"][1]
-                valid = run_eval("valid", min(t.eval_batches or windows, windows))
-                check_finite()
-                logging.info("step %d  valid bpc %.4f  (best %s)", step, valid["bpc"],
-                             meta["best_valid_bpc"])
-                if meta["best_valid_bpc"] is None or valid["bpc"] < meta["best_valid_bpc"]:
-                    meta = {"best_valid_bpc": valid["bpc"], "best_step": step}
-                    save(best=True)
-                write_sample()
-                paused += time.perf_counter() - pause_start
-            if step % t.ckpt_every == 0 and step < t.steps:
-                pause_start = time.perf_counter()
-                check_finite()
-                save()
-                paused += time.perf_counter() - pause_start
-        check_finite()
-        if stop.set:
-            save()
-            ckpt.wait()
-            _write_status(workdir, "interrupted", step)
+                state = self._log_train(state, rate)
+                timer, timer_step, paused = time.perf_counter(), step, 0.0
+            if step % t.eval_every == 0 and step < t.steps and self.active:
+                start = time.perf_counter()
+                self._check_finite(state)
+                self._evaluate(state, final=False)
+                paused += time.perf_counter() - start
+            if step % t.ckpt_every == 0 and step < t.steps and self.active:
+                start = time.perf_counter()
+                self._check_finite(state)
+                self._save_all(state)
+                paused += time.perf_counter() - start
+        self._check_finite(state)
+        if self.stop.set:
+            self._save_all(state)
+            for i in self.active:
+                runs[i].set_status("interrupted", step)
+                results[i] = {"status": "interrupted", "step": step}
             logging.warning("stopped at step %d; rerun the same command to resume", step)
-            return {}
-        results = {}
-        for split in ("valid", "test"):
-            results[split] = run_eval(split, eval_streams[split][1])
-            logging.info("final %s: bpc %.4f  loss %.4f  accuracy %.3f  (%d characters)", split,
-                         results[split]["bpc"], results[split]["loss"],
-                         results[split]["accuracy"], eval_streams[split][1] * eval_batch
-                         * t.bptt_len)
-        if meta["best_valid_bpc"] is None or results["valid"]["bpc"] < meta["best_valid_bpc"]:
-            meta = {"best_valid_bpc": results["valid"]["bpc"], "best_step": step}
-            save(best=True)
-        write_sample()
-        save()
-        ckpt.wait()
-        _write_status(workdir, "finished", step, valid_bpc=results["valid"]["bpc"],
-                      test_bpc=results["test"]["bpc"], best_valid_bpc=meta["best_valid_bpc"])
+        elif self.active:
+            final = self._evaluate(state, final=True)
+            self._save_all(state)
+            for i in self.active:
+                results[i] = {"status": "finished", "step": step, **final[i]}
+                runs[i].set_status("finished", step, num_params=self._num_params(states[0]),
+                                   best_valid_bpc=self.metas[i]["best_valid_bpc"], **final[i])
+        for i in todo:
+            if results[i] is None:
+                results[i] = runs[i].status()
         return results
-    finally:
-        writer.close()
-        ckpt.close()
+
+    def _num_params(self, state):
+        return int(sum(p.size for p in jax.tree_util.tree_leaves(state.params)))
+
+    def _of(self, state, k):
+        """Trial `todo[k]`'s slice of the (maybe stacked) state."""
+        return _trial(state, k) if self.vmapped else state
+
+    def _log_train(self, state, rate):
+        sums, nonfinite = jax.device_get((state.sums, state.nonfinite))
+        lr = np.asarray(jax.device_get(optim.current_lr(state.opt_state)))
+        self._check_finite(state)
+        t = self.t
+        for k, i in enumerate(self.todo):
+            if i not in self.active:
+                continue
+            trial_sums = _trial(sums, k) if self.vmapped else sums
+            count = max(int(trial_sums["count"]), 1)
+            scalars = {name: float(trial_sums[name]) / count for name in state_lib.SUMS}
+            scalars.update(
+                bpc=scalars["loss"] / math.log(2.0),
+                perplexity=math.exp(min(scalars["loss"], 700.0)),
+                lr=float(lr[k] if self.vmapped else lr),
+                nonfinite=int(np.atleast_1d(nonfinite)[k]),
+                steps_per_sec=rate,
+                chars_per_sec=rate * t.batch_size * t.bptt_len,
+            )
+            self.runs[i].write(self.step, "train", scalars)
+            if k == 0 or len(self.todo) <= 4:
+                eta = (t.steps - self.step) / rate if rate > 0 else float("nan")
+                logging.info("%sstep %d/%d  loss %.4f  bpc %.3f  acc %.3f  |g| %.2f  lr %.2e  "
+                             "%.1f steps/s  %.0f chars/s  ETA %s", self._tag(i), self.step, t.steps,
+                             scalars["loss"], scalars["bpc"], scalars["accuracy"],
+                             scalars["grad_norm"], scalars["lr"], rate, scalars["chars_per_sec"],
+                             _duration(eta))
+        zeros = state_lib.zero_sums()
+        if self.vmapped:
+            zeros = jax.tree_util.tree_map(lambda z: jnp.zeros((len(self.todo),), z.dtype), zeros)
+        return state._replace(sums=zeros)
+
+    def _tag(self, i):
+        return f"[{self.runs[i].path.name}] " if self.vmapped else ""
+
+    def _check_finite(self, state):
+        """Stops each trial whose loss went non-finite (unless skipping), naming the step."""
+        t = self.t
+        nonfinite, first = (np.atleast_1d(a) for a in jax.device_get(
+            (state.nonfinite, state.first_nonfinite)))
+        for k, i in enumerate(self.todo):
+            n = int(nonfinite[k])
+            if i not in self.active or not n or (t.skip_nonfinite and n <= t.max_nonfinite):
+                continue
+            run = self.runs[i]
+            last = run.ckpt.latest_step()
+            kept = (f"the last good checkpoint (step {last}) is kept in {run.path / 'ckpt'}"
+                    if last is not None else "no checkpoint had been saved yet")
+            message = (f"{self._tag(i)}training diverged: non-finite loss or gradient at step "
+                       f"{int(first[k]) + 1} ({n} such updates so far); {kept}. Lower optim.lr, "
+                       "clip gradients (optim.clip_norm), or set train.skip_nonfinite=True to "
+                       "skip such updates.")
+            logging.error("%s", message)
+            run.set_status("diverged", int(first[k]) + 1, nonfinite=n, message=message)
+            self.active.discard(i)
+
+    def _eval_fn(self, split, count):
+        # One compile per (split, window count): a fresh closure each time would recompile.
+        if (split, count) not in self.evals:
+            windows = self.eval_streams[split][1]
+            fn = steps.make_evaluate(self.model, self.t.bptt_len, self.t.carry_state, windows,
+                                     count)
+            self.evals[split, count] = jax.jit(
+                jax.vmap(fn, in_axes=(0, None)) if self.vmapped else fn
+            )
+        return self.evals[split, count]
+
+    def _scores(self, state, split, count):
+        loss_sum, correct = jax.device_get(self._eval_fn(split, count)(
+            state.params, self.device_eval[split]))
+        chars = count * self.eval_batch * self.t.bptt_len
+        return [metrics_lib.lm_scalars(float(np.atleast_1d(loss_sum)[k]),
+                                       float(np.atleast_1d(correct)[k]), chars)
+                for k in range(len(self.todo))]
+
+    def _evaluate(self, state, *, final):
+        """Valid over `eval_batches` windows (best checkpoint, sample); at the end also the
+        whole valid split (if that was capped) and the whole test split."""
+        t, windows = self.t, self.eval_streams["valid"][1]
+        capped = min(t.eval_batches or windows, windows)
+        valid = self._scores(state, "valid", capped)
+        extra = {}
+        if final:
+            extra["test"] = self._scores(state, "test", self.eval_streams["test"][1])
+            if capped < windows:
+                extra["valid_full"] = self._scores(state, "valid", windows)
+        out = {}
+        for k, i in enumerate(self.todo):
+            if i not in self.active:
+                continue
+            run, meta = self.runs[i], self.metas[i]
+            run.write(self.step, "valid", valid[k])
+            for split, scores in extra.items():
+                run.write(self.step, split, scores[k])
+            logging.info("%sstep %d  valid bpc %.4f  (best %s)", self._tag(i), self.step,
+                         valid[k]["bpc"], meta["best_valid_bpc"])
+            if meta["best_valid_bpc"] is None or valid[k]["bpc"] < meta["best_valid_bpc"]:
+                self.metas[i] = {"best_valid_bpc": valid[k]["bpc"], "best_step": self.step}
+                run.save(self.step, self._of(state, k), self.metas[i], best=True)
+            self._sample(state, k, i)
+            out[i] = {"valid": extra.get("valid_full", valid)[k]}
+            if final:
+                out[i]["test"] = extra["test"][k]
+                logging.info("%sfinal: valid bpc %.4f, test bpc %.4f", self._tag(i),
+                             out[i]["valid"]["bpc"], out[i]["test"]["bpc"])
+        return out
+
+    def _sample(self, state, k, i):
+        t = self.t
+        if not t.sample_length:
+            return
+        key = jax.random.fold_in(jax.random.key(self.configs[i].seed + 1), self.step)
+        tokens = sample.generate(self.model, self._of(state, k).params, self.prime,
+                                 t.sample_length, temperature=t.sample_temperature, key=key)
+        text = data.decode(self.vocab, self.prime) + data.decode(self.vocab, np.asarray(tokens))
+        self.runs[i].write_sample(self.step, t.sample_temperature, text)
+        if k == 0:
+            logging.info("%ssample at step %d: %r", self._tag(i), self.step, text[:160])
+
+    def _save_all(self, state):
+        for k, i in enumerate(self.todo):
+            if i in self.active:
+                self.runs[i].save(self.step, self._of(state, k), self.metas[i])
 
 
 def _duration(seconds: float) -> str:

@@ -313,3 +313,12 @@ def test_bad_inputs_name_the_argument_and_shape():
         recurrent.bidirectional(cells.get_cell("lstm", hidden_size=H), cells.get_cell("lstm", hidden_size=H), merge="mean")
     with pytest.raises(ValueError, match="dropout"):
         recurrent.stack([layer], dropout=1.0)
+
+
+def test_lengths_past_the_window_mean_the_whole_window():
+    for reverse in (False, True):
+        _, layer, params = make("gru", {}, reverse=reverse)
+        xs = inputs()
+        _, want = layer.apply(params, None, xs)
+        _, got = layer.apply(params, None, xs, lengths=jnp.array([T + 3, T, 100]))
+        np.testing.assert_allclose(got, want, atol=1e-6)

@@ -12,11 +12,13 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 from configs import quickstart
-from rnnlab import checkpoint, data, metrics, model as model_lib, sample, state as state_lib, train
+from rnnlab import checkpoint, data, metrics, model as model_lib, optim, sample, steps
+from rnnlab import state as state_lib, train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DETERMINISTIC = ("loss", "bpc", "accuracy", "grad_norm", "lr", "perplexity", "nonfinite")
@@ -42,11 +44,17 @@ def tiny_config(**overrides):
     return c
 
 
-def restore_params(workdir, config):
+def fresh_state(config, vocab_size):
+    model = model_lib.build_model(config.model, vocab_size)
+    return state_lib.init_state(config, model, optim.make_optimizer(config.optim, config.train.steps))
+
+
+def restore_params(workdir, config=None, *, best=False):
+    """The run's last (or best) checkpoint, restored with the run's own config.json."""
+    config = ml_collections.ConfigDict(json.loads((pathlib.Path(workdir) / "config.json").read_text()))
     vocab, _ = sample.load_vocab(pathlib.Path(workdir))
-    model = model_lib.build_model(config.model, len(vocab.chars))
     ckpt = checkpoint.Checkpointer(workdir, 3)
-    state, meta = ckpt.restore(state_lib.init_state(config, model))
+    state, meta = ckpt.restore(fresh_state(config, len(vocab.chars)), best=best)
     ckpt.close()
     return state, meta
 
@@ -66,7 +74,7 @@ def test_smoke_training_lowers_the_loss_and_writes_the_run_dir(tmp_path):
     assert train_loss[-1] < train_loss[0] - 0.5
     vocab_size = len(sample.load_vocab(tmp_path)[0].chars)
     assert results["valid"]["bpc"] < np.log2(vocab_size) - 0.5  # better than uniform
-    assert set(results) == {"valid", "test"}
+    assert results["status"] == "finished" and {"valid", "test"} <= set(results)
     for name in ("config.json", "vocab.json", "metrics.jsonl", "samples.txt", "status.json"):
         assert (tmp_path / name).exists(), name
     assert json.loads((tmp_path / "status.json").read_text())["status"] == "finished"
@@ -85,16 +93,14 @@ def test_every_parameter_changes_and_the_step_compiles_once(tmp_path):
     config = tiny_config(**{"model.num_layers": 2, "model.embed_size": 8})
     corpus = data.load_corpus(config.data)
     model = model_lib.build_model(config.model, len(corpus.vocab.chars))
-    from rnnlab import optim
-
     tx = optim.make_optimizer(config.optim, config.train.steps)
     streams = data.make_streams(corpus.splits["train"], config.train.batch_size)
     windows = data.num_windows(streams.shape[1], config.train.bptt_len)
-    step = train.make_train_step(model, tx, config.train.bptt_len, windows, True)
-    state = state_lib.init_state(config, model)
+    step = jax.jit(steps.make_train_step(model, tx, config.train.bptt_len, windows, True))
+    state = state_lib.init_state(config, model, tx)
     before = jax.tree_util.tree_map(np.asarray, state.params)
     for _ in range(3):
-        state, _ = step(state, jnp.asarray(streams))
+        state = step(state, jnp.asarray(streams))
     assert step._cache_size() == 1
     changed = jax.tree_util.tree_map(lambda a, b: not np.array_equal(a, b), before, state.params)
     assert all(jax.tree_util.tree_leaves(changed))
@@ -111,9 +117,32 @@ def run_main(workdir, *overrides, config="configs/quickstart.py:smoke", wait=Tru
 
 
 STEPS = 300
-KILL_RUN = (f"--config.train.steps={STEPS}", "--config.train.ckpt_every=10",
+# Checkpoints every 7 steps, logs every 5: a resume lands inside a log window, whose average
+# must still equal the uninterrupted run's (the sums are part of the checkpointed state).
+KILL_RUN = (f"--config.train.steps={STEPS}", "--config.train.ckpt_every=7",
             "--config.train.log_every=5", "--config.train.eval_every=100",
             "--config.data.max_chars=12000", "--config.model.hidden_size=16")
+STRAIGHT = {}
+
+
+def straight_run(tmp_path_factory):
+    """One uninterrupted run of KILL_RUN, shared by the tests that compare with it."""
+    if "dir" not in STRAIGHT:
+        workdir = tmp_path_factory.mktemp("straight") / "run"
+        done = run_main(workdir, *KILL_RUN)
+        assert done.returncode == 0, done.stderr[-2000:]
+        STRAIGHT["dir"] = workdir
+    return STRAIGHT["dir"]
+
+
+def assert_same_run(a_dir, b_dir):
+    a, meta_a = restore_params(a_dir)
+    b, meta_b = restore_params(b_dir)
+    assert int(a.step) == int(b.step) == STEPS
+    jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
+    assert meta_a == meta_b
+    assert deterministic_metrics(a_dir) == deterministic_metrics(b_dir)
+    assert (a_dir / "samples.txt").read_text() == (b_dir / "samples.txt").read_text()
 
 
 def wait_for_step(proc, workdir, step, timeout=240):
@@ -127,43 +156,40 @@ def wait_for_step(proc, workdir, step, timeout=240):
     raise AssertionError(f"no step {step} within {timeout}s")
 
 
-def test_sigkill_and_rerun_is_bitwise_equal_to_an_uninterrupted_run(tmp_path):
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
+def test_sigkill_and_rerun_is_bitwise_equal_to_an_uninterrupted_run(tmp_path, tmp_path_factory):
+    killed = tmp_path / "killed"
     proc = run_main(killed, *KILL_RUN, wait=False)
     # Kill at a random point after the first checkpoint and well before the end.
     wait_for_step(proc, killed, int(np.random.default_rng().integers(15, STEPS // 2)))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (killed / "status.json").exists()
+    assert json.loads((killed / "status.json").read_text())["status"] == "running"
     killed_at = max(m["step"] for m in metrics.read_metrics(killed))
     assert killed_at < STEPS
     resumed = run_main(killed, *KILL_RUN)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming" in resumed.stderr
-    done = run_main(straight, *KILL_RUN)
-    assert done.returncode == 0, done.stderr[-2000:]
-
-    config = tiny_config(**{"train.steps": STEPS, "model.hidden_size": 16})
-    a, meta_a = restore_params(straight, config)
-    b, meta_b = restore_params(killed, config)
-    assert int(a.step) == int(b.step) == STEPS
-    jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
-    assert meta_a == meta_b
-    assert deterministic_metrics(straight) == deterministic_metrics(killed)
+    assert_same_run(straight_run(tmp_path_factory), killed)
 
 
-def test_sigterm_saves_a_checkpoint_and_the_rerun_finishes(tmp_path):
+def test_sigterm_saves_and_the_rerun_equals_an_uninterrupted_run(tmp_path, tmp_path_factory):
     workdir = tmp_path / "run"
-    proc = run_main(workdir, *KILL_RUN, "--config.train.ckpt_every=1000", wait=False)
-    wait_for_step(proc, workdir, 10)
+    proc = run_main(workdir, *KILL_RUN, wait=False)
+    wait_for_step(proc, workdir, 12)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 0
     status = json.loads((workdir / "status.json").read_text())
     assert status["status"] == "interrupted"
     assert checkpoint.Checkpointer(workdir, 3).latest_step() == status["step"] < STEPS
-    rerun = run_main(workdir, *KILL_RUN, "--config.train.ckpt_every=1000")
+    rerun = run_main(workdir, *KILL_RUN)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert json.loads((workdir / "status.json").read_text())["status"] == "finished"
+    assert_same_run(straight_run(tmp_path_factory), workdir)
+    # Rerunning a finished run changes nothing: no second final evaluation, no new sample.
+    before = {p.name: p.read_text() for p in workdir.glob("*.*") if p.is_file()}
+    again = run_main(workdir, *KILL_RUN)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert {p.name: p.read_text() for p in workdir.glob("*.*") if p.is_file()} == before
 
 
 # A relu RNN with W_hh = 3I, no clipping and a huge learning rate: gradients overflow at once.
@@ -281,10 +307,7 @@ def test_sampling_at_temperature_to_zero_equals_argmax(tmp_path):
     # argmax by hand: a Python loop that feeds back the most likely character
     vocab, _ = sample.load_vocab(tmp_path)
     model = model_lib.build_model(config.model, len(vocab.chars))
-    state, _ = restore_params(tmp_path, config)
-    ckpt = checkpoint.Checkpointer(tmp_path, 3)
-    best = ckpt.restore(state_lib.init_state(config, model), best=True)[0]
-    ckpt.close()
+    best, _ = restore_params(tmp_path, config, best=True)
     carry = model.initial_carry(best.params, (1,))
     tokens = list(data.encode(vocab, "The "))
     carry, logits = model.apply(best.params, carry, jnp.asarray([tokens]))
@@ -294,3 +317,85 @@ def test_sampling_at_temperature_to_zero_equals_argmax(tmp_path):
         out.append(token)
         carry, logits = model.apply(best.params, carry, jnp.asarray([[token]]))
     assert argmax == "The " + data.decode(vocab, np.asarray(out))
+
+
+def test_resume_refuses_changed_steps_under_a_schedule_that_spans_them(tmp_path):
+    cosine = {"optim.schedule": "cosine", "train.steps": 4}
+    train.train(tiny_config(**cosine), tmp_path)
+    with pytest.raises(ValueError, match=r"different config.*train\.steps"):
+        train.train(tiny_config(**{**cosine, "train.steps": 8}), tmp_path)
+
+
+def test_resume_refuses_a_changed_corpus_and_keeps_the_run_intact(tmp_path):
+    text = tmp_path / "corpus.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 200)
+    overrides = {"data.name": "text", "data.path": str(text), "data.max_chars": 0,
+                 "train.steps": 4}
+    workdir = tmp_path / "run"
+    train.train(tiny_config(**overrides), workdir)
+    vocab_before = (workdir / "vocab.json").read_text()
+    text.write_text("THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG! " * 200)
+    with pytest.raises(ValueError, match="corpus differs"):
+        train.train(tiny_config(**{**overrides, "train.steps": 8}), workdir)
+    assert (workdir / "vocab.json").read_text() == vocab_before
+    assert sample.sample_text(workdir, prime="the ", length=5)  # still samples
+
+
+def test_capped_validation_is_the_one_compared_and_the_full_split_is_scored_at_the_end(tmp_path):
+    config = tiny_config(**{"train.eval_batches": 1, "train.steps": 12, "train.eval_every": 6})
+    results = train.train(config, tmp_path)
+    lines = metrics.read_metrics(tmp_path)
+    valid = [m for m in lines if m["split"] == "valid"]
+    assert [m["step"] for m in valid] == [6, 12]
+    full = [m for m in lines if m["split"] == "valid_full"]
+    assert [m["step"] for m in full] == [12]
+    assert results["valid"] == {k: full[0][k] for k in results["valid"]}
+    best = json.loads((tmp_path / "status.json").read_text())["best_valid_bpc"]
+    assert best == min(m["bpc"] for m in valid)
+
+
+def test_evaluation_equals_one_pass_over_each_stream(tmp_path):
+    """Scoring window by window with the carried state == one unwindowed pass per stream."""
+    config = tiny_config(**{"train.steps": 6})
+    train.train(config, tmp_path)
+    state, _ = restore_params(tmp_path)
+    corpus = data.load_corpus(config.data)
+    model = model_lib.build_model(config.model, len(corpus.vocab.chars))
+    streams = data.make_streams(corpus.splits["valid"], config.train.batch_size)
+    windows = data.num_windows(streams.shape[1], config.train.bptt_len)
+    evaluate = jax.jit(steps.make_evaluate(model, config.train.bptt_len, True, windows, windows))
+    loss_sum, correct = evaluate(state.params, jnp.asarray(streams))
+    n = windows * config.train.bptt_len
+    inputs, targets = jnp.asarray(streams[:, :n], jnp.int32), jnp.asarray(streams[:, 1 : n + 1])
+    _, logits = model.apply(state.params, None, inputs)
+    log_probs = jax.nn.log_softmax(logits)
+    want = -np.take_along_axis(np.asarray(log_probs, np.float64), np.asarray(targets)[..., None],
+                               -1).sum()
+    np.testing.assert_allclose(float(loss_sum), want, rtol=1e-5)
+    assert int(correct) == int((np.asarray(logits).argmax(-1) == np.asarray(targets)).sum())
+
+
+def test_configs_load_from_any_directory_and_a_workdir_is_locked(tmp_path):
+    ok = subprocess.run(
+        [sys.executable, "-m", "rnnlab.main", f"--config={ROOT}/configs/quickstart.py:smoke",
+         "--config.train.steps=2", "--config.data.max_chars=12000", f"--workdir={tmp_path / 'r'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    from rnnlab import rundir
+
+    first = rundir.RunDir(tmp_path / "locked", tiny_config())
+    with pytest.raises(rundir.RunDirError, match="in use by another rnnlab process"):
+        rundir.RunDir(tmp_path / "locked", tiny_config())
+    first.close()
+    rundir.RunDir(tmp_path / "locked", tiny_config()).close()
+
+
+def test_train_runs_in_a_thread(tmp_path):
+    import threading
+
+    out = {}
+    worker = threading.Thread(target=lambda: out.update(train.train(tiny_config(), tmp_path)))
+    worker.start()
+    worker.join()
+    assert out["status"] == "finished"
