@@ -33,6 +33,9 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory; default runs/<config>-<time>.")
 _TRIALS = flags.DEFINE_string("trials", None, "JSON file of trials to train as vmapped groups.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Call jax.distributed.initialize() first (multi-host TPU VMs)."
+)
 
 
 def _default_workdir(config_path: str) -> pathlib.Path:
@@ -65,6 +68,15 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     checkpoint.quiet_orbax_logs()
+    if _DISTRIBUTED.value:
+        import jax
+
+        jax.distributed.initialize()
+        if jax.process_count() > 1:
+            # Every host would train the whole model on its own devices and write the same
+            # run directory: refuse until the train step shards across hosts.
+            _fail(2, f"{jax.process_count()} processes: multi-host data parallelism is not "
+                     "implemented yet; use a single-host TPU VM (e.g. v4-8, v5litepod-8)")
     config = _CONFIG.value
     if config is None:
         raise app.UsageError("--config is required, e.g. --config=configs/quickstart.py")

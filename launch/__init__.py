@@ -1,0 +1,19 @@
+"""Sweeps of rnnlab runs and the ablation tables that compare them.
+
+    python -m launch.sweep --config=configs/quickstart.py:smoke --sweep=experiments/x/sweep.py \
+        --workdir=runs/NAME --executor=local|vmap|tpu_vm
+    python -m launch.report --sweep_dir=runs/NAME --metric=valid/bpc
+
+A sweep directory holds:
+  sweep.json        {"config": "configs/x.py[:arg]", "sweep": "file.py[:arg]", "trials": [
+                      {"id": "000_cell=gru_seed=1", "overrides": {"model.cell": "gru", "seed": 1},
+                       "workdir": "runs/NAME/trials/000_cell=gru_seed=1",
+                       "command": ["python", "-m", "rnnlab.main", "--config=...", ...]}, ...]}
+  trials/<id>/      one rnnlab run directory per trial (config.json, metrics.jsonl, status.json,
+                    checkpoints, samples), the same files whatever the executor
+  logs/<id>.log     the trial's console output (local executor)
+  outcomes.json     {"<id>": {"outcome": "finished"|"diverged"|"failed"|"interrupted",
+                     "returncode": int | null}} as the launcher last saw each trial
+
+The launcher only runs commands and reads run directories; it does not reach into training.
+"""

@@ -1,0 +1,120 @@
+"""The figures of an ablation Table (made by `launch.report`): curves, metric vs factor, box plots.
+
+matplotlib is an optional dependency (the `plots` extra): it is imported when `write` runs, and
+tables need nothing of this module. `write` takes the Table and the trials' curves rather than
+the sweep: launch.report (which imports this module) makes them, so `python -m launch.report`
+loads that module once. `launch.report.figures` does it all from a sweep.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import pathlib
+import re
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from launch import tables
+
+if TYPE_CHECKING:
+    from launch.report import Table
+
+
+def axis_kind(values: Sequence[Any]) -> str:
+    """How to lay out a factor's values: log (numeric, > 0, spanning > 10x), linear, categorical."""
+    numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if not values or len(numbers) < len(values) or not all(map(math.isfinite, numbers)):
+        return "categorical"
+    return "log" if min(numbers) > 0 and max(numbers) > 10 * min(numbers) else "linear"
+
+
+def _label(t: Table, setting: dict[str, Any], keys: Sequence[str]) -> str:
+    return ", ".join(f"{t.names[k]}={tables.value_text(setting[k])}" for k in keys) or "all"
+
+
+def write(t: Table, curves: Mapping[str, Sequence[tuple[int, float]]],
+          out_dir: str | pathlib.Path) -> list[pathlib.Path]:
+    """Writes curves.png, vs_<factor>.png per swept factor and box.png; returns their paths.
+
+    curves: trial id -> (step, value) of t.metric, for every trial in the rows' means.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metric = t.metric
+    paths = []
+
+    def save(fig, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=120)
+        plt.close(fig)
+        paths.append(out_dir / name)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for row in t.rows:  # mean over the seeds that logged each step, band from min to max
+        per_step = collections.defaultdict(list)
+        for trial_id in row.included:
+            for step, v in curves[trial_id]:
+                per_step[step].append(v)
+        steps = sorted(per_step)
+        if steps:
+            (line,) = ax.plot(steps, [statistics.fmean(per_step[s]) for s in steps],
+                              label=_label(t, row.setting, t.factors))
+            ax.fill_between(steps, [min(per_step[s]) for s in steps],
+                            [max(per_step[s]) for s in steps], color=line.get_color(),
+                            alpha=0.2, linewidth=0)
+    ax.set(xlabel="step", ylabel=metric, title=f"{metric}: mean over seeds, min–max band")
+    if ax.lines:
+        ax.legend(fontsize="small", ncol=1 + len(ax.lines) // 8)
+    save(fig, "curves.png")
+
+    for factor in t.factors:
+        values = list({tables.canon(r.setting[factor]): r.setting[factor] for r in t.rows}.values())
+        kind = axis_kind(values)
+        x_of = {tables.canon(v): (float(v) if kind != "categorical" else i)
+                for i, v in enumerate(values)}
+        others = [k for k in t.factors if k != factor]
+        lines = collections.defaultdict(list)  # one line per setting of the other factors
+        for row in t.rows:
+            lines[tuple(tables.canon(row.setting[k]) for k in others)].append(row)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for g, rows in enumerate(lines.values()):
+            rows = sorted((r for r in rows if r.best.n),
+                          key=lambda r: x_of[tables.canon(r.setting[factor])])
+            if not rows:
+                continue
+            # Categories: no connecting lines, and each group nudged sideways so none hide.
+            dodge = 0.08 * (g - (len(lines) - 1) / 2) if kind == "categorical" else 0.0
+            xs = [x_of[tables.canon(r.setting[factor])] + dodge for r in rows]
+            bars = ax.errorbar(xs, [r.best.mean for r in rows], capsize=3, marker="o",
+                               yerr=[r.best.std or 0.0 for r in rows],
+                               linestyle="none" if kind == "categorical" else "-",
+                               label=_label(t, rows[0].setting, others))
+            for x, r in zip(xs, rows):
+                ax.scatter([x] * r.best.n, r.best_values, s=10, alpha=0.4,
+                           color=bars.lines[0].get_color())
+        if kind == "log":
+            ax.set_xscale("log")
+        if kind == "categorical":
+            ax.set_xticks(range(len(values)), [tables.value_text(v) for v in values])
+        ax.set(xlabel=t.names[factor], ylabel=f"best {metric}")
+        if others and ax.lines:
+            ax.legend(fontsize="small")
+        save(fig, f"vs_{re.sub(r'[^A-Za-z0-9_.-]+', '_', t.names[factor])}.png")
+
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(t.rows)), 4.5))
+    ax.boxplot([list(r.best_values) for r in t.rows])
+    for i, r in enumerate(t.rows, start=1):  # with 3 seeds a box hides little: show the points
+        ax.scatter([i] * len(r.best_values), r.best_values, s=12, alpha=0.5, color="k", zorder=3)
+    crowded = len(t.rows) > 3
+    ax.set_xticks(range(1, len(t.rows) + 1), [_label(t, r.setting, t.factors) for r in t.rows],
+                  rotation=30 if crowded else 0, ha="right" if crowded else "center")
+    ax.set(ylabel=f"best {metric}", title=f"best {metric} per setting over seeds")
+    save(fig, "box.png")
+    return paths

@@ -1,0 +1,404 @@
+"""Ablation tables and figures from a sweep directory.
+
+    python -m launch.report --sweep_dir=runs/NAME --metric=valid/bpc [--mode=auto|min|max]
+        [--out=DIR] [--formats=md,csv,tex] [--pivot=cell,bptt_len] [--nofigures]
+
+Reads sweep.json, outcomes.json (optional) and each trial's run directory (metrics.jsonl,
+status.json; see `launch/__init__.py`) and writes into OUT (default SWEEP_DIR/report):
+  table.{md,csv,tex}  one row per setting of the swept factors (the override keys that take more
+                      than one value; `seed` keys are folded): mean ± std (ddof=1) and n of the
+                      best and the final metric, parameters, steps/s and the diverged fraction
+                      (Collins et al. 2017); the best row is marked. Markdown is also printed.
+  pivot.{md,csv,tex}  factor A rows x factor B columns of the best metric (two-factor sweeps)
+  curves.png, vs_<factor>.png, box.png   (Greff et al. 2015's box plots per variant)
+This module loads, aggregates and runs the CLI; `launch.tables` writes the tables and
+`launch.figures` draws (to_markdown, to_csv, to_latex and figures are reachable from here too).
+
+A metric `split/name` is the `name` scalar of the metrics.jsonl lines of that split. Trials that
+diverged (status or outcome "diverged", or a non-finite metric value) count in the diverged
+fraction and are left out of the metric means; failed trials and trials with no value of the
+metric yet are listed as missing; running or interrupted ones enter with their best so far.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import pathlib
+import statistics
+import sys
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from absl import app, flags, logging
+
+from launch import figures as figures_lib
+from launch import tables
+from rnnlab import metrics as metrics_lib
+
+STATUS_FILE = "status.json"  # written by rnnlab.train (not imported: it pulls in JAX)
+
+to_markdown, to_csv, to_latex = tables.to_markdown, tables.to_csv, tables.to_latex
+
+
+class TrialResult(NamedTuple):
+    """What a sweep directory says about one trial."""
+
+    id: str
+    overrides: dict[str, Any]
+    workdir: pathlib.Path
+    records: list[dict]  # the parsable lines of metrics.jsonl
+    status: dict  # status.json, {} when absent or unreadable
+    recorded_outcome: str | None  # outcomes.json: what the launcher last saw
+
+
+class TrialSummary(NamedTuple):
+    id: str
+    outcome: str  # finished | diverged | failed | interrupted | running | not started
+    best: float | None
+    final: float | None
+    steps_per_sec: float | None
+    num_params: float | None
+
+
+class Stats(NamedTuple):
+    mean: float | None  # None when n == 0
+    std: float | None  # sample std (ddof=1); None when n < 2
+    n: int
+
+
+class Row(NamedTuple):
+    setting: dict[str, Any]  # factor key -> override value (None: key absent)
+    best: Stats
+    final: Stats
+    num_params: float | None
+    steps_per_sec: float | None
+    diverged: int
+    trials: int  # trials that have a value or diverged: the diverged fraction's denominator
+    best_values: tuple[float, ...]  # of the trials in the means, in sweep order
+    included: tuple[str, ...]  # their ids
+
+
+class Table(NamedTuple):
+    metric: str
+    mode: str  # min | max
+    factors: list[str]  # full override keys, in sweep order
+    names: dict[str, str]  # factor key -> column name
+    rows: list[Row]
+    best: int | None  # index of the best row
+    notes: list[str]
+
+
+class Pivot(NamedTuple):
+    metric: str
+    mode: str
+    a: str  # row factor key
+    b: str  # column factor key
+    names: dict[str, str]
+    row_values: list[Any]
+    col_values: list[Any]
+    cells: list[list[Row | None]]  # None: a combination the sweep does not have
+    best: tuple[int, int] | None
+    notes: list[str]
+
+
+# ----------------------------------------------------------------------------------- reading
+
+
+def _read_json(path: pathlib.Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # absent, or caught while being written
+        return None
+
+
+def _read_records(path: pathlib.Path) -> list[dict]:
+    """The lines of a metrics.jsonl that parse; a half-written line (a live run) is skipped."""
+    try:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    records = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def _trial_dir(sweep_dir: pathlib.Path, trial: dict) -> pathlib.Path:
+    # sweep.json records workdirs relative to where the launcher ran; the trials/<id> layout
+    # still holds after the sweep directory is moved or copied.
+    local = sweep_dir / "trials" / trial["id"]
+    recorded = pathlib.Path(trial.get("workdir") or local)
+    return recorded if not local.exists() and recorded.exists() else local
+
+
+def load_sweep(sweep_dir: str | pathlib.Path) -> list[TrialResult]:
+    """Every trial of sweep.json, in sweep order, whether or not it has run."""
+    sweep_dir = pathlib.Path(sweep_dir)
+    spec = _read_json(sweep_dir / "sweep.json")
+    if not isinstance(spec, dict) or not isinstance(spec.get("trials"), list):
+        raise FileNotFoundError(f"no readable sweep.json in {sweep_dir}: is it a sweep directory "
+                                "made by launch.sweep?")
+    outcomes = _read_json(sweep_dir / "outcomes.json")
+    outcomes = outcomes if isinstance(outcomes, dict) else {}
+    results = []
+    for trial in spec["trials"]:
+        workdir = _trial_dir(sweep_dir, trial)
+        status = _read_json(workdir / STATUS_FILE)
+        recorded = outcomes.get(trial["id"])
+        results.append(TrialResult(
+            id=trial["id"], overrides=dict(trial.get("overrides") or {}), workdir=workdir,
+            records=_read_records(workdir / metrics_lib.METRICS_FILE),
+            status=status if isinstance(status, dict) else {},
+            recorded_outcome=recorded.get("outcome") if isinstance(recorded, dict) else None))
+    return results
+
+
+def outcome(result: TrialResult) -> str:
+    """finished | diverged | failed | interrupted | running | not started."""
+    said = (result.status.get("status"), result.recorded_outcome)
+    for name in ("diverged", "finished"):
+        if name in said:
+            return name
+    if result.recorded_outcome == "failed":
+        return "failed"
+    if "interrupted" in said:
+        return "interrupted"
+    return "running" if "running" in said or result.records else "not started"
+
+
+def _split_metric(metric: str) -> tuple[str, str]:
+    split, _, name = metric.partition("/")
+    if not split or not name:
+        raise ValueError(f"a metric is split/name (e.g. valid/bpc), got {metric!r}")
+    return split, name
+
+
+def _resolve_mode(metric: str, mode: str = "auto") -> str:
+    """min or max; auto is max iff the metric's name contains "acc" (accuracy)."""
+    if mode == "auto":
+        return "max" if "acc" in _split_metric(metric)[1].lower() else "min"
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode is auto, min or max, got {mode!r}")
+    return mode
+
+
+def _number(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+
+
+def curve(result: TrialResult, metric: str) -> list[tuple[int, float]]:
+    """(step, value) of every line of the metric's split that has the scalar."""
+    split, name = _split_metric(metric)
+    return [(int(r.get("step", i)), _number(r[name])) for i, r in enumerate(result.records)
+            if r.get("split") == split and _number(r.get(name)) is not None]
+
+
+def summarize(result: TrialResult, metric: str, mode: str = "auto") -> TrialSummary:
+    """One trial's best and final metric, speed, size and outcome."""
+    points = [v for _, v in curve(result, metric)]
+    state = outcome(result)
+    if any(not math.isfinite(v) for v in points):
+        state = "diverged"  # e.g. a run that logged NaN without a status.json
+    finite = [v for v in points if math.isfinite(v)]
+    best = (max if _resolve_mode(metric, mode) == "max" else min)(finite) if finite else None
+    rates = [r["steps_per_sec"] for r in result.records if r.get("split") == "train"
+             and _number(r.get("steps_per_sec")) is not None
+             and math.isfinite(r["steps_per_sec"])]
+    return TrialSummary(result.id, state, best, points[-1] if points else None,
+                        statistics.fmean(rates) if rates else None,
+                        _number(result.status.get("num_params")))
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+
+def _swept_factors(results: Sequence[TrialResult]) -> list[str]:
+    """Override keys with more than one value across trials, seeds excluded, in sweep order."""
+    keys = list(dict.fromkeys(k for r in results for k in r.overrides))
+    return [k for k in keys if k.rsplit(".", 1)[-1] != "seed"
+            and len({tables.canon(r.overrides.get(k)) for r in results}) > 1]
+
+
+def short_names(keys: Sequence[str]) -> dict[str, str]:
+    """The last dotted component of each key, or the full key where two would clash."""
+    short = {k: k.rsplit(".", 1)[-1] for k in keys}
+    counts = collections.Counter(short.values())
+    return {k: s if counts[s] == 1 else k for k, s in short.items()}
+
+
+def _stats(values: Sequence[float]) -> Stats:
+    if not values:
+        return Stats(None, None, 0)
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return Stats(statistics.fmean(values), std, len(values))
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def _row(setting: dict[str, Any], summaries: list[TrialSummary]) -> Row:
+    kept = [s for s in summaries if s.outcome not in ("diverged", "failed") and s.best is not None]
+    diverged = sum(s.outcome == "diverged" for s in summaries)
+    return Row(setting, _stats([s.best for s in kept]), _stats([s.final for s in kept]),
+               _mean([s.num_params for s in summaries]),
+               _mean([s.steps_per_sec for s in summaries]), diverged, len(kept) + diverged,
+               tuple(s.best for s in kept), tuple(s.id for s in kept))
+
+
+def _notes(metric: str, mode: str, summaries: list[TrialSummary], results) -> list[str]:
+    word = "lowest" if mode == "min" else "highest"
+    notes = [(f"best: a trial's {word} {metric}; final: its last {metric}; mean ± sample std "
+              "(ddof=1) over seeds, n trials. Diverged trials (status, outcome or a non-finite "
+              "value) count in 'diverged' and are excluded from the metric means."),
+             f"best setting (★ in Markdown, bold in LaTeX): by mean best {metric} ({word})."]
+    unfinished = [f"{s.id} ({s.outcome})" for s in summaries
+                  if s.outcome in ("running", "interrupted") and s.best is not None]
+    if unfinished:
+        notes.append(f"unfinished (best so far included): {len(unfinished)} trials: "
+                     + ", ".join(unfinished))
+    missing = collections.defaultdict(list)
+    for s in summaries:
+        if s.outcome != "diverged" and (s.best is None or s.outcome == "failed"):
+            reason = f"finished, no {metric}" if s.outcome == "finished" else s.outcome
+            missing[reason].append(s.id)
+    if missing:
+        count = sum(len(ids) for ids in missing.values())
+        notes.append(f"missing: {count} of {len(summaries)} trials: " + "; ".join(
+            f"{', '.join(ids)} ({reason})" for reason, ids in missing.items()))
+    if all(s.best is None for s in summaries):
+        seen = sorted({f"{r.get('split')}/{k}" for res in results for r in res.records
+                       for k in r if k not in ("step", "split")})
+        notes.append(f"no trial has a {metric} value yet; metrics seen: "
+                     + (", ".join(seen) or "none"))
+    return notes
+
+
+def _best(means: Sequence[float | None], mode: str) -> int | None:
+    scored = [(m if mode == "min" else -m, i) for i, m in enumerate(means) if m is not None]
+    return min(scored)[1] if scored else None
+
+
+def table(results: Sequence[TrialResult], metric: str, mode: str = "auto") -> Table:
+    """One row per setting of the swept factors, in order of first appearance in the sweep."""
+    mode = _resolve_mode(metric, mode)
+    factors = _swept_factors(results)
+    settings: dict[tuple, dict] = {}
+    groups: dict[tuple, list[TrialSummary]] = collections.defaultdict(list)
+    summaries = []
+    for r in results:
+        key = tuple(tables.canon(r.overrides.get(f)) for f in factors)
+        settings.setdefault(key, {f: r.overrides.get(f) for f in factors})
+        summaries.append(summarize(r, metric, mode))
+        groups[key].append(summaries[-1])
+    rows = [_row(settings[key], groups[key]) for key in settings]
+    return Table(metric, mode, factors, short_names(factors), rows,
+                 _best([row.best.mean for row in rows], mode),
+                 _notes(metric, mode, summaries, results))
+
+
+def _resolve_factor(t: Table, name: str) -> str:
+    for key in t.factors:
+        if name in (key, t.names[key]):
+            return key
+    raise ValueError(f"{name!r} is not a swept factor; the swept factors are "
+                     f"{[t.names[k] for k in t.factors]}")
+
+
+def pivot(results: Sequence[TrialResult], metric: str, mode: str, a: str, b: str) -> Pivot:
+    """The best metric with factor `a` down the rows and factor `b` across the columns."""
+    t = table(results, metric, mode)
+    a, b = _resolve_factor(t, a), _resolve_factor(t, b)
+    others = [t.names[k] for k in t.factors if k not in (a, b)]
+    if a == b or others:
+        raise ValueError(f"a pivot needs two different factors and no others swept; got {a!r}, "
+                         f"{b!r} with {others} also swept (pivot a sweep over two factors)")
+    row_values = list({tables.canon(r.setting[a]): r.setting[a] for r in t.rows}.values())
+    col_values = list({tables.canon(r.setting[b]): r.setting[b] for r in t.rows}.values())
+    index_a = {tables.canon(v): i for i, v in enumerate(row_values)}
+    index_b = {tables.canon(v): j for j, v in enumerate(col_values)}
+    cells: list[list[Row | None]] = [[None] * len(col_values) for _ in row_values]
+    best = None
+    for k, row in enumerate(t.rows):
+        i, j = index_a[tables.canon(row.setting[a])], index_b[tables.canon(row.setting[b])]
+        cells[i][j] = row
+        best = (i, j) if k == t.best else best
+    notes = [(f"best {metric} (mean ± std over seeds): {t.names[a]} down, {t.names[b]} "
+              "across; † some trials diverged (see the table).")] + t.notes[1:]
+    return Pivot(metric, t.mode, a, b, t.names, row_values, col_values, cells, best, notes)
+
+
+def figures(results: Sequence[TrialResult], metric: str, out_dir: str | pathlib.Path,
+            mode: str = "auto") -> list[pathlib.Path]:
+    """`launch.figures.write` of the sweep's table: curves.png, vs_<factor>.png, box.png."""
+    t = table(results, metric, mode)
+    by_id = {r.id: r for r in results}
+    return figures_lib.write(
+        t, {i: curve(by_id[i], metric) for row in t.rows for i in row.included}, out_dir)
+
+
+# ------------------------------------------------------------------------------------- CLI
+
+_SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "Sweep directory (holds sweep.json).")
+_METRIC = flags.DEFINE_string("metric", "valid/bpc", "split/name: the `name` scalar of the "
+                              "metrics.jsonl lines of that split.")
+_MODE = flags.DEFINE_enum("mode", "auto", ["auto", "min", "max"],
+                          "Whether lower or higher is better; auto: max iff the name has 'acc'.")
+_OUT = flags.DEFINE_string("out", None, "Output folder (default SWEEP_DIR/report).")
+_FORMATS = flags.DEFINE_list("formats", list(tables.WRITERS),
+                             "Table files to write: md, csv, tex.")
+_PIVOT = flags.DEFINE_list("pivot", [], "factorA,factorB: also a pivot table (automatic when "
+                           "exactly two factors are swept).")
+_FIGURES = flags.DEFINE_bool("figures", True, "Write PNG figures (--nofigures: tables only).")
+
+
+def _write(out: pathlib.Path, stem: str, t: Table | Pivot, formats: Sequence[str]) -> None:
+    for fmt in formats:
+        (out / f"{stem}.{fmt}").write_text(tables.WRITERS[fmt](t))
+
+
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not _SWEEP_DIR.value:
+        raise app.UsageError("--sweep_dir is required")
+    unknown = set(_FORMATS.value) - set(tables.WRITERS)
+    if unknown:
+        raise app.UsageError(f"--formats: unknown {sorted(unknown)}; known: {list(tables.WRITERS)}")
+    sweep_dir = pathlib.Path(_SWEEP_DIR.value)
+    out = pathlib.Path(_OUT.value) if _OUT.value else sweep_dir / "report"
+    try:
+        results = load_sweep(sweep_dir)
+        t = table(results, _METRIC.value, _MODE.value)
+        pair = _PIVOT.value or (t.factors if len(t.factors) == 2 else [])
+        if pair and len(pair) != 2:
+            raise ValueError(f"--pivot takes two factors, got {pair}")
+        p = pivot(results, _METRIC.value, _MODE.value, *pair) if pair else None
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"launch.report: {e}")
+    out.mkdir(parents=True, exist_ok=True)
+    print(to_markdown(t))
+    _write(out, "table", t, _FORMATS.value)
+    if p is not None:
+        print(to_markdown(p))
+        _write(out, "pivot", p, _FORMATS.value)
+    if _FIGURES.value:
+        try:
+            paths = figures(results, _METRIC.value, out, _MODE.value)
+        except ImportError:
+            logging.warning("matplotlib is not installed (pip install -e .[plots]): no figures")
+        else:
+            logging.info("figures: %s", ", ".join(str(p) for p in paths))
+    logging.info("wrote %s", out)
+
+
+if __name__ == "__main__":
+    app.run(main)

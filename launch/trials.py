@@ -1,0 +1,147 @@
+"""From a config and a sweep definition to trials: one reproducible command line each.
+
+A sweep definition is a Python file with `get_sweep(arg=None) -> list[dict]` of dotted config
+overrides (built with `launch.dsl`); it may be the config file itself. Every trial becomes
+
+    python -m rnnlab.main --config=CONFIG --config.k=v ... --workdir=SWEEP_DIR/trials/ID
+
+recorded in SWEEP_DIR/sweep.json, so any trial can be rerun by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import pathlib
+import re
+import sys
+from typing import Any
+
+SWEEP_FILE = "sweep.json"
+OUTCOMES_FILE = "outcomes.json"
+DONE = ("finished", "diverged")  # a trial in one of these states is a result: never rerun
+
+
+@dataclasses.dataclass(frozen=True)
+class Trial:
+    id: str
+    overrides: dict[str, Any]
+    workdir: str
+    command: list[str]
+
+
+def _load_module(path: str, what: str):
+    file = pathlib.Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"{what} file {path} does not exist")
+    if str(pathlib.Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(pathlib.Path.cwd()))  # configs import `configs.base`
+    spec = importlib.util.spec_from_file_location(f"_sweep_{file.stem}", file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_config(spec: str):
+    """The ConfigDict of `path.py[:arg]`, as `rnnlab.main --config=` would build it."""
+    path, _, arg = spec.partition(":")
+    return _load_module(path, "config").get_config(arg or None)
+
+
+def load_sweep(spec: str) -> list[dict[str, Any]]:
+    """The trial overrides of `path.py[:arg]`'s `get_sweep(arg)`."""
+    path, _, arg = spec.partition(":")
+    module = _load_module(path, "sweep")
+    if not hasattr(module, "get_sweep"):
+        raise ValueError(f"{path} defines no get_sweep(arg=None)")
+    trials = module.get_sweep(arg or None)
+    if not trials or not all(isinstance(t, dict) for t in trials):
+        raise ValueError(f"{spec}: get_sweep must return a non-empty list of dicts")
+    return trials
+
+
+def format_value(value: Any) -> str:
+    """A value as `--config.key=` parses it back (absl and ml_collections)."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def check_overrides(config, overrides: dict[str, Any]) -> None:
+    """Every key exists in the config and takes the value's type, before anything runs."""
+    for key, value in overrides.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for part in parents:
+            if part not in node:
+                raise ValueError(f"sweep key {key!r}: the config has no {part!r}")
+            node = node[part]
+        if leaf not in node:
+            raise ValueError(f"sweep key {key!r} is not in the config")
+        try:
+            node[leaf] = value  # type-checked by ConfigDict (an int for a float is fine)
+        except TypeError as e:
+            raise ValueError(f"sweep key {key!r}: {value!r} has the wrong type ({e})") from e
+
+
+def _slug(overrides: dict[str, Any]) -> str:
+    parts = [f"{k.rsplit('.', 1)[-1]}={format_value(v)}" for k, v in overrides.items()]
+    return re.sub(r"[^A-Za-z0-9._=+-]", "-", "_".join(parts))[:80]
+
+
+def command(config: str, overrides: dict[str, Any], workdir: str, *, python: str = "python"):
+    return [python, "-m", "rnnlab.main", f"--config={config}",
+            *(f"--config.{k}={format_value(v)}" for k, v in overrides.items()),
+            f"--workdir={workdir}"]
+
+
+def plan(config: str, sweep: str, sweep_dir: str, *, python: str = "python") -> list[Trial]:
+    """Builds the trials and records them in SWEEP_DIR/sweep.json.
+
+    Rerunning with the same sweep finds the same trials; a different sweep in the same
+    directory is refused rather than mixed in.
+    """
+    overrides = load_sweep(sweep)
+    base = load_config(config)
+    for trial in overrides:
+        check_overrides(base.copy_and_resolve_references(), trial)
+    trials = []
+    for i, trial in enumerate(overrides):
+        trial_id = f"{i:03d}" + (f"_{_slug(trial)}" if trial else "")
+        workdir = f"{sweep_dir.rstrip('/')}/trials/{trial_id}"
+        trials.append(Trial(trial_id, dict(trial), workdir,
+                            command(config, trial, workdir, python=python)))
+    record = {"config": config, "sweep": sweep, "trials": [dataclasses.asdict(t) for t in trials]}
+    path = pathlib.Path(sweep_dir) / SWEEP_FILE
+    if not sweep_dir.startswith("gs://"):
+        if path.exists():
+            old = json.loads(path.read_text())
+            if [t["overrides"] for t in old["trials"]] != [t.overrides for t in trials] or (
+                old["config"] != config
+            ):
+                raise ValueError(
+                    f"{sweep_dir} holds another sweep ({old['config']}, {len(old['trials'])} "
+                    "trials); use a new --workdir for a different sweep"
+                )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2) + "\n")
+    return trials
+
+
+def run_status(trial: Trial) -> str | None:
+    """The run's own status.json state (finished, diverged, interrupted, running) or None."""
+    path = pathlib.Path(trial.workdir) / "status.json"
+    try:
+        return json.loads(path.read_text())["status"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def record_outcome(sweep_dir: str, trial: Trial, outcome: str, returncode: int | None) -> None:
+    path = pathlib.Path(sweep_dir) / OUTCOMES_FILE
+    outcomes = json.loads(path.read_text()) if path.exists() else {}
+    outcomes[trial.id] = {"outcome": outcome, "returncode": returncode}
+    path.write_text(json.dumps(outcomes, indent=2, sort_keys=True) + "\n")

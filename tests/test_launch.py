@@ -1,0 +1,174 @@
+"""The sweep DSL, trial planning, and the local and vmapped executors end to end."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from launch import dsl, trials as trials_lib
+from rnnlab import metrics
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_product_zip_chain_fixed():
+    cells = dsl.sweep("model.cell", ["elman", "lstm"])
+    lengths = dsl.sweep("train.bptt_len", [10, 20, 40])
+    assert dsl.product(cells, lengths, dsl.fixed("seed", 3)) == [
+        {"model.cell": c, "train.bptt_len": t, "seed": 3} for c in ["elman", "lstm"]
+        for t in [10, 20, 40]
+    ]
+    assert dsl.zip(dsl.sweep("optim.lr", [0.1, 0.2]), dsl.sweep("seed", [0, 1])) == [
+        {"optim.lr": 0.1, "seed": 0}, {"optim.lr": 0.2, "seed": 1}]
+    assert dsl.chain(cells, dsl.fixed("model.cell", "gru")) == [
+        {"model.cell": "elman"}, {"model.cell": "lstm"}, {"model.cell": "gru"}]
+    with pytest.raises(ValueError, match="one length"):
+        dsl.zip(cells, lengths)
+    with pytest.raises(ValueError, match="same key"):
+        dsl.product(cells, dsl.fixed("model.cell", "gru"))
+    with pytest.raises(ValueError, match="at least one value"):
+        dsl.sweep("seed", [])
+
+
+def test_random_search_is_seeded_and_in_range():
+    space = {"optim.lr": dsl.loguniform(1e-4, 1e-1), "model.dropout": dsl.uniform(0.0, 0.5),
+             "model.cell": dsl.choice(["lstm", "gru"]), "model.num_layers": dsl.randint(1, 3)}
+    a = dsl.random(200, seed=7, **space)
+    assert a == dsl.random(200, seed=7, **dict(reversed(list(space.items()))))
+    assert a != dsl.random(200, seed=8, **space)
+    lrs = np.array([t["optim.lr"] for t in a])
+    assert lrs.min() >= 1e-4 and lrs.max() <= 1e-1
+    # log-uniform: about a third of the draws in each decade
+    decades = np.histogram(np.log10(lrs), bins=[-4, -3, -2, -1])[0]
+    assert all(40 <= n <= 95 for n in decades), decades
+    assert {t["model.cell"] for t in a} == {"lstm", "gru"}
+    assert {t["model.num_layers"] for t in a} == {1, 2, 3}
+    assert all(0.0 <= t["model.dropout"] <= 0.5 for t in a)
+
+
+def write_sweep(tmp_path, body):
+    path = tmp_path / "sweep.py"
+    path.write_text("from launch import dsl\n\n\ndef get_sweep(arg=None):\n    return " + body + "\n")
+    return str(path)
+
+
+SMOKE = "configs/quickstart.py:smoke"
+
+
+def test_plan_records_reproducible_commands(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    sweep = write_sweep(tmp_path, 'dsl.product(dsl.sweep("model.cell", ["gru"]), '
+                                  'dsl.sweep("optim.lr", [0.001, 1e-05]), dsl.fixed("train.carry_state", False))')
+    out = str(tmp_path / "sweep_dir")
+    trials = trials_lib.plan(SMOKE, sweep, out)
+    assert [t.id for t in trials] == ["000_cell=gru_lr=0.001_carry_state=False",
+                                      "001_cell=gru_lr=1e-05_carry_state=False"]
+    assert trials[1].command == [
+        "python", "-m", "rnnlab.main", f"--config={SMOKE}", "--config.model.cell=gru",
+        "--config.optim.lr=1e-05", "--config.train.carry_state=False",
+        f"--workdir={out}/trials/{trials[1].id}"]
+    record = json.loads((tmp_path / "sweep_dir" / "sweep.json").read_text())
+    assert record["trials"][0]["overrides"] == {"model.cell": "gru", "optim.lr": 0.001,
+                                                "train.carry_state": False}
+    other = write_sweep(tmp_path, 'dsl.sweep("seed", [1, 2])')
+    with pytest.raises(ValueError, match="holds another sweep"):
+        trials_lib.plan(SMOKE, other, out)
+    for bad, message in [('dsl.sweep("model.cel", ["gru"])', "not in the config"),
+                         ('dsl.sweep("train.steps", ["ten"])', "wrong type")]:
+        with pytest.raises(ValueError, match=message):
+            trials_lib.plan(SMOKE, write_sweep(tmp_path, bad), str(tmp_path / "x"))
+
+
+def launch(*args, **kwargs):
+    cmd = [sys.executable, "-m", "launch.sweep", f"--config={SMOKE}", *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, **kwargs)
+
+
+TINY = ('dsl.product(dsl.sweep("model.cell", ["gru", "elman"]), dsl.sweep("train.bptt_len", [8, 16]), '
+        'dsl.fixed("train.steps", 20), dsl.fixed("data.max_chars", 12000), '
+        'dsl.fixed("model.hidden_size", 16))')
+
+
+def test_local_sweep_2x2_runs_and_the_report_prints_four_rows(tmp_path):
+    sweep = write_sweep(tmp_path, TINY)
+    out = tmp_path / "sweep_dir"
+    done = launch(f"--sweep={sweep}", f"--workdir={out}", "--max_parallel=2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "4 trials: 4 finished" in done.stdout
+    report = subprocess.run([sys.executable, "-m", "launch.report", f"--sweep_dir={out}",
+                             "--metric=valid/bpc", "--nofigures"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-3000:]
+    table = report.stdout.split("\n\n")[0].splitlines()
+    rows = [line for line in table if line.startswith("|") and "---" not in line][1:]
+    assert len(rows) == 4, report.stdout
+    assert {r.split("|")[1].strip() for r in rows} == {"gru", "elman"}
+    # rerunning the finished sweep runs nothing
+    again = launch(f"--sweep={sweep}", f"--workdir={out}")
+    assert again.returncode == 0 and "4 trials: 4 finished" in again.stdout
+
+
+def test_killed_sweep_reruns_only_the_missing_trials(tmp_path):
+    sweep = write_sweep(tmp_path, TINY.replace('dsl.fixed("train.steps", 20)',
+                                               'dsl.fixed("train.steps", 150)'))
+    out = tmp_path / "sweep_dir"
+    cmd = [sys.executable, "-m", "launch.sweep", f"--config={SMOKE}", f"--sweep={sweep}",
+           f"--workdir={out}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    trial_dirs = lambda: sorted((out / "trials").glob("*")) if (out / "trials").exists() else []
+    def past_a_checkpoint(d):
+        return any(m["step"] > 20 for m in metrics.read_metrics(d))  # smoke saves every 10
+
+    while time.time() < deadline:  # one trial finished, the next one past a checkpoint
+        status = {d: trials_lib.run_status(trials_lib.Trial(d.name, {}, str(d), []))
+                  for d in trial_dirs()}
+        running = [d for d, s in status.items() if s == "running"]
+        if "finished" in status.values() and running and past_a_checkpoint(running[0]):
+            break
+        assert proc.poll() is None
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and its trial, as a lost terminal would
+    proc.wait()
+    finished = [d for d in trial_dirs()
+                if trials_lib.run_status(trials_lib.Trial(d.name, {}, str(d), [])) == "finished"]
+    stamps = {d: (d / "metrics.jsonl").read_text() for d in finished}
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "4 trials: 4 finished" in again.stdout
+    assert f"{len(finished)} done, {4 - len(finished)} to run" in again.stderr
+    for d, text in stamps.items():  # finished trials were not touched
+        assert (d / "metrics.jsonl").read_text() == text
+    logs = {p.name: p.read_text() for p in (out / "logs").glob("*.log")}
+    resumed = [name for name, text in logs.items() if "resuming" in text]
+    assert resumed, "the interrupted trial resumed from its checkpoint"
+
+
+def test_vmap_executor_matches_trials_run_alone(tmp_path):
+    body = ('dsl.product(dsl.sweep("seed", [0, 1]), dsl.sweep("optim.lr", [0.003, 0.01]), '
+            'dsl.fixed("train.steps", 12), dsl.fixed("data.max_chars", 12000), '
+            'dsl.fixed("model.hidden_size", 16))')
+    sweep = write_sweep(tmp_path, body)
+    vmapped, alone = tmp_path / "vmapped", tmp_path / "alone"
+    done = launch(f"--sweep={sweep}", f"--workdir={vmapped}", "--executor=vmap")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "4 trials: 4 finished" in done.stdout
+    log = (vmapped / "logs" / "vmap.log").read_text()
+    assert "training 4 trial(s) as one program" in log
+    done = launch(f"--sweep={sweep}", f"--workdir={alone}", "--max_parallel=2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    for trial in json.loads((alone / "sweep.json").read_text())["trials"]:
+        a = metrics.read_metrics(vmapped / "trials" / trial["id"])
+        b = metrics.read_metrics(alone / "trials" / trial["id"])
+        assert [(m["step"], m["split"]) for m in a] == [(m["step"], m["split"]) for m in b]
+        for ma, mb in zip(a, b):
+            for key in ("loss", "bpc", "accuracy", "lr"):
+                if key in ma:
+                    np.testing.assert_allclose(ma[key], mb[key], rtol=2e-4, err_msg=key)
