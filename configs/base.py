@@ -40,7 +40,7 @@ def get_config(arg=None):
     c.model.scan_unroll = 1  # lax.scan unroll factor (compiler knob, not the BPTT length)
     c.model.projection = "fused"  # input projection: fused into each step, or hoisted
     c.model.learn_initial_carry = False  # a learned initial state instead of zeros
-    c.model.jordan_feedback = "teacher"  # jordan: "teacher" (previous target) or "output"
+    c.model.jordan_feedback = "teacher"  # jordan feeds back: teacher (previous target) | output
 
     c.train = config_dict.ConfigDict()
     c.train.steps = 10_000  # optimizer steps (one truncated-BPTT window each)

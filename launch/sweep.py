@@ -12,11 +12,13 @@ Rerunning the same command skips finished trials and resumes interrupted ones.
 
 from __future__ import annotations
 
+import shlex
+import subprocess
 import sys
 
 from absl import app, flags, logging
 
-from launch import local, trials as trials_lib
+from launch import local, tpu_vm, trials as trials_lib
 
 _CONFIG = flags.DEFINE_string("config", None, "Config file, path.py[:arg].", required=True)
 _SWEEP = flags.DEFINE_string("sweep", None, "Sweep file, path.py[:arg]; default: the config.")
@@ -24,6 +26,48 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "The sweep directory.", required
 _EXECUTOR = flags.DEFINE_enum("executor", "local", ["local", "vmap", "tpu_vm"], "How to run.")
 _MAX_PARALLEL = flags.DEFINE_integer("max_parallel", 1, "local: trials at once.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the commands, run nothing.")
+_TPU_NAME = flags.DEFINE_string(
+    "tpu_name", "", "tpu_vm: TPU VM and queued resource name; default rnnlab-<sweep dir name>.")
+_TPU_PROJECT = flags.DEFINE_string("tpu_project", "", "tpu_vm: Google Cloud project.")
+_TPU_ZONE = flags.DEFINE_string("tpu_zone", "", "tpu_vm: zone, e.g. us-central2-b.")
+_TPU_TYPE = flags.DEFINE_string(
+    "tpu_type", "v4-8", "tpu_vm: accelerator type: v2-N, v3-N, v4-N, v5p-N, v5litepod-N, v6e-N.")
+_TPU_VERSION = flags.DEFINE_string(
+    "tpu_version", "", "tpu_vm: TPU software version; default the JAX base image of the "
+    "type's generation: tpu-ubuntu2204-base (v2-v4), v2-alpha-tpuv5-lite, v2-alpha-tpuv5, "
+    "v2-alpha-tpuv6e.")
+_TPU_SPOT = flags.DEFINE_bool("tpu_spot", False, "tpu_vm: a Spot VM (cheaper, preemptible).")
+_TPU_QUEUED = flags.DEFINE_bool(
+    "tpu_queued", False, "tpu_vm: create through a queued resource, wait until ACTIVE.")
+_TPU_REPO = flags.DEFINE_string(
+    "tpu_repo", "", "tpu_vm: git URL to clone on the VM; default: scp the local working tree.")
+_TPU_REF = flags.DEFINE_string(
+    "tpu_ref", "", "tpu_vm: git ref to check out from --tpu_repo; default the local HEAD.")
+_TPU_WORKDIR = flags.DEFINE_string(
+    "tpu_workdir", "", "tpu_vm: sweep directory on the VM (fetched back); default "
+    "~/rnnlab-runs/<sweep dir name>, fetched into --workdir after each trial.")
+_TPU_KEEP = flags.DEFINE_bool("tpu_keep", False, "tpu_vm: do not delete the VM at the end.")
+
+
+def _run_tpu_vm(trials: list[trials_lib.Trial]) -> dict[str, str] | None:
+    """The tpu_vm executor; None after --dry_run printed its commands."""
+    options = tpu_vm.Options(
+        name=_TPU_NAME.value, project=_TPU_PROJECT.value, zone=_TPU_ZONE.value,
+        accelerator_type=_TPU_TYPE.value, version=_TPU_VERSION.value, spot=_TPU_SPOT.value,
+        queued=_TPU_QUEUED.value, repo=_TPU_REPO.value, ref=_TPU_REF.value,
+        workdir=_TPU_WORKDIR.value, keep=_TPU_KEEP.value)
+    try:
+        if _DRY_RUN.value:
+            for argv in tpu_vm.plan_commands(trials, _CONFIG.value, _WORKDIR.value, options):
+                print(shlex.join(argv))
+            return None
+        return tpu_vm.run(trials, _CONFIG.value, _WORKDIR.value, options)
+    except ValueError as e:  # before anything ran
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except (subprocess.CalledProcessError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
 
 
 def main(argv):
@@ -43,6 +87,10 @@ def main(argv):
         outcomes = local.run(trials, _WORKDIR.value, max_parallel=_MAX_PARALLEL.value)
     elif _EXECUTOR.value == "vmap":
         outcomes = local.run_vmapped(trials, _CONFIG.value, _WORKDIR.value, python=sys.executable)
+    elif _EXECUTOR.value == "tpu_vm":
+        outcomes = _run_tpu_vm(trials)
+        if outcomes is None:
+            return
     else:
         raise app.UsageError(f"executor {_EXECUTOR.value} is not available yet")
     counts = {}
