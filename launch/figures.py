@@ -57,7 +57,9 @@ def write(t: Table, curves: Mapping[str, Sequence[tuple[int, float]]],
         paths.append(out_dir / name)
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for row in t.rows:  # mean over the seeds that logged each step, band from min to max
+    # Past ten settings the default colour cycle repeats: take 20 colours and vary the dash.
+    colours = plt.get_cmap("tab20").colors if len(t.rows) > 10 else [None] * len(t.rows)
+    for k, row in enumerate(t.rows):  # mean over the seeds that logged each step, band min-max
         per_step = collections.defaultdict(list)
         for trial_id in row.included:
             for step, v in curves[trial_id]:
@@ -65,7 +67,8 @@ def write(t: Table, curves: Mapping[str, Sequence[tuple[int, float]]],
         steps = sorted(per_step)
         if steps:
             (line,) = ax.plot(steps, [statistics.fmean(per_step[s]) for s in steps],
-                              label=_label(t, row.setting, t.factors))
+                              label=_label(t, row.setting, t.factors), color=colours[k % 20],
+                              linestyle=("-", "--", ":")[k // 20 % 3] if len(t.rows) > 10 else "-")
             ax.fill_between(steps, [min(per_step[s]) for s in steps],
                             [max(per_step[s]) for s in steps], color=line.get_color(),
                             alpha=0.2, linewidth=0)

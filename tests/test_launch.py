@@ -172,3 +172,19 @@ def test_vmap_executor_matches_trials_run_alone(tmp_path):
             for key in ("loss", "bpc", "accuracy", "lr"):
                 if key in ma:
                     np.testing.assert_allclose(ma[key], mb[key], rtol=2e-4, err_msg=key)
+
+
+def test_the_relu_unroll_experiment_plans_36_valid_trials(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    spec = "experiments/relu_unroll/config.py"
+    trials = trials_lib.plan(spec, spec, str(tmp_path / "s"))
+    assert len(trials) == 36
+    assert {(t.overrides["model.cell"], t.overrides["model.activation"]) for t in trials} == {
+        ("elman", "tanh"), ("elman", "relu"), ("lstm", "tanh")}
+    from rnnlab import overrides, train
+
+    base = trials_lib.load_config(spec)
+    configs = [overrides.apply(base, t.overrides) for t in trials]
+    for config in configs:
+        train.check_config(config)
+    assert len(train.split_groups(configs)) == 12  # the seeds of each setting train together
