@@ -265,6 +265,7 @@ class _Group:
                 logging.info("compiled and ran the first step in %.1fs", time.perf_counter() - timer)
                 timer, timer_step, compiled = time.perf_counter(), step, True
             if step % t.log_every == 0 or step == t.steps:
+                jax.block_until_ready(state)  # steps run asynchronously: wait, then time
                 elapsed = time.perf_counter() - timer - paused
                 rate = (step - timer_step) / elapsed if elapsed > 0 else float("nan")
                 state = self._log_train(state, rate)
