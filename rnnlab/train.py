@@ -231,8 +231,12 @@ class _Group:
         todo = []
         for i, run in enumerate(runs):
             status = run.status() or {}
-            if status.get("status") in ("finished", "diverged") and status["step"] >= t.steps:
-                results[i] = status  # a result already: rerunning must not write it twice
+            # A result already: rerunning must not write it twice (nor re-diverge; a finished
+            # run whose train.steps grew goes on).
+            if status.get("status") == "diverged" or (
+                status.get("status") == "finished" and status["step"] >= t.steps
+            ):
+                results[i] = status
             else:
                 todo.append(i)
         if not todo:

@@ -208,6 +208,10 @@ def test_divergence_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp
     state, _ = restore_params(tmp_path, config)
     assert all(np.isfinite(p).all() for p in jax.tree_util.tree_leaves(state.params))
     assert json.loads((tmp_path / "status.json").read_text())["status"] == "diverged"
+    lines = (tmp_path / "metrics.jsonl").read_text()
+    with pytest.raises(train.DivergenceError, match=f"at step {bad_step}"):
+        train.train(config, tmp_path)  # a rerun reports the divergence, and trains nothing
+    assert (tmp_path / "metrics.jsonl").read_text() == lines
 
 
 def test_skip_nonfinite_skips_and_counts(tmp_path):
