@@ -345,16 +345,14 @@ def figures(results: Sequence[TrialResult], metric: str, out_dir: str | pathlib.
         t, {i: curve(by_id[i], metric) for row in t.rows for i in row.included}, out_dir)
 
 
-# ------------------------------------------------------------------------------------- CLI
-
-_SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "Sweep directory (holds sweep.json).")
+_SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "Sweep directory (holds sweep.json).",
+                                 required=True)
 _METRIC = flags.DEFINE_string("metric", "valid/bpc", "split/name: the `name` scalar of the "
                               "metrics.jsonl lines of that split.")
 _MODE = flags.DEFINE_enum("mode", "auto", ["auto", "min", "max"],
                           "Whether lower or higher is better; auto: max iff the name has 'acc'.")
 _OUT = flags.DEFINE_string("out", None, "Output folder (default SWEEP_DIR/report).")
-_FORMATS = flags.DEFINE_list("formats", list(tables.WRITERS),
-                             "Table files to write: md, csv, tex.")
+_FORMATS = flags.DEFINE_list("formats", list(tables.WRITERS), "Table files: md, csv, tex.")
 _PIVOT = flags.DEFINE_list("pivot", [], "factorA,factorB: also a pivot table (automatic when "
                            "exactly two factors are swept).")
 _FIGURES = flags.DEFINE_bool("figures", True, "Write PNG figures (--nofigures: tables only).")
@@ -368,8 +366,6 @@ def _write(out: pathlib.Path, stem: str, t: Table | Pivot, formats: Sequence[str
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not _SWEEP_DIR.value:
-        raise app.UsageError("--sweep_dir is required")
     unknown = set(_FORMATS.value) - set(tables.WRITERS)
     if unknown:
         raise app.UsageError(f"--formats: unknown {sorted(unknown)}; known: {list(tables.WRITERS)}")

@@ -26,7 +26,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rnnlab import checkpoint, data, overrides, rundir, train
+from rnnlab import checkpoint, data, overrides, rundir, train, validation
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A config file (configs/*.py), optionally FILE:ARG.", lock_config=True
@@ -54,8 +54,8 @@ def _run_trials(config, path):
     try:
         configs = [overrides.apply(config, t["overrides"]) for t in trials]
     except ValueError as e:
-        raise train.ConfigError(f"{path}: {e}") from e
-    for group in train.split_groups(configs):
+        raise validation.ConfigError(f"{path}: {e}") from e
+    for group in validation.split_groups(configs):
         logging.info("training %d trial(s) as one program: %s", len(group),
                      ", ".join(trials[i]["workdir"] for i in group))
         results = train.train_group([configs[i] for i in group],
@@ -84,12 +84,12 @@ def main(argv):
         if _TRIALS.value:
             _run_trials(config, _TRIALS.value)
             return
-        train.check_config(config)
+        validation.check_config(config)
         config_path = config_flags.get_config_filename(flags.FLAGS["config"])
         workdir = pathlib.Path(_WORKDIR.value or _default_workdir(config_path))
         logging.info("run directory: %s", workdir)
         train.train(config, workdir)
-    except (train.ConfigError, rundir.RunDirError) as e:
+    except (validation.ConfigError, rundir.RunDirError) as e:
         _fail(2, f"bad config: {e}")
     except (data.DataError, train.DivergenceError) as e:
         _fail(1, str(e))

@@ -6,7 +6,7 @@ truncation point). A batch is a pure function of the step, and the whole state (
 metric sums included) is checkpointed, so a killed run resumes to bitwise the same result.
 
 `train_group` trains several trials that differ only in values (seed, initialisation,
-optimizer hyperparameters) as ONE program: their states are stacked on a leading trial axis
+optimizer hyperparameters: `validation.VALUE_KEYS`) as ONE program: their states are stacked on a leading trial axis
 and the step is `jax.vmap`ped. Each trial keeps its own run directory, and a diverging trial
 stops alone.
 """
@@ -25,73 +25,15 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from rnnlab import data, metrics as metrics_lib, optim, rundir, sample, steps
+from rnnlab import data, metrics as metrics_lib, optim, rundir, sample, steps, validation
 from rnnlab import model as model_lib
 from rnnlab import state as state_lib
 
 PRIME_CHARS = 32  # samples start from this much of the validation split by default
-# Keys that only change values inside one compiled program: trials differing only in these
-# train together under vmap (params come from each trial's own init; hyperparameters live in
-# each trial's optimizer state).
-VALUE_KEYS = ("seed", "model.init", "model.init_scale", "model.forget_bias") + tuple(
-    f"optim.{k}" for k in optim.NUMERIC_KEYS
-)
-
-
-class ConfigError(ValueError):
-    """A bad config value, found before any compute."""
 
 
 class DivergenceError(RuntimeError):
     """The loss or a gradient became non-finite."""
-
-
-def check_train_config(t: ml_collections.ConfigDict) -> None:
-    """Raises ValueError for a bad `config.train`, before any compute."""
-    for key in ("steps", "batch_size", "bptt_len", "log_every", "eval_every", "ckpt_every",
-                "keep_checkpoints", "max_nonfinite"):
-        if not isinstance(t[key], int) or t[key] <= 0:
-            raise ValueError(f"train.{key} must be a positive integer, got {t[key]!r}")
-    for key in ("eval_batches", "eval_batch_size", "sample_length"):
-        if t[key] < 0:
-            raise ValueError(f"train.{key} must be >= 0 (0: the default), got {t[key]!r}")
-    if t.sample_temperature < 0:
-        raise ValueError(f"train.sample_temperature must be >= 0, got {t.sample_temperature}")
-
-
-def check_config(config: ml_collections.ConfigDict) -> None:
-    """Every config error that needs no data or compute, as a ConfigError saying what to do."""
-    try:
-        if not isinstance(config.seed, int) or config.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {config.seed!r}")
-        if config.data.name not in data.CORPORA:
-            raise ValueError(f"unknown data.name {config.data.name!r}; known: "
-                             f"{', '.join(data.CORPORA)}")
-        if config.data.max_chars < 0:
-            raise ValueError(f"data.max_chars must be >= 0 (0: all), got {config.data.max_chars}")
-        check_train_config(config.train)
-        model_lib.check_model_config(config.model, causal=True)
-        optim.check_optim_config(config.optim, config.train.steps)
-    except ValueError as e:
-        raise ConfigError(str(e)) from e
-
-
-def group_key(config: ml_collections.ConfigDict) -> str:
-    """Equal for configs that can train as one vmapped program (they differ in VALUE_KEYS)."""
-    resolved = json.loads(config.to_json_best_effort())
-    for key in VALUE_KEYS:
-        section, _, leaf = key.rpartition(".")
-        (resolved[section] if section else resolved).pop(leaf, None)
-    resolved["optim_structure"] = optim.structure(config.optim)
-    return json.dumps(resolved, sort_keys=True)
-
-
-def split_groups(configs: list[ml_collections.ConfigDict]) -> list[list[int]]:
-    """Indices of `configs`, grouped by `group_key`, in order of first appearance."""
-    groups: dict[str, list[int]] = {}
-    for i, config in enumerate(configs):
-        groups.setdefault(group_key(config), []).append(i)
-    return list(groups.values())
 
 
 class _StopFlag:
@@ -112,7 +54,8 @@ def train(config: ml_collections.ConfigDict, workdir) -> dict:
     """Trains (or resumes) the run in `workdir`; returns the final valid and test metrics.
 
     Raises:
-      ConfigError: a bad config, or a workdir that holds another experiment or corpus.
+      validation.ConfigError: a bad config; rundir.RunDirError: a workdir that holds another
+        experiment or corpus, or is in use.
       data.DataError: the corpus is missing or corrupt.
       DivergenceError: the loss or a gradient became non-finite (the run directory keeps the
         last good checkpoint).
@@ -130,10 +73,12 @@ def train_group(configs: list[ml_collections.ConfigDict], workdirs: list) -> lis
     `{"status": "diverged" | "interrupted", ...}`.
     """
     for config in configs:
-        check_config(config)
-    if len({group_key(c) for c in configs}) > 1:
-        raise ConfigError("these trials differ in more than seed, init and optimizer values; "
-                          "split them with split_groups")
+        validation.check_config(config)
+    if len({validation.group_key(c) for c in configs}) > 1:
+        raise validation.ConfigError(
+            "these trials differ in more than seed, init and optimizer values; split them with "
+            "split_groups"
+        )
     stop = _StopFlag()
     in_main = threading.current_thread() is threading.main_thread()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)} if (
@@ -150,7 +95,7 @@ def _streams(ids, batch_size, bptt_len, split):
         streams = data.make_streams(ids, batch_size)
         return streams, data.num_windows(streams.shape[1], bptt_len)
     except ValueError as e:
-        raise ConfigError(f"the {split} split: {e}") from e
+        raise validation.ConfigError(f"the {split} split: {e}") from e
 
 
 def _trial(tree, i):

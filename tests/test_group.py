@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from rnnlab import metrics, train
+from rnnlab import metrics, train, validation
 from test_train import (KILL_RUN, STEPS, assert_same_run, restore_params, run_main, tiny_config,
                         wait_for_step)
 
@@ -40,7 +40,7 @@ GROUP = [
 
 def test_vmapped_trials_equal_trials_run_alone(tmp_path):
     configs = [tiny_config(**o) for o in GROUP]
-    assert train.split_groups(configs) == [[0, 1, 2]]
+    assert validation.split_groups(configs) == [[0, 1, 2]]
     group_dirs = [tmp_path / f"group{i}" for i in range(3)]
     results = train.train_group(configs, group_dirs)
     assert [r["status"] for r in results] == ["finished"] * 3
@@ -72,7 +72,7 @@ def test_trials_that_differ_in_shape_are_split_into_groups():
     configs = [tiny_config(**{"seed": 0}), tiny_config(**{"model.hidden_size": 24}),
                tiny_config(**{"seed": 5, "optim.lr": 0.1}), tiny_config(**{"optim.name": "sgd"}),
                tiny_config(**{"optim.clip_norm": 0.0})]
-    assert train.split_groups(configs) == [[0, 2], [1], [3], [4]]
+    assert validation.split_groups(configs) == [[0, 2], [1], [3], [4]]
     with pytest.raises(ValueError, match="split them with split_groups"):
         train.train_group(configs[:2], ["a", "b"])
 

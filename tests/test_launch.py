@@ -181,10 +181,10 @@ def test_the_relu_unroll_experiment_plans_36_valid_trials(tmp_path, monkeypatch)
     assert len(trials) == 36
     assert {(t.overrides["model.cell"], t.overrides["model.activation"]) for t in trials} == {
         ("elman", "tanh"), ("elman", "relu"), ("lstm", "tanh")}
-    from rnnlab import overrides, train
+    from rnnlab import overrides, train, validation
 
     base = trials_lib.load_config(spec)
     configs = [overrides.apply(base, t.overrides) for t in trials]
     for config in configs:
-        train.check_config(config)
-    assert len(train.split_groups(configs)) == 12  # the seeds of each setting train together
+        validation.check_config(config)
+    assert len(validation.split_groups(configs)) == 12  # the seeds of each setting train together

@@ -18,7 +18,7 @@ import pytest
 
 from configs import quickstart
 from rnnlab import checkpoint, data, metrics, model as model_lib, optim, sample, steps
-from rnnlab import state as state_lib, train
+from rnnlab import state as state_lib, train, validation
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DETERMINISTIC = ("loss", "bpc", "accuracy", "grad_norm", "lr", "perplexity", "nonfinite")
@@ -231,9 +231,9 @@ CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py") if p.stem not i
 def test_every_run_config_and_its_smoke_variant_are_valid(name):
     module = importlib.import_module(f"configs.{name}")
     assert "python -m rnnlab.main --config=configs/" in module.__doc__
-    train.check_config(module.get_config())
+    validation.check_config(module.get_config())
     smoke = module.get_config("smoke")
-    train.check_config(smoke)
+    validation.check_config(smoke)
     assert smoke.data.name == "pydoc" and smoke.train.steps <= 50
 
 
@@ -264,7 +264,7 @@ def test_smoke_variants_train(name, tmp_path):
 )
 def test_bad_configs_fail_before_any_compute(overrides, message):
     with pytest.raises(ValueError, match=message):
-        train.check_config(tiny_config(**overrides))
+        validation.check_config(tiny_config(**overrides))
 
 
 def test_bptt_longer_than_the_split_is_an_error(tmp_path):

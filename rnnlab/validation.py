@@ -1,0 +1,74 @@
+"""What a config means before anything runs: its errors, and which configs train together.
+
+`check_config` finds every bad value that needs no data and no compute. `split_groups` sorts
+trials into those that can share one compiled program (they differ only in VALUE_KEYS).
+"""
+
+from __future__ import annotations
+
+import json
+
+import ml_collections
+
+from rnnlab import data, optim
+from rnnlab import model as model_lib
+
+
+class ConfigError(ValueError):
+    """A bad config value, found before any compute."""
+
+
+def check_train_config(t: ml_collections.ConfigDict) -> None:
+    """Raises ValueError for a bad `config.train`, before any compute."""
+    for key in ("steps", "batch_size", "bptt_len", "log_every", "eval_every", "ckpt_every",
+                "keep_checkpoints", "max_nonfinite"):
+        if not isinstance(t[key], int) or t[key] <= 0:
+            raise ValueError(f"train.{key} must be a positive integer, got {t[key]!r}")
+    for key in ("eval_batches", "eval_batch_size", "sample_length"):
+        if t[key] < 0:
+            raise ValueError(f"train.{key} must be >= 0 (0: the default), got {t[key]!r}")
+    if t.sample_temperature < 0:
+        raise ValueError(f"train.sample_temperature must be >= 0, got {t.sample_temperature}")
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Every config error that needs no data or compute, as a ConfigError saying what to do."""
+    try:
+        if not isinstance(config.seed, int) or config.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {config.seed!r}")
+        if config.data.name not in data.CORPORA:
+            raise ValueError(f"unknown data.name {config.data.name!r}; known: "
+                             f"{', '.join(data.CORPORA)}")
+        if config.data.max_chars < 0:
+            raise ValueError(f"data.max_chars must be >= 0 (0: all), got {config.data.max_chars}")
+        check_train_config(config.train)
+        model_lib.check_model_config(config.model, causal=True)
+        optim.check_optim_config(config.optim, config.train.steps)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+
+
+# Keys that only change values inside one compiled program: trials differing only in these
+# train together under vmap (params come from each trial's own init; hyperparameters live in
+# each trial's optimizer state).
+VALUE_KEYS = ("seed", "model.init", "model.init_scale", "model.forget_bias") + tuple(
+    f"optim.{k}" for k in optim.NUMERIC_KEYS
+)
+
+
+def group_key(config: ml_collections.ConfigDict) -> str:
+    """Equal for configs that can train as one vmapped program (they differ in VALUE_KEYS)."""
+    resolved = json.loads(config.to_json_best_effort())
+    for key in VALUE_KEYS:
+        section, _, leaf = key.rpartition(".")
+        (resolved[section] if section else resolved).pop(leaf, None)
+    resolved["optim_structure"] = optim.structure(config.optim)
+    return json.dumps(resolved, sort_keys=True)
+
+
+def split_groups(configs: list[ml_collections.ConfigDict]) -> list[list[int]]:
+    """Indices of `configs`, grouped by `group_key`, in order of first appearance."""
+    groups: dict[str, list[int]] = {}
+    for i, config in enumerate(configs):
+        groups.setdefault(group_key(config), []).append(i)
+    return list(groups.values())
