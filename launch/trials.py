@@ -18,6 +18,8 @@ import re
 import sys
 from typing import Any
 
+from rnnlab import overrides
+
 SWEEP_FILE = "sweep.json"
 OUTCOMES_FILE = "outcomes.json"
 DONE = ("finished", "diverged")  # a trial in one of these states is a result: never rerun
@@ -70,23 +72,6 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def check_overrides(config, overrides: dict[str, Any]) -> None:
-    """Every key exists in the config and takes the value's type, before anything runs."""
-    for key, value in overrides.items():
-        node = config
-        *parents, leaf = key.split(".")
-        for part in parents:
-            if part not in node:
-                raise ValueError(f"sweep key {key!r}: the config has no {part!r}")
-            node = node[part]
-        if leaf not in node:
-            raise ValueError(f"sweep key {key!r} is not in the config")
-        try:
-            node[leaf] = value  # type-checked by ConfigDict (an int for a float is fine)
-        except TypeError as e:
-            raise ValueError(f"sweep key {key!r}: {value!r} has the wrong type ({e})") from e
-
-
 def _slug(overrides: dict[str, Any]) -> str:
     parts = [f"{k.rsplit('.', 1)[-1]}={format_value(v)}" for k, v in overrides.items()]
     return re.sub(r"[^A-Za-z0-9._=+-]", "-", "_".join(parts))[:80]
@@ -104,12 +89,12 @@ def plan(config: str, sweep: str, sweep_dir: str, *, python: str = "python") -> 
     Rerunning with the same sweep finds the same trials; a different sweep in the same
     directory is refused rather than mixed in.
     """
-    overrides = load_sweep(sweep)
+    sweep_trials = load_sweep(sweep)
     base = load_config(config)
-    for trial in overrides:
-        check_overrides(base.copy_and_resolve_references(), trial)
+    for trial in sweep_trials:  # every key exists and takes its value's type, before any run
+        overrides.apply(base, trial)
     trials = []
-    for i, trial in enumerate(overrides):
+    for i, trial in enumerate(sweep_trials):
         trial_id = f"{i:03d}" + (f"_{_slug(trial)}" if trial else "")
         workdir = f"{sweep_dir.rstrip('/')}/trials/{trial_id}"
         trials.append(Trial(trial_id, dict(trial), workdir,
