@@ -21,13 +21,6 @@ from absl import logging
 from launch import trials as trials_lib
 
 
-def _outcome(trial: trials_lib.Trial, returncode: int) -> str:
-    status = trials_lib.run_status(trial)
-    if status in trials_lib.DONE or status == "interrupted":
-        return status
-    return "failed"
-
-
 def run(trials: list[trials_lib.Trial], sweep_dir: str, *, max_parallel: int = 1) -> dict:
     """Runs the trials not yet done, one process each; returns {id: outcome} for every trial."""
     outcomes, todo = _split_done(trials)
@@ -65,7 +58,7 @@ def run_jobs(jobs, sweep_dir: str, *, max_parallel: int = 1) -> dict:
 
     def finish(job_trials, proc):
         for trial in job_trials:
-            outcome = _outcome(trial, proc.returncode)
+            outcome = trials_lib.outcome(trial)
             outcomes[trial.id] = outcome
             trials_lib.record_outcome(sweep_dir, trial, outcome, proc.returncode)
             logging.info("%s: %s (exit code %d)", trial.id, outcome, proc.returncode)

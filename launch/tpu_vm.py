@@ -266,11 +266,6 @@ def _wait_active(argv: list[str], poll_seconds: float) -> None:
         time.sleep(poll_seconds)
 
 
-def _outcome(trial: trials_lib.Trial) -> str:
-    status = trials_lib.run_status(trial)
-    return status if status in (*trials_lib.DONE, "interrupted") else "failed"
-
-
 def run(trials: list[trials_lib.Trial], config: str, sweep_dir: str,
         options: Options) -> dict[str, str]:
     """Runs `plan_commands` with subprocess.run(check=True), deleting the VM in `finally`.
@@ -302,7 +297,7 @@ def run(trials: list[trials_lib.Trial], config: str, sweep_dir: str,
     logs.mkdir(parents=True, exist_ok=True)
 
     def record(trial: trials_lib.Trial, returncode: int) -> None:
-        outcomes[trial.id] = _outcome(trial)
+        outcomes[trial.id] = trials_lib.outcome(trial)
         trials_lib.record_outcome(sweep_dir, trial, outcomes[trial.id], returncode)
         logging.info("%s: %s (exit code %d)", trial.id, outcomes[trial.id], returncode)
 

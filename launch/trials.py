@@ -125,6 +125,12 @@ def run_status(trial: Trial) -> str | None:
         return None
 
 
+def outcome(trial: Trial) -> str:
+    """What a trial's process left: its run's finished/diverged/interrupted, else "failed"."""
+    status = run_status(trial)
+    return status if status in (*DONE, "interrupted") else "failed"
+
+
 def record_outcome(sweep_dir: str, trial: Trial, outcome: str, returncode: int | None) -> None:
     path = pathlib.Path(sweep_dir) / OUTCOMES_FILE
     outcomes = json.loads(path.read_text()) if path.exists() else {}
