@@ -13,7 +13,6 @@ stops alone.
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import threading

@@ -181,7 +181,7 @@ def test_the_relu_unroll_experiment_plans_36_valid_trials(tmp_path, monkeypatch)
     assert len(trials) == 36
     assert {(t.overrides["model.cell"], t.overrides["model.activation"]) for t in trials} == {
         ("elman", "tanh"), ("elman", "relu"), ("lstm", "tanh")}
-    from rnnlab import overrides, train, validation
+    from rnnlab import overrides, validation
 
     base = trials_lib.load_config(spec)
     configs = [overrides.apply(base, t.overrides) for t in trials]

@@ -15,7 +15,7 @@ import importlib
 import inspect
 from typing import Callable
 
-from rnnlab.cells import base, classic
+from rnnlab.cells import classic
 from rnnlab.cells.base import ACTIVATIONS, Cell, get_activation  # noqa: F401  (public names)
 from rnnlab.cells.classic import jordan_inputs  # noqa: F401
 
