@@ -30,7 +30,12 @@ def quiet_orbax_logs() -> None:
 
 
 def _manager(directory: pathlib.Path, max_to_keep: int) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+    # Across processes orbax names its barriers by step; a prefix per directory keeps the
+    # concurrent saves of ckpt/N and ckpt_best/N from meeting at one barrier.
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=True,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(
+            barrier_sync_key_prefix=directory.name))
     return ocp.CheckpointManager(directory.absolute(), options=options, item_names=ITEMS)
 
 

@@ -11,6 +11,12 @@ directory is made under `runs/`. Rerunning a command with the same `--workdir` r
 initialisation and optimizer values run together as one vmapped program, each in its own run
 directory; the others are split into such groups automatically.
 
+`--distributed` joins a multi-process run (every host of a TPU slice runs the same command;
+`jax.distributed.initialize()` finds the others). Elsewhere pass `--coordinator_address=HOST:PORT
+--num_processes=N --process_id=I` to each process. Training is data parallel over all devices
+of all processes; process 0 writes the run directory, which every process must see (a shared
+mount), since each one checkpoints its own shards.
+
 Exit codes: 0 finished (or stopped by SIGTERM/Ctrl-C after saving), 1 diverged or data error,
 2 bad config.
 """
@@ -36,6 +42,11 @@ _TRIALS = flags.DEFINE_string("trials", None, "JSON file of trials to train as v
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() first (multi-host TPU VMs)."
 )
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "With --distributed: process 0's HOST:PORT (default: detected "
+    "on TPU VMs and SLURM).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "With --distributed: how many.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "With --distributed: this one's rank.")
 
 
 def _default_workdir(config_path: str) -> pathlib.Path:
@@ -71,12 +82,11 @@ def main(argv):
     if _DISTRIBUTED.value:
         import jax
 
-        jax.distributed.initialize()
-        if jax.process_count() > 1:
-            # Every host would train the whole model on its own devices and write the same
-            # run directory: refuse until the train step shards across hosts.
-            _fail(2, f"{jax.process_count()} processes: multi-host data parallelism is not "
-                     "implemented yet; use a single-host TPU VM (e.g. v4-8, v5litepod-8)")
+        # CPU processes need a collectives backend (TPUs and GPUs bring their own).
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+        logging.info("process %d of %d; %d devices in all", jax.process_index(),
+                     jax.process_count(), jax.device_count())
     config = _CONFIG.value
     if config is None:
         raise app.UsageError("--config is required, e.g. --config=configs/quickstart.py")

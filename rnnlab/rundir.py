@@ -9,7 +9,9 @@
     tb/            TensorBoard events, when tensorboardX is installed
 
 A process holds an exclusive lock on the directory while it trains in it, so two processes can
-never write one run (the lock dies with the process, even on SIGKILL).
+never write one run (the lock dies with the process, even on SIGKILL). In a multi-process run
+only process 0 (`primary`) locks, checks and writes these files; every process reads the
+status and writes its shards of each checkpoint.
 """
 
 from __future__ import annotations
@@ -68,9 +70,14 @@ def _config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
 class RunDir:
     """Opens (and locks) a run directory for `config`, refusing one that holds another run."""
 
-    def __init__(self, workdir: str | pathlib.Path, config: ml_collections.ConfigDict):
+    def __init__(self, workdir: str | pathlib.Path, config: ml_collections.ConfigDict, *,
+                 primary: bool = True):
         self.path = pathlib.Path(workdir)
         self.config = config
+        self.primary = primary
+        self.writer = self.ckpt = self._lock = None
+        if not primary:
+            return
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock = open(self.path / LOCK_FILE, "w")
         try:
@@ -79,7 +86,6 @@ class RunDir:
             self._lock.close()
             raise RunDirError(f"{self.path} is in use by another rnnlab process") from None
         self._check_config()
-        self.writer = self.ckpt = None
 
     def _check_config(self) -> None:
         resolved = json.loads(self.config.to_json_best_effort())
@@ -100,6 +106,8 @@ class RunDir:
 
     def check_corpus(self, corpus: data.Corpus, default_prime: str) -> None:
         """Writes vocab.json on the first run; later runs must see the same corpus."""
+        if not self.primary:
+            return
         path = self.path / sample.VOCAB_FILE
         digest = fingerprint(corpus)
         if path.exists():
@@ -120,6 +128,8 @@ class RunDir:
             return None
 
     def set_status(self, status: str, step: int, **extra: Any) -> None:
+        if not self.primary:
+            return
         record = {"status": status, "step": int(step), **extra}
         (self.path / STATUS_FILE).write_text(json.dumps(record) + "\n")
 
@@ -134,6 +144,8 @@ class RunDir:
 
     def open_logs(self, step: int) -> None:
         """Starts the metrics and samples at `step`, dropping what a killed run wrote after it."""
+        if not self.primary:
+            return
         self.writer = metrics_lib.MetricsWriter(self.path, resume_step=step)
         path = self.path / SAMPLES_FILE
         if path.exists():
@@ -144,9 +156,12 @@ class RunDir:
                     break
 
     def write(self, step: int, split: str, scalars: dict[str, float]) -> None:
-        self.writer.write(step, split, scalars)
+        if self.primary:
+            self.writer.write(step, split, scalars)
 
     def write_sample(self, step: int, temperature: float, text: str) -> None:
+        if not self.primary:
+            return
         with (self.path / SAMPLES_FILE).open("a") as f:
             f.write(f"=== step {step} (temperature {temperature}) ===\n{text}\n\n")
 
@@ -159,4 +174,5 @@ class RunDir:
         if self.ckpt is not None:
             self.ckpt.wait()
             self.ckpt.close()
-        self._lock.close()
+        if self._lock is not None:
+            self._lock.close()

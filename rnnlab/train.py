@@ -6,9 +6,13 @@ truncation point). A batch is a pure function of the step, and the whole state (
 metric sums included) is checkpointed, so a killed run resumes to bitwise the same result.
 
 `train_group` trains several trials that differ only in values (seed, initialisation,
-optimizer hyperparameters: `validation.VALUE_KEYS`) as ONE program: their states are stacked on a leading trial axis
-and the step is `jax.vmap`ped. Each trial keeps its own run directory, and a diverging trial
-stops alone.
+optimizer hyperparameters: `validation.VALUE_KEYS`) as ONE program: their states are stacked on
+a leading trial axis and the step is `jax.vmap`ped. Each trial keeps its own run directory, and
+a diverging trial stops alone.
+
+Every step is data parallel over all devices (`rnnlab.parallel`): the streams and the carry are
+split over them by rows, the rest is replicated. On one device that is the plain program; a
+run on N devices (or N hosts after `jax.distributed.initialize()`) matches it to float rounding.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
-from rnnlab import data, metrics as metrics_lib, optim, rundir, sample, steps, validation
+from rnnlab import data, metrics as metrics_lib, optim, parallel, rundir, sample, steps
+from rnnlab import validation
 from rnnlab import model as model_lib
 from rnnlab import state as state_lib
 
@@ -36,10 +42,22 @@ class DivergenceError(RuntimeError):
 
 
 class _StopFlag:
-    """SIGTERM (a TPU VM preemption notice) or a first Ctrl-C: save, then stop."""
+    """SIGTERM (a TPU VM preemption notice) or a first Ctrl-C: save, then stop.
+
+    With several processes the stop must come at the same step in all of them, or their
+    collectives would wait forever: JAX's preemption service (started by
+    `jax.distributed.initialize()`) takes SIGTERM and agrees on that step; `at(step)` asks it.
+    """
 
     def __init__(self):
         self.set = False
+        self.multiprocess = jax.process_count() > 1
+
+    def at(self, step: int) -> bool:
+        if self.multiprocess and multihost_utils.reached_preemption_sync_point(step):
+            logging.warning("preemption notice: saving a checkpoint and stopping")
+            self.set = True
+        return self.set
 
     def __call__(self, signum, frame):
         del frame
@@ -80,8 +98,10 @@ def train_group(configs: list[ml_collections.ConfigDict], workdirs: list) -> lis
         )
     stop = _StopFlag()
     in_main = threading.current_thread() is threading.main_thread()
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)} if (
-        in_main) else {}
+    # Several processes: SIGTERM is the preemption service's, and a Ctrl-C in one of them
+    # just stops it (the others then fail; rerunning resumes from the last checkpoint).
+    signals = () if stop.multiprocess or not in_main else (signal.SIGTERM, signal.SIGINT)
+    previous = {s: signal.signal(s, stop) for s in signals}
     try:
         return _Group(configs, workdirs, stop).run()
     finally:
@@ -115,6 +135,10 @@ class _Group:
                 logging.warning("%s split: %d characters not in the vocabulary -> unknown", split, n)
         self.vocab = corpus.vocab
         self.eval_batch = t.eval_batch_size or t.batch_size
+        for name, size in (("train.batch_size", t.batch_size),
+                           ("train.eval_batch_size", self.eval_batch)):
+            if (problem := parallel.check_batch(name, size)) is not None:
+                raise validation.ConfigError(problem)
         train_streams, self.train_windows = _streams(corpus.splits["train"], t.batch_size,
                                                      t.bptt_len, "train")
         self.eval_streams = {s: _streams(corpus.splits[s], self.eval_batch, t.bptt_len, s)
@@ -124,16 +148,20 @@ class _Group:
         self.runs = []
         try:
             for config, workdir in zip(configs, workdirs):
-                self.runs.append(rundir.RunDir(workdir, config))
+                self.runs.append(rundir.RunDir(workdir, config, primary=parallel.is_primary()))
                 self.runs[-1].check_corpus(corpus, default_prime)
+                if (problem := parallel.check_shared(self.runs[-1].path)) is not None:
+                    raise rundir.RunDirError(problem)
         except Exception:
             self.close()
             raise
         V = len(corpus.vocab.chars)
         self.model = model_lib.build_model(c.model, V)  # apply is the same for every trial
         self.tx = optim.make_optimizer(c.optim, t.steps)  # so is update: values are in states
-        self.device_train = jax.device_put(train_streams)
-        self.device_eval = {s: jax.device_put(st) for s, (st, _) in self.eval_streams.items()}
+        self.mesh = parallel.make_mesh()
+        rows = parallel.split(self.mesh, 0)
+        self.device_train = parallel.put(train_streams, rows)
+        self.device_eval = {s: parallel.put(st, rows) for s, (st, _) in self.eval_streams.items()}
         self.evals = {}
 
     def close(self):
@@ -147,8 +175,10 @@ class _Group:
         for i in todo:
             config = self.configs[i]
             model = model_lib.build_model(config.model, V)
-            fresh.append(state_lib.init_state(config, model,
-                                              optim.make_optimizer(config.optim, self.t.steps)))
+            state = state_lib.init_state(config, model,
+                                         optim.make_optimizer(config.optim, self.t.steps))
+            # Restoring onto a sharded state restores sharded (also onto another device count).
+            fresh.append(parallel.put(state, parallel.state_shardings(state, self.mesh, 0)))
             restored.append(self.runs[i].restore(fresh[-1]))
         saved = [r is not None for r in restored]
         if all(saved) and len({int(r[0].step) for r in restored}) == 1:
@@ -195,17 +225,22 @@ class _Group:
         self.todo, self.metas, self.step = todo, dict(zip(todo, metas)), step
         self.active = set(todo)
         self.vmapped = vmapped = len(todo) > 1
-        state = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *states) if vmapped else states[0]
-        logging.info("model: %s x%d (%s), %d parameters, %d trial(s)%s; %d train windows/pass",
-                     self.configs[0].model.cell, self.configs[0].model.num_layers,
-                     self.configs[0].model.hidden_size, self._num_params(states[0]), len(todo),
-                     " vmapped" if vmapped else "", self.train_windows)
+        # Trials stack on a leading axis, so the carry's rows (streams) move to axis 1.
+        self.shardings = parallel.state_shardings(states[0], self.mesh, 1 if vmapped else 0)
+        state = jax.jit(lambda *s: jax.tree_util.tree_map(lambda *a: jnp.stack(a), *s),
+                        out_shardings=self.shardings)(*states) if vmapped else states[0]
+        logging.info("model: %s x%d (%s), %d parameters, %d trial(s)%s; %d train windows/pass; "
+                     "%d streams on each of %d devices", self.configs[0].model.cell,
+                     self.configs[0].model.num_layers, self.configs[0].model.hidden_size,
+                     self._num_params(states[0]), len(todo), " vmapped" if vmapped else "",
+                     self.train_windows, t.batch_size // jax.device_count(), jax.device_count())
         step_fn = steps.make_train_step(self.model, self.tx, t.bptt_len, self.train_windows,
                                         t.carry_state)
         train_step = jax.jit(jax.vmap(step_fn, in_axes=(0, None)) if vmapped else step_fn,
-                             donate_argnums=0)
+                             in_shardings=(self.shardings, self.device_train.sharding),
+                             out_shardings=self.shardings, donate_argnums=0)
         timer, timer_step, paused, compiled = time.perf_counter(), step, 0.0, False
-        while step < t.steps and not self.stop.set and self.active:
+        while step < t.steps and not self.stop.at(step) and self.active:
             state = train_step(state, self.device_train)
             step = self.step = step + 1
             if not compiled:  # keep compile time out of the rates
@@ -284,7 +319,7 @@ class _Group:
         zeros = state_lib.zero_sums()
         if self.vmapped:
             zeros = jax.tree_util.tree_map(lambda z: jnp.zeros((len(self.todo),), z.dtype), zeros)
-        return state._replace(sums=zeros)
+        return state._replace(sums=parallel.put(zeros, self.shardings.sums))
 
     def _tag(self, i):
         return f"[{self.runs[i].path.name}] " if self.vmapped else ""
@@ -317,7 +352,8 @@ class _Group:
             fn = steps.make_evaluate(self.model, self.t.bptt_len, self.t.carry_state, windows,
                                      count)
             self.evals[split, count] = jax.jit(
-                jax.vmap(fn, in_axes=(0, None)) if self.vmapped else fn
+                jax.vmap(fn, in_axes=(0, None)) if self.vmapped else fn,
+                out_shardings=parallel.replicated(self.mesh),
             )
         return self.evals[split, count]
 
@@ -341,6 +377,9 @@ class _Group:
             if capped < windows:
                 extra["valid_full"] = self._scores(state, "valid", windows)
         out = {}
+        # Replicated, so every process holds them whole; sampling runs on the host's device.
+        sampling = self.t.sample_length and parallel.is_primary()
+        params = jax.device_get(state.params) if sampling else None
         for k, i in enumerate(self.todo):
             if i not in self.active:
                 continue
@@ -353,7 +392,7 @@ class _Group:
             if meta["best_valid_bpc"] is None or valid[k]["bpc"] < meta["best_valid_bpc"]:
                 self.metas[i] = {"best_valid_bpc": valid[k]["bpc"], "best_step": self.step}
                 run.save(self.step, self._of(state, k), self.metas[i], best=True)
-            self._sample(state, k, i)
+            self._sample(params, k, i)
             out[i] = {"valid": extra.get("valid_full", valid)[k]}
             if final:
                 out[i]["test"] = extra["test"][k]
@@ -361,12 +400,13 @@ class _Group:
                              out[i]["valid"]["bpc"], out[i]["test"]["bpc"])
         return out
 
-    def _sample(self, state, k, i):
+    def _sample(self, params, k, i):
         t = self.t
-        if not t.sample_length:
+        if params is None:  # no samples asked for, or not process 0 (which writes them)
             return
         key = jax.random.fold_in(jax.random.key(self.configs[i].seed + 1), self.step)
-        tokens = sample.generate(self.model, self._of(state, k).params, self.prime,
+        params = _trial(params, k) if self.vmapped else params
+        tokens = sample.generate(self.model, params, self.prime,
                                  t.sample_length, temperature=t.sample_temperature, key=key)
         text = data.decode(self.vocab, self.prime) + data.decode(self.vocab, np.asarray(tokens))
         self.runs[i].write_sample(self.step, t.sample_temperature, text)

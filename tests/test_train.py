@@ -24,18 +24,17 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 DETERMINISTIC = ("loss", "bpc", "accuracy", "grad_norm", "lr", "perplexity", "nonfinite")
 
 
+# The smoke config made tiny (also passed as --config.KEY=VALUE to subprocess runs).
+TINY = {"data.max_chars": 12_000, "model.hidden_size": 16, "train.steps": 12,
+        "train.log_every": 3, "train.eval_every": 6, "train.ckpt_every": 4,
+        "train.sample_length": 20,
+        "optim.lr": 1e-2,  # a tiny model learns visibly within a few dozen steps
+        "optim.schedule": "constant"}
+
+
 def tiny_config(**overrides):
     c = quickstart.get_config("smoke")
-    c.data.max_chars = 12_000
-    c.model.hidden_size = 16
-    c.train.steps = 12
-    c.train.log_every = 3
-    c.train.eval_every = 6
-    c.train.ckpt_every = 4
-    c.train.sample_length = 20
-    c.optim.lr = 1e-2  # a tiny model learns visibly within a few dozen steps
-    c.optim.schedule = "constant"
-    for key, value in overrides.items():
+    for key, value in {**TINY, **overrides}.items():
         node = c
         *path, last = key.split(".")
         for part in path:
@@ -106,10 +105,10 @@ def test_every_parameter_changes_and_the_step_compiles_once(tmp_path):
     assert all(jax.tree_util.tree_leaves(changed))
 
 
-def run_main(workdir, *overrides, config="configs/quickstart.py:smoke", wait=True):
+def run_main(workdir, *overrides, config="configs/quickstart.py:smoke", wait=True, env=None):
     cmd = [sys.executable, "-m", "rnnlab.main", f"--config={config}", f"--workdir={workdir}",
            *overrides]
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", **(env or {}))
     if not wait:  # logs to a file: a pipe nobody reads would fill up and block the run
         log = open(pathlib.Path(workdir).parent / f"{pathlib.Path(workdir).name}.log", "w")
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log, text=True)

@@ -1,0 +1,191 @@
+"""Data parallelism: 8 simulated CPU devices and two gloo processes against one device.
+
+Each run is a subprocess: the device count is fixed when jax starts. The reference is the
+single-device program (this test process has one CPU device).
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+from rnnlab import checkpoint, metrics, train
+from test_group import assert_close_runs
+from test_train import (KILL_RUN, ROOT, STEPS, TINY, assert_same_run, restore_params, run_main,
+                        straight_run, tiny_config, wait_for_step)
+
+EIGHT = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+
+
+def test_eight_devices_match_one_and_resume_bitwise_after_sigkill(tmp_path, tmp_path_factory):
+    eight = tmp_path / "eight"
+    done = run_main(eight, *KILL_RUN, env=EIGHT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "1 streams on each of 8 devices" in done.stderr
+    # Float rounding apart (the gradient is summed in another order), the one-device run.
+    assert_close_runs(straight_run(tmp_path_factory), eight, rtol=1e-3)
+
+    killed = tmp_path / "killed"
+    proc = run_main(killed, *KILL_RUN, wait=False, env=EIGHT)
+    wait_for_step(proc, killed, int(np.random.default_rng().integers(15, STEPS // 2)))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = run_main(killed, *KILL_RUN, env=EIGHT)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming" in resumed.stderr
+    assert_same_run(eight, killed)  # same device count: bitwise
+
+
+SHARDING_CHECK = """
+import jax, numpy as np
+from rnnlab import model as model_lib, optim, parallel, state as state_lib, steps
+from test_train import tiny_config
+config = tiny_config(**{"train.batch_size": 16})
+model = model_lib.build_model(config.model, 30)
+tx = optim.make_optimizer(config.optim, config.train.steps)
+mesh = parallel.make_mesh()
+state = state_lib.init_state(config, model, tx)
+shardings = parallel.state_shardings(state, mesh, 0)
+state = parallel.put(state, shardings)
+streams = parallel.put(np.zeros((16, 400), np.int32), parallel.split(mesh, 0))
+step = jax.jit(steps.make_train_step(model, tx, 16, 20, True), in_shardings=(shardings,
+               streams.sharding), out_shardings=shardings)
+hlo = step.lower(state, streams).compile().as_text()
+out = step(state, streams)
+h, c = out.carry[0]
+print(json.dumps({"devices": jax.device_count(), "all_reduce": "all-reduce" in hlo,
+                  "carry_shard": list(h.sharding.shard_shape(h.shape)),
+                  "param_shard": list(out.params["readout"]["w"].addressable_shards[0].data.shape),
+                  "param_shape": list(out.params["readout"]["w"].shape)}))
+"""
+
+
+def test_the_batch_and_carry_are_split_over_devices_and_gradients_all_reduced():
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT / "tests"), **EIGHT)
+    out = subprocess.run([sys.executable, "-c", "import json\n" + SHARDING_CHECK], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    hidden = tiny_config().model.hidden_size
+    assert found == {"devices": 8, "all_reduce": True, "carry_shard": [2, hidden],
+                     "param_shard": found["param_shape"], "param_shape": found["param_shape"]}
+
+
+def test_a_batch_that_does_not_split_over_the_devices_is_a_config_error(tmp_path):
+    out = run_main(tmp_path / "run", "--config.train.batch_size=12", env=EIGHT)
+    assert out.returncode == 2
+    assert "train.batch_size=12 does not split over 8 devices" in out.stderr
+    assert not (tmp_path / "run").exists()  # refused before anything is written
+
+
+def test_vmapped_trials_on_eight_devices_match_one_device(tmp_path):
+    group = [{"seed": 0, "optim.lr": 1e-2}, {"seed": 1, "optim.lr": 3e-3}]
+    trials = [{"overrides": o, "workdir": str(tmp_path / f"eight{i}")} for i, o in enumerate(group)]
+    (tmp_path / "trials.json").write_text(json.dumps(trials))
+    overrides = [f"--config.{k}={v}" for k, v in TINY.items()]
+    cmd = [sys.executable, "-m", "rnnlab.main", "--config=configs/quickstart.py:smoke",
+           f"--trials={tmp_path / 'trials.json'}", *overrides]
+    out = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu", **EIGHT),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "2 trial(s) vmapped" in out.stderr
+    configs = [tiny_config(**o) for o in group]
+    train.train_group(configs, [tmp_path / f"one{i}" for i in range(2)])
+    for i in range(2):
+        assert_close_runs(tmp_path / f"one{i}", tmp_path / f"eight{i}", rtol=1e-4)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_processes(workdirs, *overrides, devices_each=2):
+    """`rnnlab.main --distributed` as len(workdirs) local processes (gloo), process i in
+    workdirs[i], each with its own log file."""
+    port = _free_port()
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_each}")
+    procs = []
+    for i, workdir in enumerate(workdirs):
+        log = open(f"{workdir}.p{i}.log", "w")
+        cmd = [sys.executable, "-m", "rnnlab.main", "--config=configs/quickstart.py:smoke",
+               f"--workdir={workdir}", "--distributed", f"--coordinator_address=127.0.0.1:{port}",
+               f"--num_processes={len(workdirs)}", f"--process_id={i}", *overrides]
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log))
+    return procs
+
+
+def finish(procs, workdirs):
+    """Waits; returns (exit code, log) per process."""
+    codes = [p.wait(timeout=300) for p in procs]
+    return [(code, open(f"{w}.p{i}.log").read()) for i, (code, w) in
+            enumerate(zip(codes, workdirs))]
+
+
+def run_processes(workdirs, *overrides):
+    return finish(start_processes(workdirs, *overrides), workdirs)
+
+
+SHORT = ("--config.train.steps=40", "--config.train.ckpt_every=20", "--config.train.log_every=5",
+         "--config.train.eval_every=20", "--config.data.max_chars=12000",
+         "--config.model.hidden_size=16")
+
+
+def test_two_processes_match_one_device_and_process_zero_writes(tmp_path):
+    one = tmp_path / "one"
+    done = run_main(one, *SHORT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    two = tmp_path / "two"
+    results = run_processes([two, two], *SHORT)
+    for code, log in results:
+        assert code == 0, log[-3000:]
+    assert "process 1 of 2; 4 devices in all" in results[1][1]
+    assert_close_runs(one, two, rtol=1e-4)
+    # One set of files: no line twice, every checkpoint complete (no orbax temporaries).
+    assert [(m["step"], m["split"]) for m in metrics.read_metrics(two)] == [
+        (m["step"], m["split"]) for m in metrics.read_metrics(one)]
+    assert (two / "samples.txt").read_text() == (one / "samples.txt").read_text()
+    assert sorted(p.name for p in (two / "ckpt").iterdir()) == ["20", "40"]
+    assert checkpoint.Checkpointer(two, 3).latest_step(best=True) == 40
+    # Rerunning the finished run is a no-op for both processes.
+    before = (two / "metrics.jsonl").read_text()
+    again = run_processes([two, two], *SHORT)
+    assert [code for code, _ in again] == [0, 0], again[0][1][-2000:]
+    assert (two / "metrics.jsonl").read_text() == before
+    state, _ = restore_params(two)
+    assert int(state.step) == 40
+    assert jax.device_count() == 1  # restored onto another device count
+
+
+def test_a_workdir_the_processes_do_not_share_is_refused(tmp_path):
+    # Process 1 writes elsewhere: what happens when each host has its own disk.
+    results = run_processes([tmp_path / "host0", tmp_path / "host1"], *SHORT)
+    for code, log in results:
+        assert code == 2, log[-3000:]
+        assert "is not the same directory on every process" in log
+    assert not (tmp_path / "host0" / "metrics.jsonl").exists()
+
+
+def test_sigterm_to_one_process_stops_both_at_one_step_and_the_rerun_is_bitwise(tmp_path):
+    straight = tmp_path / "straight"
+    for code, log in run_processes([straight, straight], *KILL_RUN):
+        assert code == 0, log[-3000:]
+    run = tmp_path / "run"
+    procs = start_processes([run, run], *KILL_RUN)
+    wait_for_step(procs[0], run, 20)
+    procs[1].send_signal(signal.SIGTERM)  # a preemption notice reaches one host first
+    for code, log in finish(procs, [run, run]):
+        assert code == 0, log[-3000:]
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "interrupted" and status["step"] < STEPS
+    assert checkpoint.Checkpointer(run, 3).latest_step() == status["step"]
+    for code, log in run_processes([run, run], *KILL_RUN):
+        assert code == 0, log[-3000:]
+    assert_same_run(straight, run)
