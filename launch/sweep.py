@@ -44,8 +44,9 @@ _TPU_REPO = flags.DEFINE_string(
 _TPU_REF = flags.DEFINE_string(
     "tpu_ref", "", "tpu_vm: git ref to check out from --tpu_repo; default the local HEAD.")
 _TPU_WORKDIR = flags.DEFINE_string(
-    "tpu_workdir", "", "tpu_vm: sweep directory on the VM (fetched back); default "
-    "~/rnnlab-runs/<sweep dir name>, fetched into --workdir after each trial.")
+    "tpu_workdir", "", "tpu_vm: sweep directory on the VM or in a bucket (gs://..., needed on "
+    "multi-host slices); default ~/rnnlab-runs/<sweep dir name>. Each trial is fetched into "
+    "--workdir after it ends.")
 _TPU_KEEP = flags.DEFINE_bool("tpu_keep", False, "tpu_vm: do not delete the VM at the end.")
 
 

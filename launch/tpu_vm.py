@@ -3,7 +3,7 @@
     python -m launch.sweep --config=configs/quickstart.py:smoke --sweep=experiments/x/sweep.py \
         --workdir=runs/x --executor=tpu_vm --tpu_project=my-project --tpu_zone=us-central2-b \
         [--tpu_type=v4-8] [--tpu_spot] [--tpu_queued] [--tpu_repo=URL [--tpu_ref=SHA]] \
-        [--tpu_workdir=~/runs/x] [--tpu_keep] [--dry_run]
+        [--tpu_workdir=~/runs/x | gs://BUCKET/runs/x] [--tpu_keep] [--dry_run]
 
 `plan_commands` is the whole run as argv lists, in order; `--dry_run` prints them shell-quoted,
 one a line, and runs nothing (without --tpu_project/--tpu_zone it shows `<PROJECT>`/`<ZONE>`):
@@ -20,9 +20,11 @@ one a line, and runs nothing (without --tpu_project/--tpu_zone it shows `<PROJEC
    command line (`launch.trials.command`), plus `--distributed` on a multi-host slice. Remote
    commands run in ~/rnnlab, so the default --tpu_workdir ~/rnnlab-runs/<sweep dir name> is
    written ../rnnlab-runs/... there (rnnlab does not expand `~`, and a quoted `~` is literal).
-4. Fetch the trial's run directory into SWEEP_DIR/trials/ (`tpu-vm scp --recurse --worker=0`).
-   (A gs:// --tpu_workdir is refused: rnnlab writes run directories through the local file
-   system.)
+   A gs:// --tpu_workdir is passed as it is: rnnlab writes the run directory to the bucket.
+4. Fetch the trial's run directory into SWEEP_DIR/trials/: `tpu-vm scp --recurse --worker=0`
+   from the VM's disk, or `gcloud storage cp --recursive` from the bucket. A run directory in a
+   bucket outlives the VM: an interrupted trial (a preempted spot VM) resumes from its
+   checkpoints there on a rerun, on a new VM.
 5. Delete the VM or queued resource (`--quiet`; a queued resource with `--force`), also when a
    step fails or the sweep is interrupted; --tpu_keep keeps it.
 A failed trial is recorded in outcomes.json and the sweep goes on; a trial whose fetched run
@@ -33,7 +35,9 @@ v3, v4 and v5p count TensorCores, 2 per chip and 4 chips per host, so hosts = ce
 (v4-8 and v5p-8 are one host, v4-16 two); v5litepod (v5e) and v6e count chips, up to 8 on
 one host, and a larger slice is made of 4-chip hosts, so hosts = 1 if N <= 8 else N / 4
 (v5litepod-16 is four). With more than one host every worker runs the same command and rnnlab
-gets `--distributed` (jax.distributed.initialize()).
+gets `--distributed` (jax.distributed.initialize()): training is data parallel over all hosts'
+chips, and every host writes its shards of each checkpoint, so a multi-host slice needs a
+gs:// --tpu_workdir (a VM path is on one host's disk only and is refused).
 
 XManager: one trial is one `xm.Job` in the experiment. Package the repository once
 (`xm.python_container(path=".", entrypoint=xm.ModuleName("rnnlab.main"), ...)`), then for each
@@ -137,13 +141,14 @@ def _git(*args: str) -> str:
 
 def resolve(options: Options, sweep_dir: str) -> Options:
     """Fills in the defaults: name, runtime version, workdir and (when cloning) the ref."""
-    if options.workdir.startswith("gs://"):
-        raise ValueError(
-            f"--tpu_workdir={options.workdir}: rnnlab writes run directories through the local "
-            "file system and cannot write gs:// yet; use a path on the VM (the default), which "
-            "is fetched back into the sweep directory"
-        )
     generation, _ = _parse_type(options.accelerator_type)
+    n_hosts = hosts(options.accelerator_type)
+    if n_hosts > 1 and not options.workdir.startswith("gs://"):
+        raise ValueError(
+            f"--tpu_type={options.accelerator_type} has {n_hosts} hosts, and each writes its "
+            "shards of every checkpoint: pass a bucket they all see, --tpu_workdir=gs://BUCKET/"
+            f"runs/{pathlib.PurePath(sweep_dir).name} (a VM path is on one host's disk only)"
+        )
     return dataclasses.replace(
         options,
         name=options.name or default_name(sweep_dir),
@@ -222,14 +227,18 @@ def _steps(trials: list[trials_lib.Trial], config: str, sweep_dir: str,
                                    f"{o.name}:{CODE_DIR}", *where, "--worker=all"]))
     steps.append(Step("install", ssh(INSTALL)))
     distributed = ["--distributed"] if hosts(o.accelerator_type) > 1 else []
+    bucket = o.workdir.startswith("gs://")
+    local_trials = f"{sweep_dir.rstrip('/')}/trials/"
     for trial in trials:
         remote = f"{o.workdir.rstrip('/')}/trials/{trial.id}"
-        argv = trials_lib.command(config, trial.overrides, _in_code_dir(remote), python="python3")
+        argv = trials_lib.command(config, trial.overrides,
+                                  remote if bucket else _in_code_dir(remote), python="python3")
         command = f"cd ~/{CODE_DIR} && . .venv/bin/activate && {shlex.join(argv + distributed)}"
         steps.append(Step("trial", ssh(command), trial))
-        steps.append(Step("fetch", [*vm, "scp", "--recurse", f"{o.name}:{_for_scp(remote)}",
-                                    f"{sweep_dir.rstrip('/')}/trials/", *where, "--worker=0"],
-                          trial))
+        fetch = (["gcloud", "storage", "cp", "--recursive", remote, local_trials] if bucket else
+                 [*vm, "scp", "--recurse", f"{o.name}:{_for_scp(remote)}", local_trials, *where,
+                  "--worker=0"])
+        steps.append(Step("fetch", fetch, trial))
     steps.append(Step("delete", delete))
     return steps
 

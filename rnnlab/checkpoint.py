@@ -9,12 +9,15 @@ half-written checkpoint that a resume would pick up.
 from __future__ import annotations
 
 import logging
-import pathlib
+import os
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging as absl_logging
+from etils import epath
+
+from rnnlab import storage
 
 ITEMS = ("state", "meta")
 
@@ -29,21 +32,23 @@ def quiet_orbax_logs() -> None:
     absl_logging.get_absl_handler().addFilter(_QuietOrbax())
 
 
-def _manager(directory: pathlib.Path, max_to_keep: int) -> ocp.CheckpointManager:
+def _manager(directory: epath.Path, max_to_keep: int) -> ocp.CheckpointManager:
     # Across processes orbax names its barriers by step; a prefix per directory keeps the
     # concurrent saves of ckpt/N and ckpt_best/N from meeting at one barrier.
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=True,
         multiprocessing_options=ocp.options.MultiprocessingOptions(
             barrier_sync_key_prefix=directory.name))
-    return ocp.CheckpointManager(directory.absolute(), options=options, item_names=ITEMS)
+    if storage.is_local(directory):  # (absolute() would turn gs://b/x into $PWD/gs:/b/x)
+        directory = directory.absolute()
+    return ocp.CheckpointManager(directory, options=options, item_names=ITEMS)
 
 
 class Checkpointer:
     """`ckpt/` keeps the last `keep` checkpoints (for resuming); `ckpt_best/` the best one."""
 
-    def __init__(self, workdir: str | pathlib.Path, keep: int):
-        workdir = pathlib.Path(workdir)
+    def __init__(self, workdir: str | os.PathLike, keep: int):
+        workdir = storage.path(workdir)
         self.last = _manager(workdir / "ckpt", keep)
         self.best = _manager(workdir / "ckpt_best", 1)
 

@@ -14,8 +14,8 @@ directory; the others are split into such groups automatically.
 `--distributed` joins a multi-process run (every host of a TPU slice runs the same command;
 `jax.distributed.initialize()` finds the others). Elsewhere pass `--coordinator_address=HOST:PORT
 --num_processes=N --process_id=I` to each process. Training is data parallel over all devices
-of all processes; process 0 writes the run directory, which every process must see (a shared
-mount), since each one checkpoints its own shards.
+of all processes; process 0 writes the run directory, which every process must see (a gs://
+bucket, or a shared mount), since each one checkpoints its own shards.
 
 Exit codes: 0 finished (or stopped by SIGTERM/Ctrl-C after saving), 1 diverged or data error,
 2 bad config.
@@ -32,7 +32,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rnnlab import checkpoint, data, overrides, rundir, train, validation
+from rnnlab import checkpoint, data, overrides, rundir, storage, train, validation
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A config file (configs/*.py), optionally FILE:ARG.", lock_config=True
@@ -96,11 +96,13 @@ def main(argv):
             return
         validation.check_config(config)
         config_path = config_flags.get_config_filename(flags.FLAGS["config"])
-        workdir = pathlib.Path(_WORKDIR.value or _default_workdir(config_path))
+        workdir = storage.path(_WORKDIR.value or _default_workdir(config_path))
         logging.info("run directory: %s", workdir)
         train.train(config, workdir)
     except (validation.ConfigError, rundir.RunDirError) as e:
         _fail(2, f"bad config: {e}")
+    except storage.StorageError as e:
+        _fail(2, str(e))
     except (data.DataError, train.DivergenceError) as e:
         _fail(1, str(e))
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import math
-import pathlib
+import os
+
+from rnnlab import storage
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -24,8 +26,8 @@ def lm_scalars(loss_sum: float, correct: float, count: float) -> dict[str, float
     }
 
 
-def read_metrics(workdir: str | pathlib.Path) -> list[dict]:
-    path = pathlib.Path(workdir) / METRICS_FILE
+def read_metrics(workdir: str | os.PathLike) -> list[dict]:
+    path = storage.path(workdir) / METRICS_FILE
     if not path.exists():
         return []
     records = []
@@ -40,33 +42,33 @@ def read_metrics(workdir: str | pathlib.Path) -> list[dict]:
 class MetricsWriter:
     """Appends metrics; on resume from `resume_step`, first drops lines logged after it."""
 
-    def __init__(self, workdir: str | pathlib.Path, *, resume_step: int | None = None):
-        self.path = pathlib.Path(workdir) / METRICS_FILE
+    def __init__(self, workdir: str | os.PathLike, *, resume_step: int | None = None):
+        workdir = storage.path(workdir)
+        self.path = workdir / METRICS_FILE
         if resume_step is not None and self.path.exists():
             kept = [m for m in read_metrics(workdir) if m["step"] <= resume_step]
             self.path.write_text("".join(json.dumps(m) + "\n" for m in kept))
-        self.file = self.path.open("a")
         self.tensorboard = None
+        if not storage.is_local(workdir):
+            return  # event files go to local disk only
         try:
             import tensorboardX  # optional: writes event files without TensorFlow
 
             # purge_step hides the events a killed run wrote after the checkpoint.
             purge = None if resume_step is None else resume_step + 1
             self.tensorboard = tensorboardX.SummaryWriter(
-                str(pathlib.Path(workdir) / "tb"), purge_step=purge
+                str(workdir / "tb"), purge_step=purge
             )
         except ImportError:
             pass
 
     def write(self, step: int, split: str, scalars: dict[str, float]) -> None:
         record = {"step": int(step), "split": split, **{k: float(v) for k, v in scalars.items()}}
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        storage.append(self.path, json.dumps(record) + "\n")
         if self.tensorboard is not None:
             for name, value in scalars.items():
                 self.tensorboard.add_scalar(f"{split}/{name}", float(value), int(step))
 
     def close(self) -> None:
-        self.file.close()
         if self.tensorboard is not None:
             self.tensorboard.close()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import pathlib
+import os
 import re
 from typing import Any
 
@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 
 from rnnlab import checkpoint as checkpoint_lib
-from rnnlab import data, metrics as metrics_lib, sample
+from rnnlab import data, metrics as metrics_lib, sample, storage
 
 SAMPLES_FILE = "samples.txt"
 STATUS_FILE = "status.json"
@@ -70,21 +70,22 @@ def _config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
 class RunDir:
     """Opens (and locks) a run directory for `config`, refusing one that holds another run."""
 
-    def __init__(self, workdir: str | pathlib.Path, config: ml_collections.ConfigDict, *,
+    def __init__(self, workdir: str | os.PathLike, config: ml_collections.ConfigDict, *,
                  primary: bool = True):
-        self.path = pathlib.Path(workdir)
+        self.path = storage.path(workdir)
         self.config = config
         self.primary = primary
         self.writer = self.ckpt = self._lock = None
         if not primary:
             return
         self.path.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.path / LOCK_FILE, "w")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise RunDirError(f"{self.path} is in use by another rnnlab process") from None
+        if storage.is_local(self.path):  # a bucket has no locks: one run per gs:// workdir
+            self._lock = open(self.path / LOCK_FILE, "w")
+            try:
+                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._lock.close()
+                raise RunDirError(f"{self.path} is in use by another rnnlab process") from None
         self._check_config()
 
     def _check_config(self) -> None:
@@ -162,8 +163,8 @@ class RunDir:
     def write_sample(self, step: int, temperature: float, text: str) -> None:
         if not self.primary:
             return
-        with (self.path / SAMPLES_FILE).open("a") as f:
-            f.write(f"=== step {step} (temperature {temperature}) ===\n{text}\n\n")
+        storage.append(self.path / SAMPLES_FILE,
+                       f"=== step {step} (temperature {temperature}) ===\n{text}\n\n")
 
     def save(self, step: int, state: Any, meta: dict, *, best: bool = False) -> None:
         self.ckpt.save(step, state, meta, best=best)

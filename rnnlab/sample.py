@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import functools
 import json
-import pathlib
+import os
 import sys
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epath
 
 from rnnlab import checkpoint as checkpoint_lib
-from rnnlab import data, optim, state as state_lib
+from rnnlab import data, optim, state as state_lib, storage
 from rnnlab import model as model_lib
 
 VOCAB_FILE = "vocab.json"
@@ -61,15 +62,15 @@ def _generate(model, params, prime, length, temperature, key):
     return tokens
 
 
-def save_vocab(workdir: pathlib.Path, vocab: data.Vocab, default_prime: str,
+def save_vocab(workdir: epath.Path, vocab: data.Vocab, default_prime: str,
                fingerprint: str) -> None:
     record = {"chars": list(vocab.chars), "unk": vocab.unk, "default_prime": default_prime,
               "fingerprint": fingerprint}
     (workdir / VOCAB_FILE).write_text(json.dumps(record, ensure_ascii=False))
 
 
-def load_vocab(workdir: pathlib.Path) -> tuple[data.Vocab, str]:
-    record = json.loads((workdir / VOCAB_FILE).read_text())
+def load_vocab(workdir: str | os.PathLike) -> tuple[data.Vocab, str]:
+    record = json.loads((storage.path(workdir) / VOCAB_FILE).read_text())
     return data.Vocab(tuple(record["chars"]), record["unk"]), record["default_prime"]
 
 
@@ -84,7 +85,7 @@ def encode_prime(vocab: data.Vocab, prime: str) -> np.ndarray:
 
 
 def sample_text(
-    workdir: str | pathlib.Path,
+    workdir: str | os.PathLike,
     *,
     prime: str = "",
     length: int = 500,
@@ -97,7 +98,7 @@ def sample_text(
         raise ValueError(f"temperature must be >= 0 (0: argmax), got {temperature}")
     if length < 0:
         raise ValueError(f"length must be >= 0, got {length}")
-    workdir = pathlib.Path(workdir)
+    workdir = storage.path(workdir)
     if not (workdir / "config.json").exists():
         raise FileNotFoundError(f"{workdir} holds no run (no config.json); pass a run's --workdir")
     config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))

@@ -106,31 +106,30 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def start_processes(workdirs, *overrides, devices_each=2):
-    """`rnnlab.main --distributed` as len(workdirs) local processes (gloo), process i in
-    workdirs[i], each with its own log file."""
+def start_processes(workdirs, *overrides, logs=None, env=None):
+    """`rnnlab.main --distributed` as len(workdirs) local processes (gloo) of 2 CPU devices
+    each, process i in workdirs[i] and logging to logs[i] (default: next to its workdir)."""
+    logs = logs or [f"{w}.p{i}.log" for i, w in enumerate(workdirs)]
     port = _free_port()
-    env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_each}")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", **(env or {}),
+               XLA_FLAGS="--xla_force_host_platform_device_count=2")
     procs = []
-    for i, workdir in enumerate(workdirs):
-        log = open(f"{workdir}.p{i}.log", "w")
+    for i, (workdir, log) in enumerate(zip(workdirs, logs)):
         cmd = [sys.executable, "-m", "rnnlab.main", "--config=configs/quickstart.py:smoke",
                f"--workdir={workdir}", "--distributed", f"--coordinator_address=127.0.0.1:{port}",
                f"--num_processes={len(workdirs)}", f"--process_id={i}", *overrides]
-        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log))
-    return procs
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(log, "w"),
+                                      stderr=subprocess.STDOUT))
+    return list(zip(procs, logs))
 
 
-def finish(procs, workdirs):
+def finish(procs_logs):
     """Waits; returns (exit code, log) per process."""
-    codes = [p.wait(timeout=300) for p in procs]
-    return [(code, open(f"{w}.p{i}.log").read()) for i, (code, w) in
-            enumerate(zip(codes, workdirs))]
+    return [(p.wait(timeout=300), open(log).read()) for p, log in procs_logs]
 
 
-def run_processes(workdirs, *overrides):
-    return finish(start_processes(workdirs, *overrides), workdirs)
+def run_processes(workdirs, *overrides, **kwargs):
+    return finish(start_processes(workdirs, *overrides, **kwargs))
 
 
 SHORT = ("--config.train.steps=40", "--config.train.ckpt_every=20", "--config.train.log_every=5",
@@ -179,9 +178,9 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_the_rerun_is_bitwise(
         assert code == 0, log[-3000:]
     run = tmp_path / "run"
     procs = start_processes([run, run], *KILL_RUN)
-    wait_for_step(procs[0], run, 20)
-    procs[1].send_signal(signal.SIGTERM)  # a preemption notice reaches one host first
-    for code, log in finish(procs, [run, run]):
+    wait_for_step(procs[0][0], run, 20)
+    procs[1][0].send_signal(signal.SIGTERM)  # a preemption notice reaches one host first
+    for code, log in finish(procs):
         assert code == 0, log[-3000:]
     status = json.loads((run / "status.json").read_text())
     assert status["status"] == "interrupted" and status["step"] < STEPS

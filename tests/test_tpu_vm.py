@@ -32,8 +32,10 @@ if args[2:4] == ["queued-resources", "describe"]:
     left = states.read_text().split() if states.exists() else os.environ["FAKE_QR_STATES"].split()
     states.write_text(" ".join(left[1:] or left))
     print(left[0])
-elif args[2:5] == ["tpu-vm", "scp", "--recurse"] and ":" in args[5]:  # a fetch
-    run_dir = pathlib.Path(args[6]) / pathlib.PurePosixPath(args[5]).name
+elif args[2:5] == ["tpu-vm", "scp", "--recurse"] and ":" in args[5] or (
+        args[:3] == ["storage", "cp", "--recursive"]):  # a fetch from the VM or the bucket
+    src, dest = (args[5], args[6]) if args[0] == "compute" else (args[3], args[4])
+    run_dir = pathlib.Path(dest) / pathlib.PurePosixPath(src).name
     run_dir.mkdir(parents=True)
     (run_dir / "status.json").write_text(json.dumps({{"status": "finished", "step": 1}}))
 elif args[2:4] == ["tpu-vm", "ssh"]:
@@ -153,8 +155,37 @@ def test_dry_run_queued_spot_clone(tmp_path, sweep_file):
     lines = result.stdout.splitlines()
     assert f"git checkout --quiet {head}'" in lines[1]  # the default ref is the local HEAD
     assert not any(" delete " in line for line in lines)  # --tpu_keep
-    bucket = sweep(sweep_file, workdir, "--tpu_workdir=gs://b/runs/s", "--dry_run")
-    assert bucket.returncode != 0 and "cannot write gs://" in bucket.stderr
+
+
+def test_a_bucket_workdir_is_written_by_the_trials_and_copied_back(tmp_path, sweep_file,
+                                                                   fake_gcloud):
+    workdir = tmp_path / "s"
+    flags = ["--tpu_project=p", "--tpu_zone=z", "--tpu_type=v4-16", "--tpu_workdir=gs://b/runs/s"]
+    dry = sweep(sweep_file, workdir, *flags, "--dry_run")
+    assert dry.returncode == 0, dry.stderr
+    lines = dry.stdout.splitlines()
+    assert lines[4:8] == [
+        "gcloud compute tpus tpu-vm ssh rnnlab-s --zone=z --project=p --worker=all '--command=cd "
+        "~/rnnlab && . .venv/bin/activate && python3 -m rnnlab.main "
+        "--config=configs/quickstart.py:smoke --config.seed=0 "
+        "--workdir=gs://b/runs/s/trials/000_seed=0 --distributed'",
+        f"gcloud storage cp --recursive gs://b/runs/s/trials/000_seed=0 {workdir}/trials/",
+        "gcloud compute tpus tpu-vm ssh rnnlab-s --zone=z --project=p --worker=all '--command=cd "
+        "~/rnnlab && . .venv/bin/activate && python3 -m rnnlab.main "
+        "--config=configs/quickstart.py:smoke --config.seed=1 "
+        "--workdir=gs://b/runs/s/trials/001_seed=1 --distributed'",
+        f"gcloud storage cp --recursive gs://b/runs/s/trials/001_seed=1 {workdir}/trials/",
+    ]
+    result = sweep(sweep_file, workdir, *flags)
+    assert result.returncode == 0 and "2 trials: 2 finished" in result.stdout, result.stderr
+    assert [["gcloud", *c] for c in fake_gcloud()] == [shlex.split(line) for line in lines]
+
+
+def test_a_multi_host_slice_needs_a_bucket_workdir(tmp_path, sweep_file):
+    result = sweep(sweep_file, tmp_path / "s", "--tpu_type=v4-16", "--dry_run")
+    assert result.returncode == 2
+    assert "v4-16 has 2 hosts" in result.stderr and "--tpu_workdir=gs://BUCKET/runs/s" in (
+        result.stderr)
 
 
 def test_hosts_follow_the_docs_tables():
@@ -173,7 +204,8 @@ def test_hosts_follow_the_docs_tables():
     ("v6e-8", "v2-alpha-tpuv6e", False), ("v5p-8", "v2-alpha-tpuv5", False)])
 def test_multi_host_types_add_distributed(tmp_path, sweep_file, accelerator_type, version,
                                           multi_host):
-    result = sweep(sweep_file, tmp_path / "s", f"--tpu_type={accelerator_type}", "--dry_run")
+    result = sweep(sweep_file, tmp_path / "s", f"--tpu_type={accelerator_type}",
+                   "--tpu_workdir=gs://b/runs/s", "--dry_run")
     assert result.returncode == 0, result.stderr
     commands = [shlex.split(line) for line in result.stdout.splitlines()]
     assert f"--accelerator-type={accelerator_type}" in commands[0]
@@ -185,7 +217,7 @@ def test_multi_host_types_add_distributed(tmp_path, sweep_file, accelerator_type
                                "--worker=all", command[-1]]
         rnnlab = shlex.split(command[-1].split(" && ")[-1])
         assert rnnlab[-1] == "--distributed" if multi_host else rnnlab[-1].startswith("--work")
-        assert f"--workdir=../rnnlab-runs/s/trials/{trial_id}" in rnnlab
+        assert f"--workdir=gs://b/runs/s/trials/{trial_id}" in rnnlab
 
 
 def test_unknown_type_and_outside_config_fail_cleanly(tmp_path, sweep_file):

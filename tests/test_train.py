@@ -18,7 +18,7 @@ import pytest
 
 from configs import quickstart
 from rnnlab import checkpoint, data, metrics, model as model_lib, optim, sample, steps
-from rnnlab import state as state_lib, train, validation
+from rnnlab import state as state_lib, storage, train, validation
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DETERMINISTIC = ("loss", "bpc", "accuracy", "grad_norm", "lr", "perplexity", "nonfinite")
@@ -50,8 +50,9 @@ def fresh_state(config, vocab_size):
 
 def restore_params(workdir, config=None, *, best=False):
     """The run's last (or best) checkpoint, restored with the run's own config.json."""
-    config = ml_collections.ConfigDict(json.loads((pathlib.Path(workdir) / "config.json").read_text()))
-    vocab, _ = sample.load_vocab(pathlib.Path(workdir))
+    workdir = storage.path(workdir)  # a local path or a gs:// URL
+    config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
+    vocab, _ = sample.load_vocab(workdir)
     ckpt = checkpoint.Checkpointer(workdir, 3)
     state, meta = ckpt.restore(fresh_state(config, len(vocab.chars)), best=best)
     ckpt.close()
@@ -105,12 +106,13 @@ def test_every_parameter_changes_and_the_step_compiles_once(tmp_path):
     assert all(jax.tree_util.tree_leaves(changed))
 
 
-def run_main(workdir, *overrides, config="configs/quickstart.py:smoke", wait=True, env=None):
+def run_main(workdir, *overrides, config="configs/quickstart.py:smoke", wait=True, env=None,
+             log=None):
     cmd = [sys.executable, "-m", "rnnlab.main", f"--config={config}", f"--workdir={workdir}",
            *overrides]
     env = dict(os.environ, JAX_PLATFORMS="cpu", **(env or {}))
     if not wait:  # logs to a file: a pipe nobody reads would fill up and block the run
-        log = open(pathlib.Path(workdir).parent / f"{pathlib.Path(workdir).name}.log", "w")
+        log = open(log or pathlib.Path(workdir).parent / f"{pathlib.Path(workdir).name}.log", "w")
         return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log, text=True)
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
