@@ -12,12 +12,11 @@ import subprocess
 import sys
 
 import jax
-import numpy as np
 
 from rnnlab import checkpoint, metrics, train
 from test_group import assert_close_runs
-from test_train import (KILL_RUN, ROOT, STEPS, TINY, assert_same_run, restore_params, run_main,
-                        straight_run, tiny_config, wait_for_step)
+from test_train import (KILL_RUN, ROOT, STEPS, TINY, assert_same_run, kill_and_resume,
+                        restore_params, run_main, straight_run, tiny_config, wait_for_step)
 
 EIGHT = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
 
@@ -30,15 +29,8 @@ def test_eight_devices_match_one_and_resume_bitwise_after_sigkill(tmp_path, tmp_
     # Float rounding apart (the gradient is summed in another order), the one-device run.
     assert_close_runs(straight_run(tmp_path_factory), eight, rtol=1e-3)
 
-    killed = tmp_path / "killed"
-    proc = run_main(killed, *KILL_RUN, wait=False, env=EIGHT)
-    wait_for_step(proc, killed, int(np.random.default_rng().integers(15, STEPS // 2)))
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    resumed = run_main(killed, *KILL_RUN, env=EIGHT)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resuming" in resumed.stderr
-    assert_same_run(eight, killed)  # same device count: bitwise
+    kill_and_resume(tmp_path / "killed", env=EIGHT)
+    assert_same_run(eight, tmp_path / "killed")  # same device count: bitwise
 
 
 SHARDING_CHECK = """

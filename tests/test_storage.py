@@ -4,20 +4,18 @@ resume, through gcsfs (run-directory files) and tensorstore (orbax's arrays)."""
 import importlib.util
 import os
 import pathlib
-import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
-import numpy as np
 import pytest
 
-from rnnlab import metrics, storage
+from rnnlab import storage
 from test_group import assert_close_runs
 from test_parallel import SHORT, run_processes
-from test_train import KILL_RUN, STEPS, assert_same_run, run_main, straight_run
+from test_train import assert_same_run, kill_and_resume, run_main, straight_run
 
 BUCKET = "rnnlab-test"
 
@@ -65,26 +63,10 @@ def test_a_gs_workdir_is_a_url_not_a_path(monkeypatch):
     assert storage.is_local(storage.path("runs/x"))
 
 
-def wait_for_remote_step(proc, workdir, step, timeout=240):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if any(m["step"] >= step for m in metrics.read_metrics(workdir)):
-            return
-        assert proc.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.2)
-    raise AssertionError(f"no step {step} within {timeout}s")
-
-
 def test_a_run_in_a_bucket_resumes_after_sigkill_bitwise_like_a_local_run(
         gcs, tmp_path, tmp_path_factory):
     remote = f"gs://{BUCKET}/runs/killed"
-    proc = run_main(remote, *KILL_RUN, wait=False, env=gcs, log=tmp_path / "killed.log")
-    wait_for_remote_step(proc, remote, int(np.random.default_rng().integers(15, STEPS // 2)))
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    resumed = run_main(remote, *KILL_RUN, env=gcs)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming" in resumed.stderr
+    kill_and_resume(remote, env=gcs, log=tmp_path / "killed.log")
     assert_same_run(straight_run(tmp_path_factory), storage.path(remote))
     sampled = subprocess.run(
         [sys.executable, "-m", "rnnlab.sample", f"--workdir={remote}", "--length=20"],

@@ -147,30 +147,34 @@ def assert_same_run(a_dir, b_dir):
 
 
 def wait_for_step(proc, workdir, step, timeout=240):
+    """Until the run in `workdir` (a path or a gs:// URL) has logged `step`."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if (workdir / "metrics.jsonl").exists():
-            if any(m["step"] >= step for m in metrics.read_metrics(workdir)):
-                return
-        assert proc.poll() is None, (workdir.parent / f"{workdir.name}.log").read_text()[-3000:]
+        if any(m["step"] >= step for m in metrics.read_metrics(workdir)):
+            return
+        assert proc.poll() is None, f"the run ended (exit code {proc.returncode}) before step {step}"
         time.sleep(0.02)
     raise AssertionError(f"no step {step} within {timeout}s")
 
 
-def test_sigkill_and_rerun_is_bitwise_equal_to_an_uninterrupted_run(tmp_path, tmp_path_factory):
-    killed = tmp_path / "killed"
-    proc = run_main(killed, *KILL_RUN, wait=False)
-    # Kill at a random point after the first checkpoint and well before the end.
-    wait_for_step(proc, killed, int(np.random.default_rng().integers(15, STEPS // 2)))
+def kill_and_resume(workdir, *, env=None, log=None):
+    """Runs KILL_RUN in `workdir`, SIGKILLs it at a random step after the first checkpoint and
+    well before the end, then reruns it to the end."""
+    proc = run_main(workdir, *KILL_RUN, wait=False, env=env, log=log)
+    wait_for_step(proc, workdir, int(np.random.default_rng().integers(15, STEPS // 2)))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    killed = storage.path(workdir)
     assert json.loads((killed / "status.json").read_text())["status"] == "running"
-    killed_at = max(m["step"] for m in metrics.read_metrics(killed))
-    assert killed_at < STEPS
-    resumed = run_main(killed, *KILL_RUN)
+    assert max(m["step"] for m in metrics.read_metrics(killed)) < STEPS
+    resumed = run_main(workdir, *KILL_RUN, env=env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming" in resumed.stderr
-    assert_same_run(straight_run(tmp_path_factory), killed)
+
+
+def test_sigkill_and_rerun_is_bitwise_equal_to_an_uninterrupted_run(tmp_path, tmp_path_factory):
+    kill_and_resume(tmp_path / "killed")
+    assert_same_run(straight_run(tmp_path_factory), tmp_path / "killed")
 
 
 def test_sigterm_saves_and_the_rerun_equals_an_uninterrupted_run(tmp_path, tmp_path_factory):
