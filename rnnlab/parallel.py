@@ -106,5 +106,5 @@ def check_shared(path) -> str | None:
         bad = [i for i, o in enumerate(np.ravel(oks)) if not o]
         return (f"{path} is not the same directory on every process (processes {bad} do not "
                 "see what process 0 wrote): a multi-host run checkpoints from every host, so "
-                "its --workdir must be shared, e.g. a gcsfuse or NFS mount on every worker")
+                "its --workdir must be one they all see: gs://BUCKET/..., or a shared mount")
     return None
