@@ -101,7 +101,9 @@ def check_shared(path) -> str | None:
     except OSError:
         seen = ""
     ok = seen.encode().ljust(16) == bytes(np.asarray(expected))
-    oks = multihost_utils.process_allgather(np.array([ok]))
+    oks = multihost_utils.process_allgather(np.array([ok]))  # also: everyone has read it
+    if is_primary():
+        token_file.unlink()
     if not np.all(oks):
         bad = [i for i, o in enumerate(np.ravel(oks)) if not o]
         return (f"{path} is not the same directory on every process (processes {bad} do not "

@@ -144,6 +144,7 @@ def test_two_processes_match_one_device_and_process_zero_writes(tmp_path):
         (m["step"], m["split"]) for m in metrics.read_metrics(one)]
     assert (two / "samples.txt").read_text() == (one / "samples.txt").read_text()
     assert sorted(p.name for p in (two / "ckpt").iterdir()) == ["20", "40"]
+    assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
     assert checkpoint.Checkpointer(two, 3).latest_step(best=True) == 40
     # Rerunning the finished run is a no-op for both processes.
     before = (two / "metrics.jsonl").read_text()
