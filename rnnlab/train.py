@@ -18,8 +18,6 @@ run on N devices (or N hosts after `jax.distributed.initialize()`) matches it to
 from __future__ import annotations
 
 import math
-import signal
-import threading
 import time
 
 import jax
@@ -27,10 +25,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
-from jax.experimental import multihost_utils
 
 from rnnlab import data, metrics as metrics_lib, optim, parallel, rundir, sample, steps
-from rnnlab import validation
+from rnnlab import stopping, validation
 from rnnlab import model as model_lib
 from rnnlab import state as state_lib
 
@@ -39,32 +36,6 @@ PRIME_CHARS = 32  # samples start from this much of the validation split by defa
 
 class DivergenceError(RuntimeError):
     """The loss or a gradient became non-finite."""
-
-
-class _StopFlag:
-    """SIGTERM (a TPU VM preemption notice) or a first Ctrl-C: save, then stop.
-
-    With several processes the stop must come at the same step in all of them, or their
-    collectives would wait forever: JAX's preemption service (started by
-    `jax.distributed.initialize()`) takes SIGTERM and agrees on that step; `at(step)` asks it.
-    """
-
-    def __init__(self):
-        self.set = False
-        self.multiprocess = jax.process_count() > 1
-
-    def at(self, step: int) -> bool:
-        if self.multiprocess and multihost_utils.reached_preemption_sync_point(step):
-            logging.warning("preemption notice: saving a checkpoint and stopping")
-            self.set = True
-        return self.set
-
-    def __call__(self, signum, frame):
-        del frame
-        if self.set and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop now
-        logging.warning("received signal %d: saving a checkpoint and stopping", signum)
-        self.set = True
 
 
 def train(config: ml_collections.ConfigDict, workdir) -> dict:
@@ -96,17 +67,8 @@ def train_group(configs: list[ml_collections.ConfigDict], workdirs: list) -> lis
             "these trials differ in more than seed, init and optimizer values; split them with "
             "split_groups"
         )
-    stop = _StopFlag()
-    in_main = threading.current_thread() is threading.main_thread()
-    # Several processes: SIGTERM is the preemption service's, and a Ctrl-C in one of them
-    # just stops it (the others then fail; rerunning resumes from the last checkpoint).
-    signals = () if stop.multiprocess or not in_main else (signal.SIGTERM, signal.SIGINT)
-    previous = {s: signal.signal(s, stop) for s in signals}
-    try:
+    with stopping.on_signals() as stop:
         return _Group(configs, workdirs, stop).run()
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def _streams(ids, batch_size, bptt_len, split):
@@ -115,10 +77,6 @@ def _streams(ids, batch_size, bptt_len, split):
         return streams, data.num_windows(streams.shape[1], bptt_len)
     except ValueError as e:
         raise validation.ConfigError(f"the {split} split: {e}") from e
-
-
-def _trial(tree, i):
-    return jax.tree_util.tree_map(lambda a: a[i], tree)
 
 
 class _Group:
@@ -285,9 +243,9 @@ class _Group:
     def _num_params(self, state):
         return int(sum(p.size for p in jax.tree_util.tree_leaves(state.params)))
 
-    def _of(self, state, k):
-        """Trial `todo[k]`'s slice of the (maybe stacked) state."""
-        return _trial(state, k) if self.vmapped else state
+    def _of(self, tree, k):
+        """Trial `todo[k]`'s slice of the (maybe stacked) state or params."""
+        return jax.tree_util.tree_map(lambda a: a[k], tree) if self.vmapped else tree
 
     def _log_train(self, state, rate):
         sums, nonfinite = jax.device_get((state.sums, state.nonfinite))
@@ -297,7 +255,7 @@ class _Group:
         for k, i in enumerate(self.todo):
             if i not in self.active:
                 continue
-            trial_sums = _trial(sums, k) if self.vmapped else sums
+            trial_sums = self._of(sums, k)
             count = max(int(trial_sums["count"]), 1)
             scalars = {name: float(trial_sums[name]) / count for name in state_lib.SUMS}
             scalars.update(
@@ -405,8 +363,7 @@ class _Group:
         if params is None:  # no samples asked for, or not process 0 (which writes them)
             return
         key = jax.random.fold_in(jax.random.key(self.configs[i].seed + 1), self.step)
-        params = _trial(params, k) if self.vmapped else params
-        tokens = sample.generate(self.model, params, self.prime,
+        tokens = sample.generate(self.model, self._of(params, k), self.prime,
                                  t.sample_length, temperature=t.sample_temperature, key=key)
         text = data.decode(self.vocab, self.prime) + data.decode(self.vocab, np.asarray(tokens))
         self.runs[i].write_sample(self.step, t.sample_temperature, text)
