@@ -113,23 +113,6 @@ def _read_json(path: pathlib.Path) -> Any:
         return None
 
 
-def _read_records(path: pathlib.Path) -> list[dict]:
-    """The lines of a metrics.jsonl that parse; a half-written line (a live run) is skipped."""
-    try:
-        text = path.read_bytes().decode("utf-8", errors="replace")
-    except OSError:
-        return []
-    records = []
-    for line in text.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
-
-
 def _trial_dir(sweep_dir: pathlib.Path, trial: dict) -> pathlib.Path:
     # sweep.json records workdirs relative to where the launcher ran; the trials/<id> layout
     # still holds after the sweep directory is moved or copied.
@@ -154,7 +137,7 @@ def load_sweep(sweep_dir: str | pathlib.Path) -> list[TrialResult]:
         recorded = outcomes.get(trial["id"])
         results.append(TrialResult(
             id=trial["id"], overrides=dict(trial.get("overrides") or {}), workdir=workdir,
-            records=_read_records(workdir / metrics_lib.METRICS_FILE),
+            records=metrics_lib.read_metrics(workdir),
             status=status if isinstance(status, dict) else {},
             recorded_outcome=recorded.get("outcome") if isinstance(recorded, dict) else None))
     return results

@@ -27,15 +27,20 @@ def lm_scalars(loss_sum: float, correct: float, count: float) -> dict[str, float
 
 
 def read_metrics(workdir: str | os.PathLike) -> list[dict]:
-    path = storage.path(workdir) / METRICS_FILE
-    if not path.exists():
+    """The records of a run's metrics.jsonl; [] when there is none. A line cut short (a killed
+    run, or one still writing) is skipped; a resumed run rewrites it."""
+    try:
+        text = (storage.path(workdir) / METRICS_FILE).read_bytes().decode("utf-8", "replace")
+    except OSError:
         return []
     records = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         try:
-            records.append(json.loads(line))
-        except ValueError:  # a line cut short by a kill: it is rewritten on resume
+            record = json.loads(line)
+        except ValueError:
             continue
+        if isinstance(record, dict):
+            records.append(record)
     return records
 
 
