@@ -15,5 +15,9 @@ A sweep directory holds:
   outcomes.json     {"<id>": {"outcome": "finished"|"diverged"|"failed"|"interrupted",
                      "returncode": int | null}} as the launcher last saw each trial
 
-The launcher only runs commands and reads run directories; it does not reach into training.
+A rerun skips results (finished with their final checkpoint, or diverged), waits for a trial
+that another process is still training, and resumes the rest; the launcher exits 1 and names the
+failed trials when some failed. Trials get SIGTERM (save, then stop) when the launcher dies.
+The launcher only runs commands and reads run directories (`rnnlab.layout`); it does not reach
+into training.
 """

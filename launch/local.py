@@ -1,24 +1,55 @@
 """The local executors: trials as subprocesses, at most `max_parallel` at a time, or all of
 them in one vmapped process.
 
-Each trial logs to SWEEP_DIR/logs/<id>.log. A trial whose run directory says finished or
-diverged is a result and is skipped on a rerun; any other trial is (re)started, and rnnlab
-resumes it from its own checkpoints. A failed or diverged trial is recorded and the sweep goes
-on. SIGTERM or Ctrl-C stops the sweep: the running trials get SIGTERM, save and stop.
+Each trial logs to SWEEP_DIR/logs/<id>.log. A trial whose run directory holds a result
+(finished or diverged, with its final checkpoint) is skipped on a rerun; any other trial is
+(re)started, and rnnlab resumes it from its own checkpoints. A trial whose run directory another
+process is training in (a trial left from a killed launcher, say) is waited for, not started
+again. A failed or diverged trial is recorded and the sweep goes on. SIGTERM or Ctrl-C stops the
+sweep: the running trials get SIGTERM, save and stop. Trials die with their launcher: each gets
+SIGTERM (save, then stop) when the launcher process ends, even by SIGKILL (Linux).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import pathlib
 import signal
 import subprocess
+import sys
 import time
 
 from absl import logging
 
 from launch import trials as trials_lib
+from rnnlab import layout, storage
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+    """A preexec_fn: SIGTERM this child when the launcher dies (Linux's parent-death signal)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    parent = os.getpid()
+
+    def arm():
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the launcher died before the signal was armed
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
+
+
+def spawn(command: list[str], log) -> subprocess.Popen:
+    """Starts a trial's process, writing to `log`; it gets SIGTERM if the launcher dies."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                            preexec_fn=_die_with_parent())
 
 
 def run(trials: list[trials_lib.Trial], sweep_dir: str, *, max_parallel: int = 1) -> dict:
@@ -32,46 +63,65 @@ def run(trials: list[trials_lib.Trial], sweep_dir: str, *, max_parallel: int = 1
 def _split_done(trials):
     outcomes, todo = {}, []
     for trial in trials:
-        status = trials_lib.run_status(trial)
-        if status in trials_lib.DONE:
-            outcomes[trial.id] = status
+        result = trials_lib.result(trial)
+        if result is not None:
+            outcomes[trial.id] = result
         else:
             todo.append(trial)
     logging.info("%d trials: %d done, %d to run", len(trials), len(outcomes), len(todo))
     return outcomes, todo
 
 
+def _busy(job_trials) -> list[tuple[str, int]]:
+    """(trial id, pid) of the job's trials that another process is training right now."""
+    holders = [(t.id, layout.lock_holder(t.workdir)) for t in job_trials]
+    return [(i, pid) for i, pid in holders if pid is not None]
+
+
 def run_jobs(jobs, sweep_dir: str, *, max_parallel: int = 1) -> dict:
     """Runs `(name, command, trials)` jobs as subprocesses, at most `max_parallel` at once.
 
     Each job logs to SWEEP_DIR/logs/<name>.log; when it exits, each of its trials is recorded
-    with the outcome its run directory reports ("failed" when it reports none).
+    with the outcome its run directory reports ("failed" when it reports none). A job whose
+    trials another process is training waits until that process ends.
     """
     if max_parallel < 1:
         raise ValueError(f"--max_parallel must be >= 1, got {max_parallel}")
     logs = pathlib.Path(sweep_dir) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    outcomes, todo = {}, list(jobs)
+    outcomes, todo, waiting = {}, list(jobs), set()
     stopping = []
     previous = signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     running: dict[str, tuple[list, subprocess.Popen]] = {}
 
     def finish(job_trials, proc):
         for trial in job_trials:
-            outcome = trials_lib.outcome(trial)
+            outcome = trials_lib.outcome(trial, stopped=bool(stopping))
             outcomes[trial.id] = outcome
             trials_lib.record_outcome(sweep_dir, trial, outcome, proc.returncode)
             logging.info("%s: %s (exit code %d)", trial.id, outcome, proc.returncode)
 
     try:
         while (todo or running) and not stopping:
-            while todo and len(running) < max_parallel:
-                name, command, job_trials = todo.pop(0)
+            for job in list(todo):
+                if len(running) >= max_parallel:
+                    break
+                name, command, job_trials = job
+                if busy := _busy(job_trials):
+                    if name not in waiting:
+                        waiting.add(name)
+                        logging.warning("%s: still running in another process (%s); waiting "
+                                        "for it to end", name, ", ".join(
+                                            f"{i}: pid {pid or '?'}" for i, pid in busy))
+                    continue
+                todo.remove(job)
+                if name in waiting and all(trials_lib.result(t) for t in job_trials):
+                    for trial in job_trials:  # the other process finished it
+                        outcomes[trial.id] = trials_lib.result(trial)
+                    continue
                 with open(logs / f"{name}.log", "a") as log:
                     logging.info("start %s: %s", name, " ".join(command))
-                    env = dict(os.environ, PYTHONUNBUFFERED="1")
-                    running[name] = (job_trials, subprocess.Popen(
-                        command, stdout=log, stderr=subprocess.STDOUT, env=env))
+                    running[name] = (job_trials, spawn(command, log))
             for name, (job_trials, proc) in list(running.items()):
                 if proc.poll() is not None:
                     del running[name]
@@ -93,11 +143,11 @@ def run_vmapped(trials: list[trials_lib.Trial], config: str, sweep_dir: str, *,
                 python: str) -> dict:
     """The trials not yet done, as ONE `rnnlab.main --trials=FILE` process: rnnlab trains
     those that differ only in values (seed, init, optimizer hyperparameters) as one vmapped
-    program and splits the others into such groups itself."""
+    program and splits the others into such groups itself; a trial that fails fails alone."""
     outcomes, todo = _split_done(trials)
     if todo:
         spec = pathlib.Path(sweep_dir) / "vmap_trials.json"
-        spec.write_text(json.dumps(
+        storage.write_atomic(storage.path(spec), json.dumps(
             [{"id": t.id, "overrides": t.overrides, "workdir": t.workdir} for t in todo], indent=2))
         command = [python, "-m", "rnnlab.main", f"--config={config}", f"--trials={spec}"]
         outcomes.update(run_jobs([("vmap", command, todo)], sweep_dir))

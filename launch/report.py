@@ -35,9 +35,7 @@ from absl import app, flags, logging
 
 from launch import figures as figures_lib
 from launch import tables
-from rnnlab import metrics as metrics_lib
-
-STATUS_FILE = "status.json"  # written by rnnlab.train (not imported: it pulls in JAX)
+from rnnlab import layout
 
 to_markdown, to_csv, to_latex = tables.to_markdown, tables.to_csv, tables.to_latex
 
@@ -60,6 +58,7 @@ class TrialSummary(NamedTuple):
     final: float | None
     steps_per_sec: float | None
     num_params: float | None
+    problem: str | None = None  # metrics.jsonl disagrees with status.json (see `curve`)
 
 
 class Stats(NamedTuple):
@@ -133,12 +132,11 @@ def load_sweep(sweep_dir: str | pathlib.Path) -> list[TrialResult]:
     results = []
     for trial in spec["trials"]:
         workdir = _trial_dir(sweep_dir, trial)
-        status = _read_json(workdir / STATUS_FILE)
         recorded = outcomes.get(trial["id"])
         results.append(TrialResult(
             id=trial["id"], overrides=dict(trial.get("overrides") or {}), workdir=workdir,
-            records=metrics_lib.read_metrics(workdir),
-            status=status if isinstance(status, dict) else {},
+            records=layout.read_metrics(workdir),
+            status=layout.read_status(workdir) or {},
             recorded_outcome=recorded.get("outcome") if isinstance(recorded, dict) else None))
     return results
 
@@ -177,15 +175,34 @@ def _number(x: Any) -> float | None:
 
 
 def curve(result: TrialResult, metric: str) -> list[tuple[int, float]]:
-    """(step, value) of every line of the metric's split that has the scalar."""
+    """(step, value) of every line of the metric's split that has the scalar; for a finished
+    run whose final line is missing from metrics.jsonl (cut), the value status.json recorded."""
+    return _curve(result, metric)[0]
+
+
+def _curve(result: TrialResult, metric: str) -> tuple[list[tuple[int, float]], str | None]:
     split, name = _split_metric(metric)
-    return [(int(r.get("step", i)), _number(r[name])) for i, r in enumerate(result.records)
-            if r.get("split") == split and _number(r.get(name)) is not None]
+    points = [(int(r.get("step", i)), _number(r[name])) for i, r in enumerate(result.records)
+              if r.get("split") == split and _number(r.get(name)) is not None]
+    status = result.status
+    final = _number(((status.get("records") or {}).get(split) or {}).get(name))
+    if status.get("status") != "finished" or final is None:
+        return points, None
+    step = int(status["step"])
+    if not points or points[-1][0] < step:
+        return points + [(step, final)], (f"{result.id}: metrics.jsonl has no {metric} line "
+                                          f"at its final step {step} (cut?); status.json's "
+                                          "value is used")
+    if points[-1] != (step, final):
+        return points, (f"{result.id}: its final {metric} in metrics.jsonl ({points[-1][1]:.6g})"
+                        f" disagrees with status.json ({final:.6g})")
+    return points, None
 
 
 def summarize(result: TrialResult, metric: str, mode: str = "auto") -> TrialSummary:
     """One trial's best and final metric, speed, size and outcome."""
-    points = [v for _, v in curve(result, metric)]
+    curve_points, problem = _curve(result, metric)
+    points = [v for _, v in curve_points]
     state = outcome(result)
     if any(not math.isfinite(v) for v in points):
         state = "diverged"  # e.g. a run that logged NaN without a status.json
@@ -196,7 +213,7 @@ def summarize(result: TrialResult, metric: str, mode: str = "auto") -> TrialSumm
              and math.isfinite(r["steps_per_sec"])]
     return TrialSummary(result.id, state, best, points[-1] if points else None,
                         statistics.fmean(rates) if rates else None,
-                        _number(result.status.get("num_params")))
+                        _number(result.status.get("num_params")), problem)
 
 
 # ----------------------------------------------------------------------------- aggregation
@@ -257,6 +274,7 @@ def _notes(metric: str, mode: str, summaries: list[TrialSummary], results) -> li
         count = sum(len(ids) for ids in missing.values())
         notes.append(f"missing: {count} of {len(summaries)} trials: " + "; ".join(
             f"{', '.join(ids)} ({reason})" for reason, ids in missing.items()))
+    notes += [s.problem for s in summaries if s.problem]
     if all(s.best is None for s in summaries):
         seen = sorted({f"{r.get('split')}/{k}" for res in results for r in res.records
                        for k in r if k not in ("step", "split")})

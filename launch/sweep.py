@@ -1,7 +1,7 @@
 """Run a sweep: `python -m launch.sweep --config=... --sweep=...[:arg] --workdir=runs/NAME`.
 
     python -m launch.sweep --config=configs/quickstart.py:smoke \
-        --sweep=experiments/relu_unroll/sweep.py --workdir=runs/relu_unroll \
+        --sweep=experiments/relu_unroll/config.py --workdir=runs/relu_unroll \
         --executor=local --max_parallel=2
 
 Executors: `local` (subprocesses, --max_parallel at once), `vmap` (trials that differ only in
@@ -12,6 +12,7 @@ Rerunning the same command skips finished trials and resumes interrupted ones.
 
 from __future__ import annotations
 
+import pathlib
 import shlex
 import subprocess
 import sys
@@ -75,8 +76,12 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     sweep = _SWEEP.value or _CONFIG.value.partition(":")[0]
+    if _MAX_PARALLEL.value < 1:  # every flag is checked before sweep.json is written
+        print(f"error: --max_parallel must be >= 1, got {_MAX_PARALLEL.value}", file=sys.stderr)
+        sys.exit(2)
     try:
-        trials = trials_lib.plan(_CONFIG.value, sweep, _WORKDIR.value, python=sys.executable)
+        trials = trials_lib.plan(_CONFIG.value, sweep, _WORKDIR.value, python=sys.executable,
+                                 record=not _DRY_RUN.value)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -99,6 +104,14 @@ def main(argv):
         counts[outcome] = counts.get(outcome, 0) + 1
     logging.info("sweep %s: %s", _WORKDIR.value, ", ".join(f"{n} {k}" for k, n in counts.items()))
     print(f"{len(trials)} trials: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    failed = [t for t in trials if outcomes.get(t.id) == "failed"]
+    if failed:
+        logs = pathlib.Path(_WORKDIR.value) / "logs"
+        where = ([logs / "vmap.log"] if _EXECUTOR.value == "vmap" else
+                 [logs / f"{t.id}.log" for t in failed])
+        print(f"failed: {', '.join(t.id for t in failed)} (logs: "
+              f"{', '.join(map(str, where))}); rerun the sweep to retry them", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

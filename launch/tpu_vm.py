@@ -186,7 +186,7 @@ def _code_entries() -> list[str]:
 
 def pending(trials: list[trials_lib.Trial]) -> list[trials_lib.Trial]:
     """The trials whose local run directory does not say finished or diverged."""
-    return [t for t in trials if trials_lib.run_status(t) not in trials_lib.DONE]
+    return [t for t in trials if trials_lib.result(t) is None]
 
 
 def _steps(trials: list[trials_lib.Trial], config: str, sweep_dir: str,
@@ -297,7 +297,7 @@ def run(trials: list[trials_lib.Trial], config: str, sweep_dir: str,
                          "--tpu_project=my-project --tpu_zone=us-central2-b); --dry_run prints "
                          "the commands without them")
     todo = pending(trials)
-    outcomes = {t.id: trials_lib.run_status(t) for t in trials if t not in todo}
+    outcomes = {t.id: trials_lib.result(t) for t in trials if t not in todo}
     logging.info("%d trials: %d done, %d to run", len(trials), len(outcomes), len(todo))
     if not todo:
         return outcomes

@@ -18,11 +18,11 @@ import re
 import sys
 from typing import Any
 
-from rnnlab import overrides
+from rnnlab import layout, overrides, storage
 
 SWEEP_FILE = "sweep.json"
 OUTCOMES_FILE = "outcomes.json"
-DONE = ("finished", "diverged")  # a trial in one of these states is a result: never rerun
+DONE = layout.DONE  # a trial in one of these states is a result: never rerun
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,8 +83,9 @@ def command(config: str, overrides: dict[str, Any], workdir: str, *, python: str
             f"--workdir={workdir}"]
 
 
-def plan(config: str, sweep: str, sweep_dir: str, *, python: str = "python") -> list[Trial]:
-    """Builds the trials and records them in SWEEP_DIR/sweep.json.
+def plan(config: str, sweep: str, sweep_dir: str, *, python: str = "python",
+         record: bool = True) -> list[Trial]:
+    """Builds the trials and (with `record`) records them in SWEEP_DIR/sweep.json.
 
     Rerunning with the same sweep finds the same trials; a different sweep in the same
     directory is refused rather than mixed in.
@@ -99,40 +100,47 @@ def plan(config: str, sweep: str, sweep_dir: str, *, python: str = "python") -> 
         workdir = f"{sweep_dir.rstrip('/')}/trials/{trial_id}"
         trials.append(Trial(trial_id, dict(trial), workdir,
                             command(config, trial, workdir, python=python)))
-    record = {"config": config, "sweep": sweep, "trials": [dataclasses.asdict(t) for t in trials]}
-    path = pathlib.Path(sweep_dir) / SWEEP_FILE
+    spec = {"config": config, "sweep": sweep, "trials": [dataclasses.asdict(t) for t in trials]}
+    path = storage.path(sweep_dir) / SWEEP_FILE
     if not sweep_dir.startswith("gs://"):
-        if path.exists():
-            old = json.loads(path.read_text())
-            if [t["overrides"] for t in old["trials"]] != [t.overrides for t in trials] or (
-                old["config"] != config
-            ):
-                raise ValueError(
-                    f"{sweep_dir} holds another sweep ({old['config']}, {len(old['trials'])} "
-                    "trials); use a new --workdir for a different sweep"
-                )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(record, indent=2) + "\n")
+        old = layout.read_json(path)
+        if old is not None and (
+                [t["overrides"] for t in old["trials"]] != [t.overrides for t in trials]
+                or old["config"] != config):
+            raise ValueError(
+                f"{sweep_dir} holds another sweep ({old['config']}, {len(old['trials'])} "
+                "trials); use a new --workdir for a different sweep"
+            )
+        if record:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            storage.write_atomic(path, json.dumps(spec, indent=2) + "\n")
     return trials
 
 
 def run_status(trial: Trial) -> str | None:
     """The run's own status.json state (finished, diverged, interrupted, running) or None."""
-    path = pathlib.Path(trial.workdir) / "status.json"
-    try:
-        return json.loads(path.read_text())["status"]
-    except (OSError, ValueError, KeyError):
-        return None
+    return (layout.read_status(trial.workdir) or {}).get("status")
 
 
-def outcome(trial: Trial) -> str:
-    """What a trial's process left: its run's finished/diverged/interrupted, else "failed"."""
+def result(trial: Trial) -> str | None:
+    """finished or diverged when the trial is a result whose files agree, else None."""
+    return layout.result(trial.workdir)
+
+
+def outcome(trial: Trial, *, stopped: bool = False) -> str:
+    """What a trial's process left: its run's finished/diverged/interrupted, else "failed"
+    (or "interrupted" when the launcher itself stopped it before it wrote a status)."""
     status = run_status(trial)
-    return status if status in (*DONE, "interrupted") else "failed"
+    if status in (*DONE, layout.INTERRUPTED):
+        return status
+    return layout.INTERRUPTED if stopped else "failed"
 
 
 def record_outcome(sweep_dir: str, trial: Trial, outcome: str, returncode: int | None) -> None:
-    path = pathlib.Path(sweep_dir) / OUTCOMES_FILE
-    outcomes = json.loads(path.read_text()) if path.exists() else {}
+    path = storage.path(sweep_dir) / OUTCOMES_FILE
+    try:
+        outcomes = layout.read_json(path) or {}
+    except layout.RunDirError:  # written atomically, so only damage from outside: start again
+        outcomes = {}
     outcomes[trial.id] = {"outcome": outcome, "returncode": returncode}
-    path.write_text(json.dumps(outcomes, indent=2, sort_keys=True) + "\n")
+    storage.write_atomic(path, json.dumps(outcomes, indent=2, sort_keys=True) + "\n")

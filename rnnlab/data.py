@@ -24,6 +24,7 @@ of (split, index), so a resumed run sees exactly the batches it would have seen.
 from __future__ import annotations
 
 import fractions
+import math
 import pathlib
 import sys
 import sysconfig
@@ -113,15 +114,20 @@ def _exact_fractions(
 ) -> tuple[fractions.Fraction, fractions.Fraction]:
     exact = []
     for name, f in (("valid", valid_fraction), ("test", test_fraction)):
+        if not isinstance(f, (int, float)) or not math.isfinite(f) or not 0 <= f < 1:
+            raise ValueError(f"data.{name}_fraction must be a number in [0, 1), got {f}")
         exact.append(fractions.Fraction(str(f)))
-        if not 0 <= exact[-1] < 1:
-            raise ValueError(f"data.{name}_fraction must be in [0, 1), got {f}")
     if sum(exact) >= 1:
         raise ValueError(
             f"data.valid_fraction + data.test_fraction must be < 1 to leave a train split, got "
             f"{valid_fraction} + {test_fraction}"
         )
     return exact[0], exact[1]
+
+
+def check_fractions(valid_fraction: float, test_fraction: float) -> None:
+    """Raises ValueError unless both are in [0, 1) and leave a train split."""
+    _exact_fractions(valid_fraction, test_fraction)
 
 
 def split_sizes(n: int, valid_fraction: float, test_fraction: float) -> tuple[int, int, int]:

@@ -17,8 +17,11 @@ directory; the others are split into such groups automatically.
 of all processes; process 0 writes the run directory, which every process must see (a gs://
 bucket, or a shared mount), since each one checkpoints its own shards.
 
-Exit codes: 0 finished (or stopped by SIGTERM/Ctrl-C after saving), 1 diverged or data error,
-2 bad config.
+Exit codes: 0 finished (or stopped by SIGTERM/Ctrl-C after saving, or before training began
+with nothing to save); 1 diverged, a data error or a full disk (the last checkpoint is intact:
+free space and rerun); 2 a bad config or a run directory that cannot be used as asked (in use,
+another experiment, unwritable, or without a checkpoint that verifies). With --trials: 2 if a
+trial's config is bad, 1 if a trial failed otherwise; the other trials still run.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rnnlab import checkpoint, data, overrides, rundir, storage, train, validation
+from rnnlab import checkpoint, data, overrides, rundir, stopping, storage, train, validation
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A config file (configs/*.py), optionally FILE:ARG.", lock_config=True
@@ -55,24 +58,42 @@ def _default_workdir(config_path: str) -> pathlib.Path:
 
 
 def _fail(code: int, message: str):
-    logging.error("%s", message)
     print(f"error: {message}", file=sys.stderr)
     sys.exit(code)
 
 
-def _run_trials(config, path):
-    trials = json.loads(pathlib.Path(path).read_text())
+def _run_trials(config, path) -> int:
+    """Trains every trial of the --trials file; a trial that fails fails alone. Returns the
+    exit code: 0 when every trial ran, 2 when a trial's config is bad, else 1."""
     try:
-        configs = [overrides.apply(config, t["overrides"]) for t in trials]
-    except ValueError as e:
-        raise validation.ConfigError(f"{path}: {e}") from e
-    for group in validation.split_groups(configs):
+        trials = json.loads(pathlib.Path(path).read_text())
+        names = [t["workdir"] for t in trials]
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise validation.ConfigError(f"--trials={path} is not a readable list of trials ({e})")
+    configs, code = {}, 0
+    for i, trial in enumerate(trials):
+        try:
+            configs[i] = overrides.apply(config, trial.get("overrides", {}))
+            validation.check_config(configs[i])
+        except ValueError as e:
+            logging.error("%s: bad config: %s", names[i], e)
+            configs.pop(i, None)
+            code = 2
+    valid = list(configs)
+    for group in validation.split_groups([configs[i] for i in valid]):
+        group = [valid[g] for g in group]
         logging.info("training %d trial(s) as one program: %s", len(group),
-                     ", ".join(trials[i]["workdir"] for i in group))
-        results = train.train_group([configs[i] for i in group],
-                                    [trials[i]["workdir"] for i in group])
+                     ", ".join(names[i] for i in group))
+        try:
+            results = train.train_group([configs[i] for i in group], [names[i] for i in group])
+        except (validation.ConfigError, rundir.RunDirError, data.DataError,
+                storage.StorageError) as e:
+            logging.error("%s: %s", ", ".join(names[i] for i in group), e)
+            code = code or 1
+            continue
         for i, result in zip(group, results):
-            logging.info("%s: %s", trials[i]["workdir"], result.get("status"))
+            logging.info("%s: %s", names[i], (result or {}).get("status"))
+    return code
 
 
 def main(argv):
@@ -92,19 +113,20 @@ def main(argv):
         raise app.UsageError("--config is required, e.g. --config=configs/quickstart.py")
     try:
         if _TRIALS.value:
-            _run_trials(config, _TRIALS.value)
-            return
+            sys.exit(_run_trials(config, _TRIALS.value))
         validation.check_config(config)
         config_path = config_flags.get_config_filename(flags.FLAGS["config"])
         workdir = storage.path(_WORKDIR.value or _default_workdir(config_path))
         logging.info("run directory: %s", workdir)
         train.train(config, workdir)
-    except (validation.ConfigError, rundir.RunDirError) as e:
+    except validation.ConfigError as e:
         _fail(2, f"bad config: {e}")
-    except storage.StorageError as e:
+    except (rundir.RunDirError, storage.StorageError) as e:
         _fail(2, str(e))
-    except (data.DataError, train.DivergenceError) as e:
+    except (data.DataError, train.DivergenceError, train.DiskFullError) as e:
         _fail(1, str(e))
+    except stopping.Interrupted as e:
+        print(str(e), file=sys.stderr)
 
 
 if __name__ == "__main__":

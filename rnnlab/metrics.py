@@ -1,7 +1,8 @@
 """Metrics of a run: `metrics.jsonl` in the run directory, and TensorBoard when available.
 
 Each line of `metrics.jsonl` is one JSON object `{"step": N, "split": "train"|"valid"|"test",
-<scalar>: value, ...}`; a report reads `valid/bpc` as the `bpc` of the `valid` lines.
+<scalar>: value, ...}` (read it with `rnnlab.layout.read_metrics`); a report reads `valid/bpc`
+as the `bpc` of the `valid` lines.
 """
 
 from __future__ import annotations
@@ -10,9 +11,7 @@ import json
 import math
 import os
 
-from rnnlab import storage
-
-METRICS_FILE = "metrics.jsonl"
+from rnnlab import layout, storage
 
 
 def lm_scalars(loss_sum: float, correct: float, count: float) -> dict[str, float]:
@@ -26,33 +25,16 @@ def lm_scalars(loss_sum: float, correct: float, count: float) -> dict[str, float
     }
 
 
-def read_metrics(workdir: str | os.PathLike) -> list[dict]:
-    """The records of a run's metrics.jsonl; [] when there is none. A line cut short (a killed
-    run, or one still writing) is skipped; a resumed run rewrites it."""
-    try:
-        text = (storage.path(workdir) / METRICS_FILE).read_bytes().decode("utf-8", "replace")
-    except OSError:
-        return []
-    records = []
-    for line in text.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
-
-
 class MetricsWriter:
-    """Appends metrics; on resume from `resume_step`, first drops lines logged after it."""
+    """Appends metrics; on resume from `resume_step`, first drops the lines logged after it
+    (replacing the file in one step, so a kill then loses nothing)."""
 
     def __init__(self, workdir: str | os.PathLike, *, resume_step: int | None = None):
         workdir = storage.path(workdir)
-        self.path = workdir / METRICS_FILE
+        self.path = workdir / layout.METRICS_FILE
         if resume_step is not None and self.path.exists():
-            kept = [m for m in read_metrics(workdir) if m["step"] <= resume_step]
-            self.path.write_text("".join(json.dumps(m) + "\n" for m in kept))
+            kept = [m for m in layout.read_metrics(workdir) if m["step"] <= resume_step]
+            storage.write_atomic(self.path, "".join(json.dumps(m) + "\n" for m in kept))
         self.tensorboard = None
         if not storage.is_local(workdir):
             return  # event files go to local disk only
@@ -62,7 +44,7 @@ class MetricsWriter:
             # purge_step hides the events a killed run wrote after the checkpoint.
             purge = None if resume_step is None else resume_step + 1
             self.tensorboard = tensorboardX.SummaryWriter(
-                str(workdir / "tb"), purge_step=purge
+                str(workdir / layout.TB_DIR), purge_step=purge
             )
         except ImportError:
             pass

@@ -1,21 +1,20 @@
-"""A run directory: the only interface between training and everything after it.
-
-    config.json    the resolved config
-    vocab.json     the symbols, the default sample prime, and a fingerprint of the corpus
-    metrics.jsonl  one JSON object per line: step, split and scalars (rnnlab.metrics)
-    samples.txt    a sample at every evaluation
-    ckpt/          the last train.keep_checkpoints checkpoints; ckpt_best/ the best by valid bpc
-    status.json    {"status": "running" | "interrupted" | "diverged" | "finished", "step": N, ...}
-    tb/            TensorBoard events, when tensorboardX is installed
+"""A run directory opened for training: the only interface between training and everything
+after it. The layout (file names, status values, readers) is `rnnlab.layout`.
 
 A process holds an exclusive lock on the directory while it trains in it, so two processes can
 never write one run (the lock dies with the process, even on SIGKILL). In a multi-process run
 only process 0 (`primary`) locks, checks and writes these files; every process reads the
 status and writes its shards of each checkpoint.
+
+Nothing is lost: files are replaced atomically; status.json reports only checkpoints that have
+committed; a checkpoint that does not read back as it was saved is moved to corrupt/ and the
+run resumes from the newest one that does; and a run whose checkpoints are all gone is refused
+rather than restarted over its history.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -23,16 +22,15 @@ import os
 import re
 from typing import Any
 
+import jax
 import ml_collections
 import numpy as np
+from absl import logging
 
 from rnnlab import checkpoint as checkpoint_lib
-from rnnlab import data, metrics as metrics_lib, sample, storage
+from rnnlab import data, layout, metrics as metrics_lib, storage
 
-SAMPLES_FILE = "samples.txt"
-STATUS_FILE = "status.json"
-CONFIG_FILE = "config.json"
-LOCK_FILE = ".lock"
+RunDirError = layout.RunDirError
 
 # Keys that may differ when a run is resumed: they change bookkeeping, not the computation.
 RESUMABLE_KEYS = {
@@ -40,12 +38,12 @@ RESUMABLE_KEYS = {
     "train.keep_checkpoints", "train.sample_length", "train.sample_temperature",
     "train.sample_prime", "train.max_nonfinite",
 }
+# Bytes held back in .reserve, freed on a full disk so that status.json can still be written.
+RESERVE_BYTES = 64 * 1024
+# Bytes a checkpoint takes beyond its arrays (orbax's metadata files).
+CHECKPOINT_OVERHEAD = 256 * 1024
 # train.steps may grow on resume, unless the learning-rate schedule spans it.
 SCHEDULES_OVER_ALL_STEPS = ("cosine", "warmup_cosine", "linear")
-
-
-class RunDirError(ValueError):
-    """The directory holds another experiment, another corpus, or a run in use."""
 
 
 def fingerprint(corpus: data.Corpus) -> str:
@@ -54,6 +52,23 @@ def fingerprint(corpus: data.Corpus) -> str:
     for name in data.SPLITS:
         digest.update(name.encode() + np.ascontiguousarray(corpus.splits[name]).tobytes())
     return digest.hexdigest()
+
+
+def write_vocab(workdir, vocab: data.Vocab, default_prime: str, digest: str) -> None:
+    record = {"chars": list(vocab.chars), "unk": vocab.unk, "default_prime": default_prime,
+              "fingerprint": digest}
+    storage.write_atomic(storage.path(workdir) / layout.VOCAB_FILE,
+                         json.dumps(record, ensure_ascii=False))
+
+
+def read_vocab(workdir) -> tuple[data.Vocab, str]:
+    """The run's vocabulary and default sample prime."""
+    path = storage.path(workdir) / layout.VOCAB_FILE
+    record = layout.read_json(path)
+    try:
+        return data.Vocab(tuple(record["chars"]), record["unk"]), record["default_prime"]
+    except (TypeError, KeyError) as e:
+        raise RunDirError(f"{path} is corrupt (no {e})") from e
 
 
 def _config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -67,6 +82,15 @@ def _config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def _os_problem(path, e: OSError) -> RunDirError:
+    if storage.is_disk_full(e):
+        return RunDirError(f"the disk is full: cannot write in {path}; free some space and rerun")
+    if e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return RunDirError(f"cannot write to {path} ({e.strerror}): give this process write "
+                           "access, or copy the run to a writable --workdir to resume it there")
+    return RunDirError(f"cannot use {path} as a run directory: {e.strerror or e}")
+
+
 class RunDir:
     """Opens (and locks) a run directory for `config`, refusing one that holds another run."""
 
@@ -76,84 +100,219 @@ class RunDir:
         self.config = config
         self.primary = primary
         self.writer = self.ckpt = self._lock = None
+        self._record: dict[str, Any] = {}
+        self.quarantined = 0  # checkpoints moved to corrupt/ by this process
+        # The newest checkpoint step known to have committed.
+        self.committed = (layout.read_status(self.path) or {}).get("committed_step")
         if not primary:
             return
-        self.path.mkdir(parents=True, exist_ok=True)
-        if storage.is_local(self.path):  # a bucket has no locks: one run per gs:// workdir
-            self._lock = open(self.path / LOCK_FILE, "w")
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirError(f"--workdir {self.path} is a file, not a directory: pass a "
+                              "directory (new or holding a run)")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            if storage.is_local(self.path):  # a bucket has no locks: one run per gs:// workdir
+                self._take_lock()
+                self._reserve()
+            self._check_config()
+        except OSError as e:
+            self.close()
+            raise _os_problem(self.path, e) from e
+        except BaseException:
+            self.close()
+            raise
+
+    def _take_lock(self):
+        self._lock = open(self.path / layout.LOCK_FILE, "a+")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = layout.lock_holder(self.path)
+            self._lock.close()
+            self._lock = None
+            raise RunDirError(f"{self.path} is in use by another rnnlab process"
+                              + (f" (pid {holder})" if holder else "")
+                              + ": wait for it to end, or stop it first") from None
+        self._lock.truncate(0)
+        self._lock.write(str(os.getpid()))
+        self._lock.flush()
+
+    def _reserve(self):
+        path = self.path / layout.RESERVE_FILE
+        if not path.exists():
             try:
-                fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                self._lock.close()
-                raise RunDirError(f"{self.path} is in use by another rnnlab process") from None
-        self._check_config()
+                storage.write_atomic(path, "\0" * RESERVE_BYTES)
+            except OSError:  # already full: nothing to hold back
+                pass
+
+    def release_reserve(self) -> None:
+        """Frees the reserve (the disk is full): room for a last status.json."""
+        if self.primary and storage.is_local(self.path):
+            (self.path / layout.RESERVE_FILE).unlink(missing_ok=True)
 
     def _check_config(self) -> None:
         resolved = json.loads(self.config.to_json_best_effort())
-        path = self.path / CONFIG_FILE
-        if path.exists():
+        path = self.path / layout.CONFIG_FILE
+        try:
+            old = layout.read_json(path)
+        except RunDirError as e:
+            raise RunDirError(f"{e}: it cannot be compared with this run's config. If "
+                              f"{self.path} holds this same experiment, delete that file and "
+                              "rerun to resume; otherwise use a new --workdir") from e
+        if old is not None:
             allowed = set(RESUMABLE_KEYS)
             if self.config.optim.schedule not in SCHEDULES_OVER_ALL_STEPS:
                 allowed.add("train.steps")
-            changed = [k for k in _config_diff(json.loads(path.read_text()), resolved)
-                       if k not in allowed]
+            changed = [k for k in _config_diff(old, resolved) if k not in allowed]
             if changed:
                 raise RunDirError(
                     f"{self.path} holds a run with a different config (differs in: "
                     f"{', '.join(changed)}); resuming it would mix two experiments. Use a new "
                     "--workdir, or rerun with the same config to resume."
                 )
-        path.write_text(json.dumps(resolved, indent=2, sort_keys=True) + "\n")
+        text = json.dumps(resolved, indent=2, sort_keys=True) + "\n"
+        if old != resolved:
+            storage.write_atomic(path, text)
 
     def check_corpus(self, corpus: data.Corpus, default_prime: str) -> None:
         """Writes vocab.json on the first run; later runs must see the same corpus."""
         if not self.primary:
             return
-        path = self.path / sample.VOCAB_FILE
+        path = self.path / layout.VOCAB_FILE
         digest = fingerprint(corpus)
-        if path.exists():
-            old = json.loads(path.read_text()).get("fingerprint")
-            if old != digest:
-                raise RunDirError(
-                    f"the corpus differs from the one {self.path} was trained on (a changed "
-                    "file, or pydoc/python_source from another Python version); use a new "
-                    "--workdir"
-                )
-            return
-        sample.save_vocab(self.path, corpus.vocab, default_prime, digest)
+        try:
+            old = layout.read_json(path)
+        except RunDirError as e:
+            raise RunDirError(f"{e}: delete it and rerun to have it written again from the "
+                              "corpus (a changed corpus is then caught by the checkpoints)") from e
+        if old is None:
+            write_vocab(self.path, corpus.vocab, default_prime, digest)
+        elif not isinstance(old, dict) or old.get("fingerprint") != digest:
+            raise RunDirError(
+                f"the corpus differs from the one {self.path} was trained on (a changed "
+                "file, or pydoc/python_source from another Python version); use a new "
+                "--workdir"
+            )
+
+    # ---------------------------------------------------------------------- status
 
     def status(self) -> dict | None:
-        try:
-            return json.loads((self.path / STATUS_FILE).read_text())
-        except (OSError, ValueError):
-            return None
+        return layout.read_status(self.path)
 
     def set_status(self, status: str, step: int, **extra: Any) -> None:
-        if not self.primary:
-            return
-        record = {"status": status, "step": int(step), **extra}
-        (self.path / STATUS_FILE).write_text(json.dumps(record) + "\n")
+        """Writes status.json; call it only once the checkpoints it reports have committed."""
+        self._record = {"status": status, "step": int(step), **extra}
+        self._write_status()
 
-    def restore(self, like: Any, *, step: int | None = None):
-        """Opens the checkpoints; returns `(state, meta)` of the latest (or `step`), or None."""
+    def _write_status(self):
+        if self.primary:
+            record = {**self._record, "committed_step": self.committed}
+            storage.write_atomic(self.path / layout.STATUS_FILE, json.dumps(record) + "\n")
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def restore(self, like: Any, *, at_most: int | None = None) -> checkpoint_lib.Restored | None:
+        """The checkpoint to resume from: the newest that verifies (at or before `at_most`),
+        moved back before the best step when the best checkpoint has to be rebuilt. None for a
+        run with nothing saved yet.
+
+        Raises:
+          RunDirError: the run has history (metrics, committed checkpoints) but no checkpoint
+            that verifies: resuming would restart it from step 0 over that history.
+        """
         if self.ckpt is None:
+            had_dir = (self.path / layout.CKPT_DIR).exists()
             self.ckpt = checkpoint_lib.Checkpointer(self.path, self.config.train.keep_checkpoints)
-        return self.ckpt.restore(like, step=step)
+            if not had_dir and (layout.read_metrics(self.path) or self.committed is not None):
+                raise RunDirError(
+                    f"{self.path / layout.CKPT_DIR} is missing, but the run has metrics (up to "
+                    f"step {self._history_step()}): resuming would start again from step 0 over "
+                    f"them. To start over, delete {self.path} or pass a new --workdir.")
+        best = self._restore(like, best=True)
+        found = self._restore(like, at_most=at_most)
+        if self.ckpt.latest_step() is not None:  # listed, so committed
+            self.committed = self.ckpt.latest_step()
+        if found is None:
+            if self.quarantined or self.committed is not None:
+                raise RunDirError(
+                    f"no checkpoint of {self.path} reads back as it was saved (those that did "
+                    f"not are in {self.path / layout.CORRUPT_DIR}), so the run cannot resume; "
+                    f"its metrics go to step {self._history_step()}. To start over, delete "
+                    f"{self.path} or pass a new --workdir.")
+            return None
+        best_step = found.meta.get("best_step")
+        if best_step is not None and (best is None or best.step < best_step):
+            earlier = self._restore(like, at_most=best_step - 1)
+            if earlier is not None:
+                logging.warning("%s: the best checkpoint (step %d) is missing or corrupt; "
+                                "resuming from step %d to rebuild it", self.path, best_step,
+                                earlier.step)
+                return earlier
+            logging.warning("%s: the best checkpoint (step %d) is missing or corrupt and no "
+                            "kept checkpoint precedes it to rebuild it from; ckpt_best will "
+                            "hold the next improvement", self.path, best_step)
+        return found
 
-    def saved_steps(self) -> list[int]:
-        return self.ckpt.steps()
+    def _restore(self, like, **kwargs):
+        """Checkpointer.restore, moving every checkpoint that fails verification aside."""
+        best = kwargs.get("best", False)
+        bad = []
+        found = self.ckpt.restore(like, on_bad=lambda step, why: bad.append((step, why)),
+                                  **kwargs)
+        for step, why in bad:
+            target = self.ckpt.quarantine(step, best=best)  # (moved by process 0)
+            self.quarantined += 1
+            logging.warning("checkpoint %s is skipped: %s%s", self.ckpt.path(step, best=best),
+                            why, f"; moved to {target}" if target else "")
+        return found
+
+    def _history_step(self) -> int:
+        steps = [m["step"] for m in layout.read_metrics(self.path)]
+        return max(steps + [self.committed or 0])
+
+    def save(self, step: int, state: Any, meta: dict, *, best: bool = False) -> None:
+        """Starts an asynchronous save; the previous ones have committed when it returns.
+
+        Raises:
+          OSError(ENOSPC): the file system has less room than the state takes (checked first,
+            so that a save never starts that would fill the disk halfway).
+        """
+        self.ckpt.wait()
+        self._note_commits()
+        need = sum(x.nbytes for x in jax.tree_util.tree_leaves(state)) + CHECKPOINT_OVERHEAD
+        free = storage.free_bytes(self.path)
+        if free is not None and free < need:
+            raise OSError(errno.ENOSPC, f"No space left on device: a checkpoint needs about "
+                          f"{need / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free",
+                          str(self.path / layout.CKPT_DIR))
+        self.ckpt.save(step, state, meta, best=best)
+
+    def commit(self) -> None:
+        """Waits until every checkpoint started has committed (raises if one failed)."""
+        self.ckpt.wait()
+        self._note_commits()
+
+    def _note_commits(self):
+        latest = self.ckpt.latest_step()
+        if latest is not None and latest != self.committed:
+            self.committed = latest
+            if self._record:
+                self._write_status()
+
+    # ------------------------------------------------------------------------ logs
 
     def open_logs(self, step: int) -> None:
-        """Starts the metrics and samples at `step`, dropping what a killed run wrote after it."""
+        """Starts the metrics and samples at `step`, dropping what a killed run wrote after it
+        (and any line it cut short); each file is replaced in one step."""
         if not self.primary:
             return
         self.writer = metrics_lib.MetricsWriter(self.path, resume_step=step)
-        path = self.path / SAMPLES_FILE
+        path = self.path / layout.SAMPLES_FILE
         if path.exists():
             text = path.read_text()
             for match in re.finditer(r"^=== step (\d+) ", text, flags=re.M):
                 if int(match.group(1)) > step:
-                    path.write_text(text[: match.start()])
+                    storage.write_atomic(path, text[: match.start()])
                     break
 
     def write(self, step: int, split: str, scalars: dict[str, float]) -> None:
@@ -163,17 +322,24 @@ class RunDir:
     def write_sample(self, step: int, temperature: float, text: str) -> None:
         if not self.primary:
             return
-        storage.append(self.path / SAMPLES_FILE,
+        storage.append(self.path / layout.SAMPLES_FILE,
                        f"=== step {step} (temperature {temperature}) ===\n{text}\n\n")
 
-    def save(self, step: int, state: Any, meta: dict, *, best: bool = False) -> None:
-        self.ckpt.save(step, state, meta, best=best)
-
     def close(self) -> None:
+        """Releases the directory. Errors of pending saves are not raised here (`commit`
+        raises them); this runs on the way out of failures too."""
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
         if self.ckpt is not None:
-            self.ckpt.wait()
+            try:
+                self.ckpt.wait()
+            except Exception as e:  # noqa: BLE001 - reported by the caller's own error
+                logging.warning("%s: a checkpoint save did not complete: %s", self.path,
+                                checkpoint_lib.first_line(e))
             self.ckpt.close()
+            self.ckpt = None
         if self._lock is not None:
+            self._lock.truncate(0)  # the pid goes with the lock
             self._lock.close()
+            self._lock = None

@@ -9,21 +9,20 @@
 from __future__ import annotations
 
 import functools
-import json
+import math
 import os
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from etils import epath
+from absl import logging
 
 from rnnlab import checkpoint as checkpoint_lib
-from rnnlab import data, optim, state as state_lib, storage
+from rnnlab import data, layout, optim, rundir, state as state_lib, storage
 from rnnlab import model as model_lib
-
-VOCAB_FILE = "vocab.json"
 
 
 def generate(
@@ -62,25 +61,18 @@ def _generate(model, params, prime, length, temperature, key):
     return tokens
 
 
-def save_vocab(workdir: epath.Path, vocab: data.Vocab, default_prime: str,
-               fingerprint: str) -> None:
-    record = {"chars": list(vocab.chars), "unk": vocab.unk, "default_prime": default_prime,
-              "fingerprint": fingerprint}
-    (workdir / VOCAB_FILE).write_text(json.dumps(record, ensure_ascii=False))
-
-
-def load_vocab(workdir: str | os.PathLike) -> tuple[data.Vocab, str]:
-    record = json.loads((storage.path(workdir) / VOCAB_FILE).read_text())
-    return data.Vocab(tuple(record["chars"]), record["unk"]), record["default_prime"]
-
-
 def encode_prime(vocab: data.Vocab, prime: str) -> np.ndarray:
+    """The ids of `prime`; characters outside the vocabulary are an error, or, where the
+    vocabulary has an unknown symbol, read as it with a warning that names them."""
     missing = sorted(set(prime) - set(vocab.chars))
     if missing and vocab.unk is None:
         raise ValueError(
             f"the prime has characters outside the model's vocabulary: {missing!r}; "
             f"the vocabulary is {''.join(vocab.chars)!r}"
         )
+    if missing:
+        logging.warning("the prime has characters outside the vocabulary, read as the unknown "
+                        "symbol: %s", ", ".join(map(repr, missing)))
     return data.encode(vocab, prime)
 
 
@@ -93,32 +85,66 @@ def sample_text(
     seed: int = 0,
     checkpoint: str = "best",
 ) -> str:
-    """Restores a run's params and returns `prime` followed by `length` sampled characters."""
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0: argmax), got {temperature}")
+    """Restores a run's params and returns `prime` followed by `length` sampled characters.
+
+    Works while the run trains: a checkpoint replaced during the read is read again.
+    Characters of `prime` outside the vocabulary are read as the unknown symbol, with a warning.
+    """
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a number >= 0 (0: argmax), got {temperature}")
     if length < 0:
         raise ValueError(f"length must be >= 0, got {length}")
     workdir = storage.path(workdir)
-    if not (workdir / "config.json").exists():
+    record = layout.read_json(workdir / layout.CONFIG_FILE)
+    if record is None:
         raise FileNotFoundError(f"{workdir} holds no run (no config.json); pass a run's --workdir")
-    config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-    vocab, default_prime = load_vocab(workdir)
+    config = ml_collections.ConfigDict(record)
+    vocab, default_prime = rundir.read_vocab(workdir)
     prime = prime or default_prime
     model = model_lib.build_model(config.model, len(vocab.chars))
-    ckpt = checkpoint_lib.Checkpointer(workdir, config.train.keep_checkpoints)
-    best = checkpoint == "best" and ckpt.latest_step(best=True) is not None
-    like = state_lib.init_state(config, model, optim.make_optimizer(config.optim,
-                                                                    config.train.steps))
-    restored = ckpt.restore(like, best=best)
-    ckpt.close()
-    if restored is None:
-        raise FileNotFoundError(f"{workdir} has no checkpoint yet; train first")
-    params = restored[0].params
+    params = load_state(workdir, config, model, checkpoint=checkpoint).state.params
     tokens = generate(
         model, params, encode_prime(vocab, prime), length,
         temperature=temperature, key=jax.random.key(seed),
     )
     return prime + data.decode(vocab, np.asarray(tokens))
+
+
+def load_state(workdir, config: ml_collections.ConfigDict, model: model_lib.Model, *,
+               checkpoint: str = "best", attempts: int = 20) -> checkpoint_lib.Restored:
+    """A run's newest checkpoint that verifies: "best" (falling back to the last one, with a
+    warning, when the run has no usable best) or "last". Reads only, so it is safe while the
+    run trains: a checkpoint replaced during the read is looked for again."""
+    like = state_lib.init_state(config, model, optim.make_optimizer(config.optim,
+                                                                    config.train.steps))
+    order = [True, False] if checkpoint == "best" else [False]
+    for best in order:
+        for _ in range(attempts):
+            skipped = []
+            ckpt = checkpoint_lib.Checkpointer(workdir, config.train.keep_checkpoints,
+                                               read_only=True)
+            try:
+                found = ckpt.restore(like, best=best,
+                                     on_bad=lambda step, why: skipped.append(f"{step}: {why}"))
+            finally:
+                ckpt.close()
+            if found is not None or not skipped:
+                break
+            time.sleep(0.1)  # a save in progress may have replaced it: look again
+        if found is not None:
+            break
+        if best and skipped:
+            logging.warning("%s has no best checkpoint that reads back (%s); using the last "
+                            "checkpoint", workdir, "; ".join(skipped))
+    if found is None:
+        raise FileNotFoundError(f"{workdir} has no checkpoint that reads back yet"
+                                + (f" (skipped: {'; '.join(skipped)})" if skipped else
+                                   "; train first"))
+    status = layout.read_status(workdir) or {}
+    if best and status.get("best_step") not in (None, found.step):
+        logging.warning("%s: status.json reports the best checkpoint at step %s, but step %d "
+                        "is the best that reads back", workdir, status["best_step"], found.step)
+    return found
 
 
 def main(argv):

@@ -1,5 +1,7 @@
 """Stopping a run cleanly: SIGTERM (a TPU VM preemption notice) or a first Ctrl-C means save a
-checkpoint, then stop; a second Ctrl-C stops at once.
+checkpoint, then stop; a second Ctrl-C stops at once. Before training has begun (while the
+corpus loads, say, which may never end on a stuck source) there is nothing to save, so a signal
+stops at once: `Interrupted` is raised wherever the program is.
 
 With several processes the stop must come at the same step in all of them, or their collectives
 would wait forever: there JAX's preemption service (started by `jax.distributed.initialize()`)
@@ -19,12 +21,20 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 
+class Interrupted(Exception):
+    """A signal arrived before training began: nothing was saved, nothing needed saving."""
+
+
 class Stop:
     """Whether to stop; set by a signal, or by the preemption service across processes."""
 
     def __init__(self):
         self.set = False
+        self.armed = False  # training has begun: a signal means "save, then stop"
         self.multiprocess = jax.process_count() > 1
+
+    def arm(self) -> None:
+        self.armed = True
 
     def at(self, step: int) -> bool:
         """Asked once at every step (the preemption service needs that)."""
@@ -35,6 +45,9 @@ class Stop:
 
     def __call__(self, signum, frame):
         del frame
+        if not self.armed:
+            raise Interrupted(f"stopped by signal {signum} before training began; nothing to "
+                              "save. Rerun the same command to start.")
         if self.set and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now
         logging.warning("received signal %d: saving a checkpoint and stopping", signum)

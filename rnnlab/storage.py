@@ -1,16 +1,23 @@
-"""Where run directories live: a local path, or a bucket (`gs://BUCKET/...`).
+"""Where run directories live (a local path, or a bucket: `gs://BUCKET/...`), and how their
+files are written.
 
 Paths are `etils.epath.Path` (what orbax uses), so one code path writes both. Reading a
 gs:// path needs a GCS backend: `pip install "rnnlab[tpu]"` brings gcsfs (or have TensorFlow).
-Objects in a bucket cannot be appended to, so `append` rewrites them whole there; the files it
-serves (metrics.jsonl, samples.txt) stay small (a line per log interval, a sample per
-evaluation).
+
+Every file of a run directory is written so that a crash at any moment leaves either the old
+content or the new, never a mix: `write_atomic` writes a temporary file, fsyncs it and renames it
+over the old one (an object write in a bucket is atomic by itself); `append` adds whole lines
+with one write. Objects in a bucket cannot be appended to, so `append` rewrites them whole there;
+the files it serves (metrics.jsonl, samples.txt) stay small.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib.util
 import os
+import shutil
 
 from etils import epath
 
@@ -33,10 +40,81 @@ def is_local(p: epath.Path) -> bool:
     return not str(p).startswith(tuple(f"{s}://" for s in ("gs", "s3", "az", "hf")))
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def write_atomic(p: epath.Path, text: str) -> None:
+    """Replaces the file `p` by `text` in one step: a crash leaves the old file or the new one."""
+    if not is_local(p):
+        p.write_text(text)
+        return
+    tmp = f"{p.parent}/.{p.name}.tmp{os.getpid()}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(fd, text.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, str(p))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(p.parent)
+
+
+def _fsync_dir(directory) -> None:
+    with contextlib.suppress(OSError):  # not every file system lets a directory be opened
+        fd = os.open(str(directory), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def append(p: epath.Path, text: str) -> None:
-    """Adds `text` at the end of the file `p` (creating it)."""
-    if is_local(p):
-        with p.open("a") as f:
-            f.write(text)
-    else:
+    """Adds `text` (whole lines) at the end of the file `p`, creating it, in one write."""
+    if not is_local(p):
         p.write_text((p.read_text() if p.exists() else "") + text)
+        return
+    fd = os.open(str(p), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        _write_all(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_DISK_FULL_WORDS = ("No space left on device", "Disk quota exceeded", "os_error_code='28'",
+                    "os_error_code='122'")
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error` (or one it was raised from) says the file system is full. Orbax and
+    TensorStore report it as a ValueError whose message carries the OS error."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(word in str(error) for word in _DISK_FULL_WORDS):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def free_bytes(p: epath.Path) -> int | None:
+    """Free bytes on the file system of the local path `p` (or its nearest existing parent)."""
+    if not is_local(p):
+        return None
+    p = os.path.abspath(str(p))
+    while not os.path.exists(p) and os.path.dirname(p) != p:
+        p = os.path.dirname(p)
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return None

@@ -18,6 +18,8 @@ run on N devices (or N hosts after `jax.distributed.initialize()`) matches it to
 from __future__ import annotations
 
 import math
+import re
+import shutil
 import time
 
 import jax
@@ -26,8 +28,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from rnnlab import data, metrics as metrics_lib, optim, parallel, rundir, sample, steps
-from rnnlab import stopping, validation
+from rnnlab import checkpoint, data, layout, metrics as metrics_lib, optim, parallel, rundir
+from rnnlab import sample, steps, stopping, storage, validation
 from rnnlab import model as model_lib
 from rnnlab import state as state_lib
 
@@ -36,6 +38,10 @@ PRIME_CHARS = 32  # samples start from this much of the validation split by defa
 
 class DivergenceError(RuntimeError):
     """The loss or a gradient became non-finite."""
+
+
+class DiskFullError(RuntimeError):
+    """The file system of the run directory is full; the last committed checkpoint is intact."""
 
 
 def train(config: ml_collections.ConfigDict, workdir) -> dict:
@@ -47,6 +53,9 @@ def train(config: ml_collections.ConfigDict, workdir) -> dict:
       data.DataError: the corpus is missing or corrupt.
       DivergenceError: the loss or a gradient became non-finite (the run directory keeps the
         last good checkpoint).
+      DiskFullError: the disk filled up (the last committed checkpoint is intact; status
+        "interrupted").
+      stopping.Interrupted: SIGTERM or Ctrl-C before training began.
     """
     results = train_group([config], [workdir])[0]
     if results.get("status") == "diverged":
@@ -86,7 +95,10 @@ class _Group:
         self.configs, self.stop = configs, stop
         c = configs[0]
         self.t = t = c.train
-        corpus = data.load_corpus(c.data)
+        try:
+            corpus = data.load_corpus(c.data)
+        except ValueError as e:  # too short for its splits, bad fractions
+            raise validation.ConfigError(str(e)) from e
         logging.info("data: %s", corpus.description)
         for split, n in corpus.unknown.items():
             if n:
@@ -121,41 +133,92 @@ class _Group:
         self.device_train = parallel.put(train_streams, rows)
         self.device_eval = {s: parallel.put(st, rows) for s, (st, _) in self.eval_streams.items()}
         self.evals = {}
+        self.state_bytes = 0  # of one trial's checkpoint
 
     def close(self):
         for run in self.runs:
             run.close()
 
-    def _initial_states(self, todo):
-        """Each trial's own init (its seed, init and hyperparameters), restored where saved."""
-        V = len(self.vocab.chars)
-        fresh, restored = [], []
-        for i in todo:
-            config = self.configs[i]
-            model = model_lib.build_model(config.model, V)
-            state = state_lib.init_state(config, model,
-                                         optim.make_optimizer(config.optim, self.t.steps))
-            # Restoring onto a sharded state restores sharded (also onto another device count).
-            fresh.append(parallel.put(state, parallel.state_shardings(state, self.mesh, 0)))
-            restored.append(self.runs[i].restore(fresh[-1]))
-        saved = [r is not None for r in restored]
-        if all(saved) and len({int(r[0].step) for r in restored}) == 1:
-            return [r[0] for r in restored], [r[1] for r in restored]
-        if any(saved):  # killed at different moments: go back to a step all of them kept
-            common = set.intersection(*(set(self.runs[i].saved_steps()) for i in todo))
-            if common:
-                step = max(common)
-                logging.warning("trials saved at different steps; resuming all from %d", step)
-                restored = [self.runs[i].restore(s, step=step) for i, s in zip(todo, fresh)]
-                return [r[0] for r in restored], [r[1] for r in restored]
-            logging.warning("trials share no checkpoint step: starting them all again")
-        return fresh, [{"best_valid_bpc": None, "best_step": None} for _ in todo]
+    def _fresh_state(self, i):
+        """Trial i's state at step 0 (its seed, init and hyperparameters), sharded."""
+        config = self.configs[i]
+        model = model_lib.build_model(config.model, len(self.vocab.chars))
+        state = state_lib.init_state(config, model,
+                                     optim.make_optimizer(config.optim, self.t.steps))
+        # Restoring onto a sharded state restores sharded (also onto another device count).
+        return parallel.put(state, parallel.state_shardings(state, self.mesh, 0))
+
+    def _align(self, todo, fresh, found):
+        """Moves trials back to one step that all of them can resume from (a vmapped group
+        trains in step); None for a trial that starts from scratch."""
+        while len({found[i].step if found[i] else 0 for i in todo}) > 1:
+            bound = min(found[i].step if found[i] else 0 for i in todo)
+            if bound == 0:
+                logging.warning("a trial of the group has no checkpoint: starting every trial "
+                                "from step 0 (a replay: the results do not change)")
+                return {i: None for i in todo}
+            logging.warning("trials saved at different steps; resuming all from %d", bound)
+            found = {i: found[i] if found[i].step == bound else
+                     self.runs[i].restore(fresh[i], at_most=bound) for i in todo}
+        return found
+
+    def _done(self, i, found) -> dict | None:
+        """Trial i's result if its newest checkpoint is its final one (status.json rewritten
+        from it when that disagrees), else None; warns when status.json claims more."""
+        run, status = self.runs[i], self.runs[i].status() or {}
+        final = found.meta.get("final") if found else None
+        if final is not None and found.step >= self.t.steps:
+            record = {"status": layout.FINISHED, "step": found.step, **final}
+            if {k: v for k, v in status.items() if k != "committed_step"} != record:
+                logging.warning("%s: status.json is missing or disagrees with the final "
+                                "checkpoint; rewritten from it", run.path)
+                run.set_status(**record)
+            return record
+        if status.get("status") == layout.FINISHED and status["step"] >= self.t.steps:
+            logging.warning("%s: status.json says finished at step %d, but that checkpoint is "
+                            "missing or corrupt: resuming from %s to rebuild it", run.path,
+                            status["step"], f"step {found.step}" if found else "the start")
+        return None
 
     def run(self) -> list[dict]:
         try:
             return self._run()
+        except Exception as e:
+            if storage.is_disk_full(e):
+                raise self._disk_full(e) from None
+            raise
         finally:
             self.close()
+
+    def _disk_full(self, error) -> DiskFullError:
+        """Cleans up after a write that found the disk full; the one message to show."""
+        free = storage.free_bytes(self.runs[0].path)
+        kept = []
+        for i in getattr(self, "todo", range(len(self.runs))):
+            run = self.runs[i]
+            if run.ckpt is not None:
+                try:
+                    run.ckpt.wait()
+                except Exception:  # noqa: BLE001 - the same full disk, reported below
+                    pass
+                for name in (layout.CKPT_DIR, layout.BEST_DIR):  # the failed saves' leftovers
+                    for p in (run.path / name).glob("*.orbax-checkpoint-tmp*"):
+                        shutil.rmtree(p, ignore_errors=True)
+            steps = layout.checkpoint_steps(run.path)
+            kept.append(f"step {steps[-1]} in {run.path / layout.CKPT_DIR}" if steps else
+                        f"none yet in {run.path}")
+            try:
+                run.release_reserve()
+                run.set_status(layout.INTERRUPTED, steps[-1] if steps else 0, message="disk full")
+            except OSError:
+                kept[-1] += " (status.json could not be updated)"
+        return DiskFullError(
+            f"disk full: {_failed_write(error)}. "
+            + (f"{free / 2**20:.1f} MiB were free; " if free is not None else "")
+            + f"a checkpoint of this run takes about "
+            f"{(self.state_bytes + rundir.CHECKPOINT_OVERHEAD) / 2**20:.1f} MiB and "
+            f"{self.t.keep_checkpoints} + 1 are kept. The last checkpoint is intact ("
+            + "; ".join(kept) + "). Free some space and rerun the same command to resume.")
 
     def _run(self):
         t, runs = self.t, self.runs
@@ -163,23 +226,31 @@ class _Group:
         todo = []
         for i, run in enumerate(runs):
             status = run.status() or {}
-            # A result already: rerunning must not write it twice (nor re-diverge; a finished
-            # run whose train.steps grew goes on).
-            if status.get("status") == "diverged" or (
-                status.get("status") == "finished" and status["step"] >= t.steps
-            ):
+            if status.get("status") == layout.DIVERGED:  # a result: rerunning would re-diverge
                 results[i] = status
             else:
                 todo.append(i)
+        fresh = {i: self._fresh_state(i) for i in todo}
+        self.state_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(fresh[todo[0]])) \
+            if todo else 0
+        found = {i: self.runs[i].restore(fresh[i]) for i in todo}
+        for i in list(todo):
+            if (done := self._done(i, found[i])) is not None:
+                results[i] = done
+                todo.remove(i)
         if not todo:
             return results
-        states, metas = self._initial_states(todo)
+        found = self._align(todo, fresh, found)
+        states = [found[i].state if found[i] else fresh[i] for i in todo]
+        metas = [found[i].meta if found[i] else {"best_valid_bpc": None, "best_step": None}
+                 for i in todo]
         step = int(states[0].step)
+        self.stop.arm()  # from here a signal means: save a checkpoint, then stop
         if step:
             logging.info("resuming %d trial(s) from step %d", len(todo), step)
         for i in todo:
             runs[i].open_logs(step)
-            runs[i].set_status("running", step, num_params=self._num_params(states[0]))
+            runs[i].set_status(layout.RUNNING, step, num_params=self._num_params(states[0]))
         self.todo, self.metas, self.step = todo, dict(zip(todo, metas)), step
         self.active = set(todo)
         self.vmapped = vmapped = len(todo) > 1
@@ -224,21 +295,29 @@ class _Group:
         self._check_finite(state)
         if self.stop.set:
             self._save_all(state)
+            self._commit_all()
             for i in self.active:
-                runs[i].set_status("interrupted", step)
-                results[i] = {"status": "interrupted", "step": step}
+                runs[i].set_status(layout.INTERRUPTED, step)
+                results[i] = {"status": layout.INTERRUPTED, "step": step}
             logging.warning("stopped at step %d; rerun the same command to resume", step)
         elif self.active:
             final = self._evaluate(state, final=True)
-            self._save_all(state)
+            for i in self.active:  # what status.json will say, kept in the final checkpoint too
+                final[i] = {"num_params": self._num_params(states[0]), **self.metas[i],
+                            **final[i]}
+            self._save_all(state, final=final)
+            self._commit_all()  # "finished" only once everything it reports is on disk
             for i in self.active:
-                results[i] = {"status": "finished", "step": step, **final[i]}
-                runs[i].set_status("finished", step, num_params=self._num_params(states[0]),
-                                   best_valid_bpc=self.metas[i]["best_valid_bpc"], **final[i])
+                results[i] = {"status": layout.FINISHED, "step": step, **final[i]}
+                runs[i].set_status(**results[i])
         for i in todo:
             if results[i] is None:
                 results[i] = runs[i].status()
         return results
+
+    def _commit_all(self):
+        for i in self.todo:
+            self.runs[i].commit()
 
     def _num_params(self, state):
         return int(sum(p.size for p in jax.tree_util.tree_leaves(state.params)))
@@ -292,6 +371,7 @@ class _Group:
             if i not in self.active or not n or (t.skip_nonfinite and n <= t.max_nonfinite):
                 continue
             run = self.runs[i]
+            run.commit()
             last = run.ckpt.latest_step()
             kept = (f"the last good checkpoint (step {last}) is kept in {run.path / 'ckpt'}"
                     if last is not None else "no checkpoint had been saved yet")
@@ -300,7 +380,7 @@ class _Group:
                        "clip gradients (optim.clip_norm), or set train.skip_nonfinite=True to "
                        "skip such updates.")
             logging.error("%s", message)
-            run.set_status("diverged", int(first[k]) + 1, nonfinite=n, message=message)
+            run.set_status(layout.DIVERGED, int(first[k]) + 1, nonfinite=n, message=message)
             self.active.discard(i)
 
     def _eval_fn(self, split, count):
@@ -354,6 +434,8 @@ class _Group:
             out[i] = {"valid": extra.get("valid_full", valid)[k]}
             if final:
                 out[i]["test"] = extra["test"][k]
+                # The lines just written: a report can trust them even if metrics.jsonl is cut.
+                out[i]["records"] = {"valid": valid[k], **{s: v[k] for s, v in extra.items()}}
                 logging.info("%sfinal: valid bpc %.4f, test bpc %.4f", self._tag(i),
                              out[i]["valid"]["bpc"], out[i]["test"]["bpc"])
         return out
@@ -370,10 +452,24 @@ class _Group:
         if k == 0:
             logging.info("%ssample at step %d: %r", self._tag(i), self.step, text[:160])
 
-    def _save_all(self, state):
+    def _save_all(self, state, final=None):
         for k, i in enumerate(self.todo):
             if i in self.active:
-                self.runs[i].save(self.step, self._of(state, k), self.metas[i])
+                meta = {**self.metas[i], **({"final": final[i]} if final else {})}
+                self.runs[i].save(self.step, self._of(state, k), meta)
+
+
+def _failed_write(error: BaseException) -> str:
+    """What a disk-full error was writing, in a few words."""
+    path = getattr(error, "filename", None)
+    if path is None and (match := re.search(r'(?:Failed writing|local file):? "([^"]+)"',
+                                            str(error))):
+        path = match.group(1)
+    if path is None:
+        return checkpoint.first_line(error)
+    if match := re.search(r"(.*)/(\d+)\.orbax-checkpoint-tmp", str(path)):
+        return f"saving the checkpoint {match.group(1)}/{match.group(2)} failed"
+    return f"writing {path} failed"
 
 
 def _duration(seconds: float) -> str:

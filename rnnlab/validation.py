@@ -41,6 +41,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
                              f"{', '.join(data.CORPORA)}")
         if config.data.max_chars < 0:
             raise ValueError(f"data.max_chars must be >= 0 (0: all), got {config.data.max_chars}")
+        data.check_fractions(config.data.valid_fraction, config.data.test_fraction)
         check_train_config(config.train)
         model_lib.check_model_config(config.model, causal=True)
         optim.check_optim_config(config.optim, config.train.steps)
