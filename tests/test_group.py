@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from rnnlab import metrics, train, validation
+from rnnlab import layout, train, validation
 from test_train import (KILL_RUN, STEPS, assert_same_run, restore_params, run_main, tiny_config,
                         wait_for_step)
 
@@ -17,7 +17,7 @@ DETERMINISTIC = ("loss", "bpc", "accuracy", "grad_norm", "lr", "perplexity")
 
 def trial_metrics(workdir):
     return [(m["step"], m["split"], {k: m[k] for k in DETERMINISTIC if k in m})
-            for m in metrics.read_metrics(workdir)]
+            for m in layout.read_metrics(workdir)]
 
 
 def assert_close_runs(a_dir, b_dir, rtol=2e-4):
@@ -91,7 +91,7 @@ def test_sigkilled_group_resumes_bitwise(tmp_path):
     wait_for_step(proc, killed0, 40)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert max(m["step"] for m in metrics.read_metrics(killed0)) < STEPS
+    assert max(m["step"] for m in layout.read_metrics(killed0)) < STEPS
     assert run_main(tmp_path / "unused", *args).returncode == 0
     assert run_main(tmp_path / "unused", f"--trials={files['straight']}", *KILL_RUN).returncode == 0
     for a, b in zip(trials["straight"], trials["killed"]):

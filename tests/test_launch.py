@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from launch import dsl, trials as trials_lib
-from rnnlab import metrics
+from rnnlab import layout
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -125,7 +125,7 @@ def test_killed_sweep_reruns_only_the_missing_trials(tmp_path):
     deadline = time.time() + 300
     trial_dirs = lambda: sorted((out / "trials").glob("*")) if (out / "trials").exists() else []
     def past_a_checkpoint(d):
-        return any(m["step"] > 20 for m in metrics.read_metrics(d))  # smoke saves every 10
+        return any(m["step"] > 20 for m in layout.read_metrics(d))  # smoke saves every 10
 
     while time.time() < deadline:  # one trial finished, the next one past a checkpoint
         status = {d: trials_lib.run_status(trials_lib.Trial(d.name, {}, str(d), []))
@@ -165,8 +165,8 @@ def test_vmap_executor_matches_trials_run_alone(tmp_path):
     done = launch(f"--sweep={sweep}", f"--workdir={alone}", "--max_parallel=2")
     assert done.returncode == 0, done.stderr[-3000:]
     for trial in json.loads((alone / "sweep.json").read_text())["trials"]:
-        a = metrics.read_metrics(vmapped / "trials" / trial["id"])
-        b = metrics.read_metrics(alone / "trials" / trial["id"])
+        a = layout.read_metrics(vmapped / "trials" / trial["id"])
+        b = layout.read_metrics(alone / "trials" / trial["id"])
         assert [(m["step"], m["split"]) for m in a] == [(m["step"], m["split"]) for m in b]
         for ma, mb in zip(a, b):
             for key in ("loss", "bpc", "accuracy", "lr"):

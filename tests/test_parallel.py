@@ -13,7 +13,7 @@ import sys
 
 import jax
 
-from rnnlab import checkpoint, metrics, train
+from rnnlab import checkpoint, layout, train
 from test_group import assert_close_runs
 from test_train import (KILL_RUN, ROOT, STEPS, TINY, assert_same_run, kill_and_resume,
                         restore_params, run_main, straight_run, tiny_config, wait_for_step)
@@ -140,8 +140,8 @@ def test_two_processes_match_one_device_and_process_zero_writes(tmp_path):
     assert "process 1 of 2; 4 devices in all" in results[1][1]
     assert_close_runs(one, two, rtol=1e-4)
     # One set of files: no line twice, every checkpoint complete (no orbax temporaries).
-    assert [(m["step"], m["split"]) for m in metrics.read_metrics(two)] == [
-        (m["step"], m["split"]) for m in metrics.read_metrics(one)]
+    assert [(m["step"], m["split"]) for m in layout.read_metrics(two)] == [
+        (m["step"], m["split"]) for m in layout.read_metrics(one)]
     assert (two / "samples.txt").read_text() == (one / "samples.txt").read_text()
     assert sorted(p.name for p in (two / "ckpt").iterdir()) == ["20", "40"]
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())

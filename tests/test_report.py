@@ -296,3 +296,27 @@ def test_cli_fails_clearly_without_a_sweep(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "sweep.json" in proc.stderr
 
+
+
+def test_a_cut_final_line_is_taken_from_status_and_a_disagreement_flagged(tmp_path):
+    """A finished trial's status.json records its final lines; when metrics.jsonl lost the
+    last one (cut), the report uses status.json's value and says so, never an earlier one."""
+    trials = [{"id": f"00{i}", "overrides": {"seed": i}} for i in range(3)]
+    make_sweep(tmp_path, trials)
+    for i, trial in enumerate(trials):
+        write_trial(tmp_path, trial["id"], valid=[3.0, 2.0, 1.5])
+        workdir = tmp_path / "trials" / trial["id"]
+        status = json.loads((workdir / "status.json").read_text())
+        status["records"] = {"valid": {"bpc": 1.5 if i != 2 else 1.4}}
+        (workdir / "status.json").write_text(json.dumps(status))
+    cut = tmp_path / "trials" / "001" / "metrics.jsonl"
+    lines = cut.read_text().splitlines(keepends=True)
+    cut.write_text("".join(lines[:-1]) + lines[-1][:20])  # the final valid line, cut short
+    results = report.load_sweep(tmp_path)
+    assert [report.summarize(r, "valid/bpc").final for r in results] == [1.5, 1.5, 1.5]
+    assert report.curve(results[1], "valid/bpc")[-1] == (300, 1.5)
+    notes = "\n".join(report.table(results, "valid/bpc").notes)
+    assert "001: metrics.jsonl has no valid/bpc line at its final step 300" in notes
+    assert "002: its final valid/bpc in metrics.jsonl (1.5) disagrees with status.json (1.4)" \
+        in notes
+    assert "000:" not in notes

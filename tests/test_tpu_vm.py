@@ -1,7 +1,8 @@
 """The tpu_vm executor: exact gcloud commands from --dry_run, and real runs against a fake gcloud.
 
 Nothing here reaches the network: a fake `gcloud` on PATH records its arguments (one JSON list a
-line) and plays the VM (a fetch creates the trial's run directory with status.json).
+line) and plays the VM (a fetch creates the trial's run directory with status.json and its
+final checkpoint's directory).
 """
 
 import json
@@ -36,7 +37,7 @@ elif args[2:5] == ["tpu-vm", "scp", "--recurse"] and ":" in args[5] or (
         args[:3] == ["storage", "cp", "--recursive"]):  # a fetch from the VM or the bucket
     src, dest = (args[5], args[6]) if args[0] == "compute" else (args[3], args[4])
     run_dir = pathlib.Path(dest) / pathlib.PurePosixPath(src).name
-    run_dir.mkdir(parents=True)
+    (run_dir / "ckpt" / "1").mkdir(parents=True)  # a finished run has its final checkpoint
     (run_dir / "status.json").write_text(json.dumps({{"status": "finished", "step": 1}}))
 elif args[2:4] == ["tpu-vm", "ssh"]:
     print("on the VM:", args[-1].removeprefix("--command="))
@@ -252,8 +253,9 @@ def test_real_run_goes_on_after_a_failed_trial_and_deletes(tmp_path, sweep_file,
 
     monkeypatch.setenv("FAKE_GCLOUD_FAIL", IDS[1])  # its ssh and its fetch fail
     result = sweep(sweep_file, workdir, *flags)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # a trial failed: say which
     assert "2 trials: 1 failed, 1 finished" in result.stdout
+    assert f"failed: {IDS[1]} (logs: {workdir / 'logs' / IDS[1]}.log)" in result.stderr
     # exactly the dry run's commands, in its order, the delete last
     assert [["gcloud", *c] for c in fake_gcloud()] == planned
     outcomes = json.loads((workdir / "outcomes.json").read_text())

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from configs import quickstart
-from rnnlab import checkpoint, data, metrics, model as model_lib, optim, sample, steps
+from rnnlab import checkpoint, data, layout, model as model_lib, optim, rundir, sample, steps
 from rnnlab import state as state_lib, storage, train, validation
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -52,27 +52,27 @@ def restore_params(workdir, config=None, *, best=False):
     """The run's last (or best) checkpoint, restored with the run's own config.json."""
     workdir = storage.path(workdir)  # a local path or a gs:// URL
     config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-    vocab, _ = sample.load_vocab(workdir)
-    ckpt = checkpoint.Checkpointer(workdir, 3)
-    state, meta = ckpt.restore(fresh_state(config, len(vocab.chars)), best=best)
+    vocab, _ = rundir.read_vocab(workdir)
+    ckpt = checkpoint.Checkpointer(workdir, 3, read_only=True)
+    restored = ckpt.restore(fresh_state(config, len(vocab.chars)), best=best)
     ckpt.close()
-    return state, meta
+    return restored.state, restored.meta
 
 
 def deterministic_metrics(workdir):
     return [
         {k: v for k, v in m.items() if k in DETERMINISTIC or k in ("step", "split")}
-        for m in metrics.read_metrics(workdir)
+        for m in layout.read_metrics(workdir)
     ]
 
 
 def test_smoke_training_lowers_the_loss_and_writes_the_run_dir(tmp_path):
     config = tiny_config(**{"train.steps": 40, "train.log_every": 5, "train.eval_every": 20})
     results = train.train(config, tmp_path)
-    lines = metrics.read_metrics(tmp_path)
+    lines = layout.read_metrics(tmp_path)
     train_loss = [m["loss"] for m in lines if m["split"] == "train"]
     assert train_loss[-1] < train_loss[0] - 0.5
-    vocab_size = len(sample.load_vocab(tmp_path)[0].chars)
+    vocab_size = len(rundir.read_vocab(tmp_path)[0].chars)
     assert results["valid"]["bpc"] < np.log2(vocab_size) - 0.5  # better than uniform
     assert results["status"] == "finished" and {"valid", "test"} <= set(results)
     for name in ("config.json", "vocab.json", "metrics.jsonl", "samples.txt", "status.json"):
@@ -118,9 +118,9 @@ def run_main(workdir, *overrides, config="configs/quickstart.py:smoke", wait=Tru
 
 
 STEPS = 300
-# Checkpoints every 7 steps, logs every 5: a resume lands inside a log window, whose average
+# Checkpoints every 17 steps, logs every 5: a resume lands inside a log window, whose average
 # must still equal the uninterrupted run's (the sums are part of the checkpointed state).
-KILL_RUN = (f"--config.train.steps={STEPS}", "--config.train.ckpt_every=7",
+KILL_RUN = (f"--config.train.steps={STEPS}", "--config.train.ckpt_every=17",
             "--config.train.log_every=5", "--config.train.eval_every=100",
             "--config.data.max_chars=12000", "--config.model.hidden_size=16")
 STRAIGHT = {}
@@ -150,7 +150,7 @@ def wait_for_step(proc, workdir, step, timeout=240):
     """Until the run in `workdir` (a path or a gs:// URL) has logged `step`."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if any(m["step"] >= step for m in metrics.read_metrics(workdir)):
+        if any(m["step"] >= step for m in layout.read_metrics(workdir)):
             return
         assert proc.poll() is None, f"the run ended (exit code {proc.returncode}) before step {step}"
         time.sleep(0.02)
@@ -161,12 +161,12 @@ def kill_and_resume(workdir, *, env=None, log=None):
     """Runs KILL_RUN in `workdir`, SIGKILLs it at a random step after the first checkpoint and
     well before the end, then reruns it to the end."""
     proc = run_main(workdir, *KILL_RUN, wait=False, env=env, log=log)
-    wait_for_step(proc, workdir, int(np.random.default_rng().integers(15, STEPS // 2)))
+    wait_for_step(proc, workdir, int(np.random.default_rng().integers(30, STEPS // 2)))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed = storage.path(workdir)
     assert json.loads((killed / "status.json").read_text())["status"] == "running"
-    assert max(m["step"] for m in metrics.read_metrics(killed)) < STEPS
+    assert max(m["step"] for m in layout.read_metrics(killed)) < STEPS
     resumed = run_main(workdir, *KILL_RUN, env=env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming" in resumed.stderr
@@ -223,7 +223,7 @@ def test_skip_nonfinite_skips_and_counts(tmp_path):
     config = tiny_config(**EXPLODING, **{"train.skip_nonfinite": True,
                                          "train.max_nonfinite": 1000})
     train.train(config, tmp_path)
-    last_train = [m for m in metrics.read_metrics(tmp_path) if m["split"] == "train"][-1]
+    last_train = [m for m in layout.read_metrics(tmp_path) if m["split"] == "train"][-1]
     assert last_train["nonfinite"] > 0
     state, _ = restore_params(tmp_path, config)
     assert all(np.isfinite(p).all() for p in jax.tree_util.tree_leaves(state.params))
@@ -314,7 +314,7 @@ def test_sampling_at_temperature_to_zero_equals_argmax(tmp_path):
     assert cold == argmax
     assert warm != argmax
     # argmax by hand: a Python loop that feeds back the most likely character
-    vocab, _ = sample.load_vocab(tmp_path)
+    vocab, _ = rundir.read_vocab(tmp_path)
     model = model_lib.build_model(config.model, len(vocab.chars))
     best, _ = restore_params(tmp_path, config, best=True)
     carry = model.initial_carry(best.params, (1,))
@@ -353,7 +353,7 @@ def test_resume_refuses_a_changed_corpus_and_keeps_the_run_intact(tmp_path):
 def test_capped_validation_is_the_one_compared_and_the_full_split_is_scored_at_the_end(tmp_path):
     config = tiny_config(**{"train.eval_batches": 1, "train.steps": 12, "train.eval_every": 6})
     results = train.train(config, tmp_path)
-    lines = metrics.read_metrics(tmp_path)
+    lines = layout.read_metrics(tmp_path)
     valid = [m for m in lines if m["split"] == "valid"]
     assert [m["step"] for m in valid] == [6, 12]
     full = [m for m in lines if m["split"] == "valid_full"]
