@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import base
-from rnnlab import data, model as model_lib, optim, state as state_lib, steps as steps_lib
+from rnnlab import optim, state as state_lib, steps as steps_lib, tasks
 
 
 def make_configs(args):
@@ -47,16 +47,13 @@ def main():
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
     configs = make_configs(args)
-    corpus = data.load_corpus(configs[0].data)
-    V = len(corpus.vocab.chars)
-    streams = data.make_streams(corpus.splits["train"], args.batch)
-    windows = data.num_windows(streams.shape[1], args.bptt)
-    streams = jax.device_put(streams)
-    model = model_lib.build_model(configs[0].model, V)
+    task = tasks.build(configs[0])
+    streams = jax.device_put(task.data)
     tx = optim.make_optimizer(configs[0].optim, 10_000)
-    step = steps_lib.make_train_step(model, tx, args.bptt, windows, True)
-    states = [state_lib.init_state(c, model_lib.build_model(c.model, V),
-                                   optim.make_optimizer(c.optim, 10_000)) for c in configs]
+    step = steps_lib.make_train_step(task, tx)
+    states = [state_lib.init_state(c, tasks.model(c, task.record),
+                                   optim.make_optimizer(c.optim, 10_000), task.metrics)
+              for c in configs]
     stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *states)
 
     single = jax.jit(step)

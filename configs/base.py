@@ -14,6 +14,12 @@ def get_config(arg=None):
     c = config_dict.ConfigDict()
     c.seed = 0  # seeds params, dropout, sampling and the data order: same seed -> same run
 
+    c.task = config_dict.ConfigDict()
+    c.task.name = "lm"  # the sequence regime: a name in rnnlab.tasks.TASKS
+    c.task.pooling = "last"  # many-to-one: the readout reads the last valid step | mean | max
+    c.task.target = "final"  # parity: the parity of the whole sequence | running (every step)
+    c.task.feed_vector = False  # vec2seq: feed the conditioning vector at every decoder step
+
     c.data = config_dict.ConfigDict()
     c.data.name = "pydoc"  # text8 | text | pydoc (offline: Python's help text) | python_source
     c.data.path = ""  # data.name=text: path of a UTF-8 text file
@@ -23,6 +29,16 @@ def get_config(arg=None):
     c.data.valid_fraction = 0.05  # contiguous split: train, then valid, then test (text8: 5M)
     c.data.test_fraction = 0.05  # the last fraction of the corpus is the test split
     c.data.max_chars = 0  # use only the first N characters of the corpus (0: all)
+    c.data.text_field = "text"  # classify/regress: the text column of data.path
+    c.data.label_field = "label"  # classify/regress: the label column of data.path
+    c.data.valid_path = ""  # classify/regress: separate valid and test files (else split path)
+    c.data.test_path = ""  # classify/regress: the test file, with data.valid_path
+    c.data.split_seed = 0  # classify/regress: the split of data.path (fixed across seeds)
+    c.data.max_length = 0  # classify/regress: cut texts to this many characters (0: no limit)
+    c.data.length = 100  # adding, parity: the sequence length T
+    c.data.delay = 100  # copy: T, the blank steps between the data and its recall
+    c.data.eval_examples = 1000  # synthetic tasks: fixed valid and test examples, each
+    c.data.max_digits = 3  # seq2seq addition (b < 10^D), vec2seq (numbers < 10^D): D
 
     c.model = config_dict.ConfigDict()
     c.model.cell = "lstm"  # a name in rnnlab.cells.CELLS or "package.module:factory"
@@ -41,11 +57,24 @@ def get_config(arg=None):
     c.model.projection = "fused"  # input projection: fused into each step, or hoisted
     c.model.learn_initial_carry = False  # a learned initial state instead of zeros
     c.model.jordan_feedback = "teacher"  # jordan feeds back: teacher (previous target) | output
+    # (its softmax, free running) | sample (of its output) | scheduled (sampling, Bengio 2015)
+    c.model.sampling_schedule = "inverse_sigmoid"  # scheduled: P(target) by step | linear | exponential
+    c.model.sampling_k = 1000.0  # inverse_sigmoid k/(k+exp(i/k)); linear steps to 0; exponential k^i
+
+    # seq2seq/vec2seq: the decoder's layers are model.*'s, except for the keys set here.
+    c.decoder = config_dict.ConfigDict()
+    c.decoder.cell = placeholder(str)  # the decoder's cell (None: model.cell)
+    c.decoder.hidden_size = placeholder(int)  # its H (None: model.hidden_size)
+    c.decoder.num_layers = placeholder(int)  # its depth (None: model.num_layers)
+
+    c.eval = config_dict.ConfigDict()
+    c.eval.beam_size = 1  # seq2seq/vec2seq: free-running decoding: 1 greedy, > 1 beam search
+    c.eval.length_penalty = 0.0  # beam search: scores / ((5 + length) / 6) ** this (GNMT)
 
     c.train = config_dict.ConfigDict()
     c.train.steps = 10_000  # optimizer steps (one truncated-BPTT window each)
     c.train.batch_size = 64  # B contiguous streams
-    c.train.bptt_len = 100  # T: truncated-BPTT window length (the "unroll length")
+    c.train.bptt_len = 100  # T: truncated-BPTT window length (the "unroll length"); 0: full
     c.train.carry_state = True  # carry the state across windows (False: reset each window)
     c.train.log_every = 100  # console/metrics.jsonl training log interval, in steps
     c.train.eval_every = 1000  # validation (and a sample) interval, in steps
@@ -81,18 +110,22 @@ def get_config(arg=None):
 
 
 def smoke(c):
-    """Shrinks a run config to a smoke test: well under a minute on CPU, on the offline corpus.
+    """Shrinks a run config to a smoke test: well under a minute on CPU, offline.
 
-    The model family, cell and optimizer stay; the corpus becomes the first 40k characters of
-    the offline `pydoc` corpus, so a smoke run needs no download.
+    The task, model family, cell and optimizer stay; a corpus becomes the first 40k characters
+    of the offline `pydoc` corpus (no download), and synthetic sequences get short.
     """
-    c.data.name = "pydoc"
+    if c.task.name == "lm":
+        c.data.name = "pydoc"
     c.data.max_chars = 40_000
+    c.data.length = min(c.data.length, 12)
+    c.data.delay = min(c.data.delay, 5)
+    c.data.eval_examples = min(c.data.eval_examples, 64)
     c.model.hidden_size = 32
     c.model.embed_size = min(c.model.embed_size, 16)
     c.train.steps = 30
     c.train.batch_size = 8
-    c.train.bptt_len = 16
+    c.train.bptt_len = 16 if c.task.name == "lm" else min(c.train.bptt_len, 6)
     c.train.log_every = 5
     c.train.eval_every = 10
     c.train.eval_batches = 4

@@ -130,7 +130,8 @@ def check_fractions(valid_fraction: float, test_fraction: float) -> None:
     _exact_fractions(valid_fraction, test_fraction)
 
 
-def split_sizes(n: int, valid_fraction: float, test_fraction: float) -> tuple[int, int, int]:
+def split_sizes(n: int, valid_fraction: float, test_fraction: float, *,
+                unit: str = "characters") -> tuple[int, int, int]:
     """(train, valid, test) sizes of a corpus of `n` characters.
 
     valid and test get floor(n * fraction) characters, train the rest. The fractions are taken
@@ -147,8 +148,8 @@ def split_sizes(n: int, valid_fraction: float, test_fraction: float) -> tuple[in
     for name, f in zip(SPLITS, (1, *exact)):
         if sizes[name] == 0 and f != 0:
             raise ValueError(
-                f"the {name} split of a corpus of {n} characters is empty: use a larger corpus "
-                "(data.max_chars) or "
+                f"the {name} split of {'a corpus of ' if unit == 'characters' else ''}{n} "
+                f"{unit} is empty: use a larger corpus (data.max_chars) or "
                 + ("smaller fractions" if name == "train" else f"a larger data.{name}_fraction")
             )
     return sizes["train"], sizes["valid"], sizes["test"]

@@ -16,7 +16,13 @@ from rnnlab import cells, recurrent
 
 # config.model keys passed to the cell factory when set (None: the cell's own default).
 CELL_OPTION_KEYS = ("activation", "init", "init_scale", "forget_bias", "reset_after")
-JORDAN_FEEDBACK = ("teacher", "output")
+JORDAN_FEEDBACK = ("teacher", "output", "sample", "scheduled")
+# Scheduled sampling (Bengio et al. 2015): the probability of feeding the target at step i.
+SAMPLING_SCHEDULES = {
+    "inverse_sigmoid": lambda i, k: k / (k + jnp.exp(i / k)),  # k >= 1
+    "linear": lambda i, k: jnp.maximum(0.0, 1.0 - i / k),  # reaches 0 at step k
+    "exponential": lambda i, k: k ** i,  # 0 < k < 1
+}
 
 
 class Model(NamedTuple):
@@ -25,8 +31,9 @@ class Model(NamedTuple):
     Attributes:
       init: `(key) -> params`.
       initial_carry: `(params, batch_shape) -> carry`.
-      apply: `(params, carry, tokens [B..., T], *, reset=None, key=None) -> (carry, logits
-        [B..., T, V])`; `key` turns dropout on (training).
+      apply: `(params, carry, tokens [B..., T], *, reset=None, key=None, teacher=None) ->
+        (carry, logits [B..., T, V])`; `key` turns dropout on (training); `teacher [B..., T]`:
+        where a Jordan cell trained with scheduled sampling feeds the target.
       vocab_size: V.
     """
 
@@ -40,12 +47,14 @@ def _cell_options(m: ml_collections.ConfigDict) -> dict:
     return {k: m[k] for k in CELL_OPTION_KEYS if m[k] is not None}
 
 
-def check_model_config(m: ml_collections.ConfigDict, *, causal: bool = True) -> None:
+def check_model_config(m: ml_collections.ConfigDict, *, causal: bool = True,
+                       jordan: bool = True) -> None:
     """Raises ValueError for a bad `config.model`, before any compute.
 
     Args:
       m: `config.model`.
       causal: the task predicts the next token, so no layer may see the future.
+      jordan: the task can have a Jordan cell (whose output is the next-token distribution).
     """
     for key in ("hidden_size", "num_layers", "scan_unroll"):
         if not isinstance(m[key], int) or m[key] <= 0:
@@ -64,6 +73,9 @@ def check_model_config(m: ml_collections.ConfigDict, *, causal: bool = True) -> 
             "answer from its backward direction. Use model.bidirectional=False for language "
             "modelling (bidirectional layers are for tasks that read the whole input first)."
         )
+    if m.cell == "jordan" and not jordan:
+        raise ValueError("model.cell=jordan feeds back its output as the next-token "
+                         "distribution: it is a cell for language modelling (task.name=lm)")
     if m.cell == "jordan":
         if m.num_layers != 1 or m.bidirectional:
             raise ValueError(
@@ -75,6 +87,16 @@ def check_model_config(m: ml_collections.ConfigDict, *, causal: bool = True) -> 
             raise ValueError(
                 f"model.jordan_feedback must be one of {JORDAN_FEEDBACK}, got {m.jordan_feedback!r}"
             )
+        if m.jordan_feedback == "scheduled":
+            if m.sampling_schedule not in SAMPLING_SCHEDULES:
+                raise ValueError(f"model.sampling_schedule must be one of "
+                                 f"{tuple(SAMPLING_SCHEDULES)}, got {m.sampling_schedule!r}")
+            k, schedule = m.sampling_k, m.sampling_schedule
+            ok = {"inverse_sigmoid": k >= 1, "linear": k > 0, "exponential": 0 < k < 1}
+            if not ok[schedule]:
+                raise ValueError(f"model.sampling_k={k} does not suit the {schedule} schedule "
+                                 "(inverse_sigmoid: k >= 1; linear: k > 0 steps; exponential: "
+                                 "0 < k < 1)")
     # Builds the cell (cheap, no compute): unknown names and options fail here, with the lists.
     _make_cell(m, vocab_size=2)
 
@@ -86,29 +108,66 @@ def _make_cell(m, vocab_size):
     return cells.get_cell(m.cell, hidden_size=m.hidden_size, **options)
 
 
-def build_model(m: ml_collections.ConfigDict, vocab_size: int) -> Model:
-    """Builds the model `config.model` describes for a vocabulary of `vocab_size` tokens."""
-    V = vocab_size
-    jordan = m.cell == "jordan"
+def make_body(m: ml_collections.ConfigDict, vocab_size: int | None = None) -> recurrent.Layer:
+    """The recurrent layers `config.model` (or a section shaped like it) describes: stacked,
+    bidirectional when asked, with dropout and residual connections between layers.
+    `vocab_size` is a Jordan cell's output size."""
     rnn_options = dict(
         unroll=m.scan_unroll, projection=m.projection, learn_initial_carry=m.learn_initial_carry
     )
     layers = []
     for _ in range(m.num_layers):
         if m.bidirectional:
-            layers.append(
-                recurrent.bidirectional(_make_cell(m, V), _make_cell(m, V), **rnn_options)
-            )
+            layers.append(recurrent.bidirectional(_make_cell(m, vocab_size),
+                                                  _make_cell(m, vocab_size), **rnn_options))
         else:
-            layers.append(recurrent.rnn(_make_cell(m, V), **rnn_options))
-    body = recurrent.stack(layers, dropout=m.dropout, residual=m.residual)
+            layers.append(recurrent.rnn(_make_cell(m, vocab_size), **rnn_options))
+    return recurrent.stack(layers, dropout=m.dropout, residual=m.residual)
+
+
+def embed_init(key, m: ml_collections.ConfigDict, vocab_size: int) -> dict:
+    """An embedding table when `model.embed_size` > 0 (else one-hot inputs: no params)."""
+    return {"embed": jax.random.normal(key, (vocab_size, m.embed_size))} if m.embed_size else {}
+
+
+def embed(params, m: ml_collections.ConfigDict, tokens, vocab_size: int):
+    """Token ids -> inputs: the learned embedding, or one-hot vectors."""
+    return params["embed"][tokens] if m.embed_size else jax.nn.one_hot(tokens, vocab_size)
+
+
+def output_dropout(ys, rate: float, key):
+    """char-rnn's dropout before the softmax too (training only: `key` given)."""
+    if key is None or rate <= 0.0:
+        return ys
+    keep = jax.random.bernoulli(key, 1.0 - rate, ys.shape)
+    return jnp.where(keep, ys / (1.0 - rate), 0.0)
+
+
+def _jordan_feedback(mode, xs, tokens, V, key, teacher):
+    """A Jordan cell's inputs for its training mode. The previous target is this step's input
+    token, so teacher forcing feeds its one-hot back; evaluation (no key) does so too, except
+    for the free-running "output" mode, which always feeds the output distribution."""
+    target = jax.nn.one_hot(tokens, V)
+    if mode == "output":
+        return xs
+    if mode == "teacher" or key is None:
+        return cells.jordan_inputs(xs, feedback=target)
+    feedback_key = jax.random.fold_in(key, 1)
+    if mode == "sample":
+        return cells.jordan_inputs(xs, key=feedback_key)
+    return cells.jordan_inputs(xs, feedback=target, key=feedback_key, teacher=teacher)
+
+
+def build_model(m: ml_collections.ConfigDict, vocab_size: int) -> Model:
+    """Builds the model `config.model` describes for a vocabulary of `vocab_size` tokens."""
+    V = vocab_size
+    jordan = m.cell == "jordan"
+    body = make_body(m, V)
     input_size = m.embed_size or V
 
     def init(key):
         k_embed, k_body, k_out = jax.random.split(key, 3)
-        params = {"body": body.init(k_body, input_size)}
-        if m.embed_size:
-            params["embed"] = jax.random.normal(k_embed, (V, m.embed_size))
+        params = {"body": body.init(k_body, input_size), **embed_init(k_embed, m, V)}
         if not jordan:  # a Jordan cell's output is already the logits
             params["readout"] = {
                 "w": jax.nn.initializers.lecun_normal()(k_out, (body.output_size, V)),
@@ -119,20 +178,17 @@ def build_model(m: ml_collections.ConfigDict, vocab_size: int) -> Model:
     def initial_carry(params, batch_shape):
         return body.initial_carry(params["body"], batch_shape)
 
-    def apply(params, carry, tokens, *, reset=None, key=None):
-        xs = params["embed"][tokens] if m.embed_size else jax.nn.one_hot(tokens, V)
-        if jordan and m.jordan_feedback == "teacher":
-            # The previous target is this step's input token: feed its one-hot back.
-            xs = cells.jordan_inputs(xs, feedback=jax.nn.one_hot(tokens, V))
+    def apply(params, carry, tokens, *, reset=None, key=None, teacher=None):
+        xs = embed(params, m, tokens, V)
         body_key = out_key = None
         if key is not None:
             body_key, out_key = jax.random.split(key)
+        if jordan:
+            xs = _jordan_feedback(m.jordan_feedback, xs, tokens, V, key, teacher)
         carry, ys = body.apply(params["body"], carry, xs, reset=reset, key=body_key)
         if jordan:
             return carry, ys
-        if out_key is not None and m.dropout > 0.0:  # char-rnn: dropout before the softmax too
-            keep = jax.random.bernoulli(out_key, 1.0 - m.dropout, ys.shape)
-            ys = jnp.where(keep, ys / (1.0 - m.dropout), 0.0)
+        ys = output_dropout(ys, m.dropout, out_key)
         return carry, ys @ params["readout"]["w"] + params["readout"]["b"]
 
     return Model(init, initial_carry, apply, V)

@@ -43,6 +43,14 @@ def split(mesh, axis: int) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(*[None] * axis, AXIS))
 
 
+def constrain_rows(tree: Any, mesh) -> Any:
+    """Inside jit: every array leaf split over the devices along its first axis (the batch
+    rows of a batch a task generates or gathers on the devices)."""
+    rows = split(mesh, 0)
+    return jax.tree_util.tree_map(
+        lambda x: jax.lax.with_sharding_constraint(x, rows) if x.ndim else x, tree)
+
+
 def state_shardings(state, mesh, batch_axis: int):
     """The carry split along `batch_axis`, every other leaf of the train state replicated."""
     rep, rows = replicated(mesh), split(mesh, batch_axis)
@@ -57,6 +65,8 @@ def put(tree: Any, shardings: Any) -> Any:
     `jax.device_put` of a local value onto other hosts' devices cannot.
     """
     host = jax.device_get(tree)
+    if isinstance(shardings, jax.sharding.Sharding):  # one sharding for every leaf
+        shardings = jax.tree_util.tree_map(lambda _: shardings, host)
 
     def one(x, sharding):
         x = np.asarray(x)

@@ -16,19 +16,18 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import re
+import shutil
 from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 from absl import logging
 
 from rnnlab import checkpoint as checkpoint_lib
-from rnnlab import data, layout, metrics as metrics_lib, storage
+from rnnlab import layout, metrics as metrics_lib, storage
 
 RunDirError = layout.RunDirError
 
@@ -46,29 +45,21 @@ CHECKPOINT_OVERHEAD = 256 * 1024
 SCHEDULES_OVER_ALL_STEPS = ("cosine", "warmup_cosine", "linear")
 
 
-def fingerprint(corpus: data.Corpus) -> str:
-    """A digest of the symbols and every split's ids: resuming on other data is refused."""
-    digest = hashlib.sha1(json.dumps([corpus.vocab.chars, corpus.vocab.unk]).encode())
-    for name in data.SPLITS:
-        digest.update(name.encode() + np.ascontiguousarray(corpus.splits[name]).tobytes())
-    return digest.hexdigest()
-
-
-def write_vocab(workdir, vocab: data.Vocab, default_prime: str, digest: str) -> None:
-    record = {"chars": list(vocab.chars), "unk": vocab.unk, "default_prime": default_prime,
-              "fingerprint": digest}
-    storage.write_atomic(storage.path(workdir) / layout.VOCAB_FILE,
-                         json.dumps(record, ensure_ascii=False))
-
-
-def read_vocab(workdir) -> tuple[data.Vocab, str]:
-    """The run's vocabulary and default sample prime."""
+def read_record(workdir) -> dict:
+    """What the run's task keeps in vocab.json (its vocabulary, labels, ...)."""
     path = storage.path(workdir) / layout.VOCAB_FILE
     record = layout.read_json(path)
-    try:
-        return data.Vocab(tuple(record["chars"]), record["unk"]), record["default_prime"]
-    except (TypeError, KeyError) as e:
-        raise RunDirError(f"{path} is corrupt (no {e})") from e
+    if record is None:
+        raise FileNotFoundError(f"{workdir} holds no run (no {layout.VOCAB_FILE}); pass a run's "
+                                "--workdir")
+    if not isinstance(record, dict):
+        raise RunDirError(f"{path} is corrupt (not a JSON object)")
+    return record
+
+
+def checkpoint_bytes(state: Any) -> int:
+    """About what a checkpoint of `state` takes on disk."""
+    return sum(x.nbytes for x in jax.tree_util.tree_leaves(state)) + CHECKPOINT_OVERHEAD
 
 
 def _config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -174,24 +165,24 @@ class RunDir:
         if old != resolved:
             storage.write_atomic(path, text)
 
-    def check_corpus(self, corpus: data.Corpus, default_prime: str) -> None:
-        """Writes vocab.json on the first run; later runs must see the same corpus."""
+    def check_data(self, digest: str, record: dict) -> None:
+        """Writes vocab.json (the task's `record` and the data's digest) on the first run;
+        later runs must see the same data."""
         if not self.primary:
             return
         path = self.path / layout.VOCAB_FILE
-        digest = fingerprint(corpus)
         try:
             old = layout.read_json(path)
         except RunDirError as e:
             raise RunDirError(f"{e}: delete it and rerun to have it written again from the "
                               "corpus (a changed corpus is then caught by the checkpoints)") from e
         if old is None:
-            write_vocab(self.path, corpus.vocab, default_prime, digest)
+            storage.write_atomic(path, json.dumps({**record, "fingerprint": digest},
+                                                  ensure_ascii=False))
         elif not isinstance(old, dict) or old.get("fingerprint") != digest:
             raise RunDirError(
-                f"the corpus differs from the one {self.path} was trained on (a changed "
-                "file, or pydoc/python_source from another Python version); use a new "
-                "--workdir"
+                f"the corpus differs from the data {self.path} was trained on (a changed file, "
+                "or pydoc/python_source from another Python version); use a new --workdir"
             )
 
     # ---------------------------------------------------------------------- status
@@ -279,7 +270,7 @@ class RunDir:
         """
         self.ckpt.wait()
         self._note_commits()
-        need = sum(x.nbytes for x in jax.tree_util.tree_leaves(state)) + CHECKPOINT_OVERHEAD
+        need = checkpoint_bytes(state)
         free = storage.free_bytes(self.path)
         if free is not None and free < need:
             raise OSError(errno.ENOSPC, f"No space left on device: a checkpoint needs about "
@@ -319,6 +310,11 @@ class RunDir:
         if self.primary:
             self.writer.write(step, split, scalars)
 
+    def write_file(self, name: str, text: str) -> None:
+        """A file of the run's results (a confusion matrix, ...), replaced atomically."""
+        if self.primary:
+            storage.write_atomic(self.path / name, text)
+
     def write_sample(self, step: int, temperature: float, text: str) -> None:
         if not self.primary:
             return
@@ -343,3 +339,45 @@ class RunDir:
             self._lock.truncate(0)  # the pid goes with the lock
             self._lock.close()
             self._lock = None
+
+
+def disk_full(runs: list[RunDir], error: BaseException, checkpoint_size: int, keep: int) -> str:
+    """After a write found the disk full: drops the failed saves' leftovers, marks the runs
+    interrupted (with the space held in reserve), and returns the one message to show."""
+    free = storage.free_bytes(runs[0].path) if runs else None
+    kept = []
+    for run in runs:
+        if run.ckpt is not None:
+            try:
+                run.ckpt.wait()
+            except Exception:  # noqa: BLE001 - the same full disk, reported here
+                pass
+            for name in (layout.CKPT_DIR, layout.BEST_DIR):
+                for p in (run.path / name).glob("*.orbax-checkpoint-tmp*"):
+                    shutil.rmtree(p, ignore_errors=True)
+        steps = layout.checkpoint_steps(run.path)
+        kept.append(f"step {steps[-1]} in {run.path / layout.CKPT_DIR}" if steps else
+                    f"none yet in {run.path}")
+        try:
+            run.release_reserve()
+            run.set_status(layout.INTERRUPTED, steps[-1] if steps else 0, message="disk full")
+        except OSError:
+            kept[-1] += " (status.json could not be updated)"
+    return (f"disk full: {_failed_write(error)}. "
+            + (f"{free / 2**20:.1f} MiB were free; " if free is not None else "")
+            + f"a checkpoint of this run takes about {checkpoint_size / 2**20:.1f} MiB and "
+            f"{keep} + 1 are kept. The last checkpoint is intact (" + "; ".join(kept)
+            + "). Free some space and rerun the same command to resume.")
+
+
+def _failed_write(error: BaseException) -> str:
+    """What a disk-full error was writing, in a few words."""
+    path = getattr(error, "filename", None)
+    if path is None and (match := re.search(r'(?:Failed writing|local file):? "([^"]+)"',
+                                            str(error))):
+        path = match.group(1)
+    if path is None:
+        return checkpoint_lib.first_line(error)
+    if match := re.search(r"(.*)/(\d+)\.orbax-checkpoint-tmp", str(path)):
+        return f"saving the checkpoint {match.group(1)}/{match.group(2)} failed"
+    return f"writing {path} failed"

@@ -1,79 +1,29 @@
-"""Text sampling with temperature from a trained run.
+"""Text sampling with temperature from a trained run, or decoding for a seq2seq run.
 
     python -m rnnlab.sample --workdir=runs/quickstart --temperature=0.8 --prime="the " \
         --length=500 [--seed=0] [--argmax] [--checkpoint=best|last]
+    python -m rnnlab.sample --workdir=runs/addition --input="12+345" [--beam=4]
 
-`generate` is the library function; the train loop calls it at every evaluation.
+`load_run` and `load_state` read a run (also one that is training); the sampling itself is
+`rnnlab.tasks.lm.generate`, which the train loop calls at every evaluation too.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 
 from rnnlab import checkpoint as checkpoint_lib
-from rnnlab import data, layout, optim, rundir, state as state_lib, storage
+from rnnlab import data, layout, optim, rundir, state as state_lib, storage, tasks
 from rnnlab import model as model_lib
-
-
-def generate(
-    model: model_lib.Model,
-    params,
-    prime: np.ndarray,
-    length: int,
-    *,
-    temperature: float,
-    key: jax.Array,
-) -> jax.Array:
-    """Feeds `prime` (token ids, at least one), then samples `length` tokens.
-
-    Each token is drawn from softmax(logits / temperature) and fed back as the next input;
-    `temperature=0` takes the argmax (the limit of temperature -> 0).
-    """
-    if len(prime) == 0:
-        raise ValueError("sampling needs a non-empty prime to start from")
-    return _generate(model, params, jnp.asarray(prime, jnp.int32), length, temperature, key)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _generate(model, params, prime, length, temperature, key):
-    carry = model.initial_carry(params, (1,))
-    carry, _ = model.apply(params, carry, prime[None, :-1])  # T=0 when the prime is one token
-
-    def body(state, k):
-        carry, token = state
-        carry, logits = model.apply(params, carry, token[:, None])
-        logits = logits[:, 0].astype(jnp.float32)
-        sampled = jax.random.categorical(k, logits / jnp.maximum(temperature, 1e-30))
-        token = jnp.where(temperature > 0, sampled, jnp.argmax(logits, axis=-1))
-        return (carry, token), token[0]
-
-    _, tokens = jax.lax.scan(body, (carry, prime[-1:]), jax.random.split(key, length))
-    return tokens
-
-
-def encode_prime(vocab: data.Vocab, prime: str) -> np.ndarray:
-    """The ids of `prime`; characters outside the vocabulary are an error, or, where the
-    vocabulary has an unknown symbol, read as it with a warning that names them."""
-    missing = sorted(set(prime) - set(vocab.chars))
-    if missing and vocab.unk is None:
-        raise ValueError(
-            f"the prime has characters outside the model's vocabulary: {missing!r}; "
-            f"the vocabulary is {''.join(vocab.chars)!r}"
-        )
-    if missing:
-        logging.warning("the prime has characters outside the vocabulary, read as the unknown "
-                        "symbol: %s", ", ".join(map(repr, missing)))
-    return data.encode(vocab, prime)
+from rnnlab.tasks import lm, seq2seq
 
 
 def sample_text(
@@ -95,19 +45,41 @@ def sample_text(
     if length < 0:
         raise ValueError(f"length must be >= 0, got {length}")
     workdir = storage.path(workdir)
-    record = layout.read_json(workdir / layout.CONFIG_FILE)
-    if record is None:
-        raise FileNotFoundError(f"{workdir} holds no run (no config.json); pass a run's --workdir")
-    config = ml_collections.ConfigDict(record)
-    vocab, default_prime = rundir.read_vocab(workdir)
-    prime = prime or default_prime
-    model = model_lib.build_model(config.model, len(vocab.chars))
+    config, record = load_run(workdir)
+    if config.task.name != "lm":
+        raise ValueError(f"{workdir} is a {config.task.name!r} run; --prime sampling is for "
+                         "language models (task.name='lm')")
+    vocab = lm.vocab(record)
+    prime = prime or record["default_prime"]
+    model = tasks.model(config, record)
     params = load_state(workdir, config, model, checkpoint=checkpoint).state.params
-    tokens = generate(
-        model, params, encode_prime(vocab, prime), length,
-        temperature=temperature, key=jax.random.key(seed),
-    )
+    tokens = lm.generate(model, params, lm.encode_prime(vocab, prime), length,
+                         temperature=temperature, key=jax.random.key(seed))
     return prime + data.decode(vocab, np.asarray(tokens))
+
+
+def decode_input(workdir: str | os.PathLike, text: str, *, beam_size: int = 1,
+                 length_penalty: float = 0.0, checkpoint: str = "best") -> str:
+    """A seq2seq or vec2seq run's free-running decoding of one input (greedy, or beam)."""
+    if beam_size < 1:
+        raise ValueError(f"--beam must be >= 1, got {beam_size}")
+    config, record = load_run(workdir)
+    if config.task.name not in ("seq2seq", "vec2seq"):
+        raise ValueError(f"{workdir} is a {config.task.name!r} run; --input decodes seq2seq and "
+                         "vec2seq runs (use --prime to sample a language model)")
+    params = load_state(workdir, config, tasks.model(config, record),
+                        checkpoint=checkpoint).state.params
+    return seq2seq.translate(config, record, params, text, beam_size=beam_size,
+                             length_penalty=length_penalty)
+
+
+def load_run(workdir) -> tuple[ml_collections.ConfigDict, dict]:
+    """A run's config and its task's record (vocab.json)."""
+    workdir = storage.path(workdir)
+    resolved = layout.read_json(workdir / layout.CONFIG_FILE)
+    if resolved is None:
+        raise FileNotFoundError(f"{workdir} holds no run (no config.json); pass a run's --workdir")
+    return ml_collections.ConfigDict(resolved), rundir.read_record(workdir)
 
 
 def load_state(workdir, config: ml_collections.ConfigDict, model: model_lib.Model, *,
@@ -116,7 +88,8 @@ def load_state(workdir, config: ml_collections.ConfigDict, model: model_lib.Mode
     warning, when the run has no usable best) or "last". Reads only, so it is safe while the
     run trains: a checkpoint replaced during the read is looked for again."""
     like = state_lib.init_state(config, model, optim.make_optimizer(config.optim,
-                                                                    config.train.steps))
+                                                                    config.train.steps),
+                                tasks.metric_names(config))
     order = [True, False] if checkpoint == "best" else [False]
     for best in order:
         for _ in range(attempts):
@@ -155,10 +128,15 @@ def main(argv):
     FLAGS = flags.FLAGS
     temperature = 0.0 if FLAGS.argmax else FLAGS.temperature
     try:
-        text = sample_text(
-            FLAGS.workdir, prime=FLAGS.prime, length=FLAGS.length, temperature=temperature,
-            seed=FLAGS.seed, checkpoint=FLAGS.checkpoint,
-        )
+        if FLAGS.input is not None:
+            text = decode_input(FLAGS.workdir, FLAGS.input, beam_size=FLAGS.beam,
+                                length_penalty=FLAGS.length_penalty,
+                                checkpoint=FLAGS.checkpoint)
+        else:
+            text = sample_text(
+                FLAGS.workdir, prime=FLAGS.prime, length=FLAGS.length, temperature=temperature,
+                seed=FLAGS.seed, checkpoint=FLAGS.checkpoint,
+            )
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -175,4 +153,8 @@ if __name__ == "__main__":
     flags.DEFINE_integer("seed", 0, "Sampling seed.")
     flags.DEFINE_bool("argmax", False, "Take the most likely character at each step.")
     flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which checkpoint to sample from.")
+    flags.DEFINE_string("input", None, "seq2seq/vec2seq runs: the source to decode (a text, or "
+                        "a number for vec2seq).")
+    flags.DEFINE_integer("beam", 1, "With --input: the beam size (1: greedy).")
+    flags.DEFINE_float("length_penalty", 0.0, "With --input and a beam: GNMT's alpha.")
     app.run(main)

@@ -10,8 +10,7 @@ import json
 
 import ml_collections
 
-from rnnlab import data, optim
-from rnnlab import model as model_lib
+from rnnlab import optim, tasks
 
 
 class ConfigError(ValueError):
@@ -20,10 +19,13 @@ class ConfigError(ValueError):
 
 def check_train_config(t: ml_collections.ConfigDict) -> None:
     """Raises ValueError for a bad `config.train`, before any compute."""
-    for key in ("steps", "batch_size", "bptt_len", "log_every", "eval_every", "ckpt_every",
+    for key in ("steps", "batch_size", "log_every", "eval_every", "ckpt_every",
                 "keep_checkpoints", "max_nonfinite"):
         if not isinstance(t[key], int) or t[key] <= 0:
             raise ValueError(f"train.{key} must be a positive integer, got {t[key]!r}")
+    if not isinstance(t.bptt_len, int) or t.bptt_len < 0:
+        raise ValueError(f"train.bptt_len must be an integer >= 0 (0: full BPTT where the task "
+                         f"allows it), got {t.bptt_len!r}")
     for key in ("eval_batches", "eval_batch_size", "sample_length"):
         if t[key] < 0:
             raise ValueError(f"train.{key} must be >= 0 (0: the default), got {t[key]!r}")
@@ -36,14 +38,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     try:
         if not isinstance(config.seed, int) or config.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {config.seed!r}")
-        if config.data.name not in data.CORPORA:
-            raise ValueError(f"unknown data.name {config.data.name!r}; known: "
-                             f"{', '.join(data.CORPORA)}")
-        if config.data.max_chars < 0:
-            raise ValueError(f"data.max_chars must be >= 0 (0: all), got {config.data.max_chars}")
-        data.check_fractions(config.data.valid_fraction, config.data.test_fraction)
         check_train_config(config.train)
-        model_lib.check_model_config(config.model, causal=True)
+        tasks.check(config)
         optim.check_optim_config(config.optim, config.train.steps)
     except ValueError as e:
         raise ConfigError(str(e)) from e

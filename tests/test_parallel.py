@@ -35,20 +35,21 @@ def test_eight_devices_match_one_and_resume_bitwise_after_sigkill(tmp_path, tmp_
 
 SHARDING_CHECK = """
 import jax, numpy as np
-from rnnlab import model as model_lib, optim, parallel, state as state_lib, steps
+from rnnlab import optim, parallel, state as state_lib, steps, tasks
 from test_train import tiny_config
 config = tiny_config(**{"train.batch_size": 16})
-model = model_lib.build_model(config.model, 30)
+task = tasks.build(config)
 tx = optim.make_optimizer(config.optim, config.train.steps)
 mesh = parallel.make_mesh()
-state = state_lib.init_state(config, model, tx)
+state = state_lib.init_state(config, task.model, tx, task.metrics)
 shardings = parallel.state_shardings(state, mesh, 0)
 state = parallel.put(state, shardings)
-streams = parallel.put(np.zeros((16, 400), np.int32), parallel.split(mesh, 0))
-step = jax.jit(steps.make_train_step(model, tx, 16, 20, True), in_shardings=(shardings,
-               streams.sharding), out_shardings=shardings)
-hlo = step.lower(state, streams).compile().as_text()
-out = step(state, streams)
+data = parallel.put(task.data, {k: parallel.split(mesh, 0) for k in task.data})
+step = jax.jit(steps.make_train_step(task, tx, lambda b: parallel.constrain_rows(b, mesh)),
+               in_shardings=(shardings, {k: v.sharding for k, v in data.items()}),
+               out_shardings=shardings)
+hlo = step.lower(state, data).compile().as_text()
+out = step(state, data)
 h, c = out.carry[0]
 print(json.dumps({"devices": jax.device_count(), "all_reduce": "all-reduce" in hlo,
                   "carry_shard": list(h.sharding.shard_shape(h.shape)),
@@ -181,3 +182,33 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_the_rerun_is_bitwise(
     for code, log in run_processes([run, run], *KILL_RUN):
         assert code == 0, log[-3000:]
     assert_same_run(straight, run)
+
+
+EVERY_TASK = """
+import json, sys
+from rnnlab import train
+from test_tasks import task_config
+out = {}
+for name, workdir in zip(sys.argv[1::2], sys.argv[2::2]):
+    out[name] = train.train(task_config(name), workdir)["test"]
+print(json.dumps(out))
+"""
+
+
+def test_every_kind_of_task_trains_data_parallel_like_one_device(tmp_path):
+    """Batches generated on the devices (adding) and gathered from a replicated data set
+    (classify): on 8 devices, the same metrics as on one to float rounding."""
+    names = ["adding", "classify"]
+    args = [a for name in names for a in (name, str(tmp_path / f"eight_{name}"))]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT / "tests"), **EIGHT)
+    out = subprocess.run([sys.executable, "-c", EVERY_TASK, *args], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    eight = json.loads(out.stdout.strip().splitlines()[-1])
+    from test_tasks import task_config
+
+    for name in names:
+        one = train.train(task_config(name), tmp_path / f"one_{name}")["test"]
+        assert set(one) == set(eight[name])
+        for key in one:
+            assert abs(one[key] - eight[name][key]) <= 1e-3 * max(1.0, abs(one[key])), (name, key)

@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from configs import quickstart
-from rnnlab import checkpoint, data, layout, model as model_lib, optim, rundir, sample, steps
-from rnnlab import state as state_lib, storage, train, validation
+from rnnlab import checkpoint, data, layout, optim, rundir, sample, steps
+from rnnlab import state as state_lib, storage, tasks, train, validation
+from rnnlab.tasks import lm
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DETERMINISTIC = ("loss", "bpc", "accuracy", "grad_norm", "lr", "perplexity", "nonfinite")
@@ -43,18 +44,15 @@ def tiny_config(**overrides):
     return c
 
 
-def fresh_state(config, vocab_size):
-    model = model_lib.build_model(config.model, vocab_size)
-    return state_lib.init_state(config, model, optim.make_optimizer(config.optim, config.train.steps))
-
-
 def restore_params(workdir, config=None, *, best=False):
     """The run's last (or best) checkpoint, restored with the run's own config.json."""
     workdir = storage.path(workdir)  # a local path or a gs:// URL
-    config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
-    vocab, _ = rundir.read_vocab(workdir)
+    config, record = sample.load_run(workdir)
+    model = tasks.model(config, record)
+    fresh = state_lib.init_state(config, model, optim.make_optimizer(
+        config.optim, config.train.steps), tasks.metric_names(config))
     ckpt = checkpoint.Checkpointer(workdir, 3, read_only=True)
-    restored = ckpt.restore(fresh_state(config, len(vocab.chars)), best=best)
+    restored = ckpt.restore(fresh, best=best)
     ckpt.close()
     return restored.state, restored.meta
 
@@ -72,7 +70,7 @@ def test_smoke_training_lowers_the_loss_and_writes_the_run_dir(tmp_path):
     lines = layout.read_metrics(tmp_path)
     train_loss = [m["loss"] for m in lines if m["split"] == "train"]
     assert train_loss[-1] < train_loss[0] - 0.5
-    vocab_size = len(rundir.read_vocab(tmp_path)[0].chars)
+    vocab_size = len(rundir.read_record(tmp_path)["chars"])
     assert results["valid"]["bpc"] < np.log2(vocab_size) - 0.5  # better than uniform
     assert results["status"] == "finished" and {"valid", "test"} <= set(results)
     for name in ("config.json", "vocab.json", "metrics.jsonl", "samples.txt", "status.json"):
@@ -91,16 +89,13 @@ def test_smoke_training_lowers_the_loss_and_writes_the_run_dir(tmp_path):
 
 def test_every_parameter_changes_and_the_step_compiles_once(tmp_path):
     config = tiny_config(**{"model.num_layers": 2, "model.embed_size": 8})
-    corpus = data.load_corpus(config.data)
-    model = model_lib.build_model(config.model, len(corpus.vocab.chars))
+    task = tasks.build(config)
     tx = optim.make_optimizer(config.optim, config.train.steps)
-    streams = data.make_streams(corpus.splits["train"], config.train.batch_size)
-    windows = data.num_windows(streams.shape[1], config.train.bptt_len)
-    step = jax.jit(steps.make_train_step(model, tx, config.train.bptt_len, windows, True))
-    state = state_lib.init_state(config, model, tx)
+    step = jax.jit(steps.make_train_step(task, tx))
+    state = state_lib.init_state(config, task.model, tx, task.metrics)
     before = jax.tree_util.tree_map(np.asarray, state.params)
     for _ in range(3):
-        state = step(state, jnp.asarray(streams))
+        state = step(state, task.data)
     assert step._cache_size() == 1
     changed = jax.tree_util.tree_map(lambda a, b: not np.array_equal(a, b), before, state.params)
     assert all(jax.tree_util.tree_leaves(changed))
@@ -239,7 +234,8 @@ def test_every_run_config_and_its_smoke_variant_are_valid(name):
     validation.check_config(module.get_config())
     smoke = module.get_config("smoke")
     validation.check_config(smoke)
-    assert smoke.data.name == "pydoc" and smoke.train.steps <= 50
+    assert smoke.train.steps <= 50
+    assert smoke.data.name == "pydoc" or smoke.task.name != "lm"  # offline: no download
 
 
 @pytest.mark.parametrize("name", ["elman_text8", "jordan_text8", "gru_text8"])
@@ -314,8 +310,8 @@ def test_sampling_at_temperature_to_zero_equals_argmax(tmp_path):
     assert cold == argmax
     assert warm != argmax
     # argmax by hand: a Python loop that feeds back the most likely character
-    vocab, _ = rundir.read_vocab(tmp_path)
-    model = model_lib.build_model(config.model, len(vocab.chars))
+    config, record = sample.load_run(tmp_path)
+    vocab, model = lm.vocab(record), tasks.model(config, record)
     best, _ = restore_params(tmp_path, config, best=True)
     carry = model.initial_carry(best.params, (1,))
     tokens = list(data.encode(vocab, "The "))
@@ -368,12 +364,11 @@ def test_evaluation_equals_one_pass_over_each_stream(tmp_path):
     config = tiny_config(**{"train.steps": 6})
     train.train(config, tmp_path)
     state, _ = restore_params(tmp_path)
-    corpus = data.load_corpus(config.data)
-    model = model_lib.build_model(config.model, len(corpus.vocab.chars))
-    streams = data.make_streams(corpus.splits["valid"], config.train.batch_size)
-    windows = data.num_windows(streams.shape[1], config.train.bptt_len)
-    evaluate = jax.jit(steps.make_evaluate(model, config.train.bptt_len, True, windows, windows))
-    loss_sum, correct = evaluate(state.params, jnp.asarray(streams))
+    task = tasks.build(config)
+    model, streams = task.model, task.data["valid"]
+    windows = task.eval_windows["valid"]
+    sums = jax.jit(lambda p, d: task.evaluate(p, d, "valid", None))(state.params, task.data)
+    loss_sum, correct = sums["loss"], sums["accuracy"]
     n = windows * config.train.bptt_len
     inputs, targets = jnp.asarray(streams[:, :n], jnp.int32), jnp.asarray(streams[:, 1 : n + 1])
     _, logits = model.apply(state.params, None, inputs)

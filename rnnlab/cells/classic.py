@@ -248,7 +248,9 @@ def jordan(
       - `{"x": x_t, "feedback": f_t}`: teacher forcing, `f_t` is given, e.g. the one-hot
         previous target;
       - `{"x": x_t, "key": k_t}` (one PRNG key per example and step): free running on a sample,
-        `f_t = one_hot(categorical(k_t, y_{t-1}))`.
+        `f_t = one_hot(categorical(k_t, y_{t-1}))`;
+      - `{"x", "feedback", "key", "teacher": bool}`: scheduled sampling (Bengio et al. 2015),
+        the given `f_t` where `teacher` is true, the model's own sample elsewhere.
     `jordan_inputs` builds these. `mu` is the fixed self-connection of the context units in
     Jordan's original (default 0, the common simplified form).
 
@@ -288,7 +290,11 @@ def jordan(
     def recur(params, carry, xp):
         s, y_prev = carry
         p = base.cast(params, s.dtype)
-        f = xp["feedback"].astype(s.dtype) if "feedback" in xp else y_prev
+        f = y_prev
+        if "feedback" in xp:
+            f = xp["feedback"].astype(s.dtype)
+            if "teacher" in xp:  # scheduled sampling: the target where true, else own sample
+                f = jnp.where(xp["teacher"][..., None], f, y_prev)
         s = f + mu * s
         h = act(xp["x"] + s @ p["w_s"])
         y = h @ p["w_y"] + p["b_y"]
@@ -307,18 +313,25 @@ def jordan(
     return base.Cell(init_fn, initial_carry, step, project, recur, H, O)
 
 
-def jordan_inputs(xs, *, feedback=None, key=None):
-    """Builds a Jordan cell's input: `feedback` for teacher forcing, `key` to sample.
+def jordan_inputs(xs, *, feedback=None, key=None, teacher=None):
+    """Builds a Jordan cell's input: `feedback` for teacher forcing, `key` to sample, all three
+    with `teacher` for scheduled sampling.
 
     Args:
       xs: `[B..., T, F]` inputs.
       feedback: `[B..., T, O]` fed-back values (the previous targets: `feedback[..., t, :]`
         replaces the cell's own output of step t-1).
       key: one PRNG key; split into one key per example and step to sample the fed-back output.
+      teacher: `[B..., T]` bool: where to feed `feedback` rather than the sample.
     """
-    if feedback is not None and key is not None:
-        raise ValueError("jordan_inputs: pass feedback (teacher forcing) or key (sampling), not both")
+    if feedback is not None and key is not None and teacher is None:
+        raise ValueError("jordan_inputs: pass feedback (teacher forcing) or key (sampling), or "
+                         "both with teacher (scheduled sampling)")
+    if teacher is not None and (feedback is None or key is None):
+        raise ValueError("jordan_inputs: teacher (scheduled sampling) needs feedback and key")
     inputs = {"x": xs}
+    if teacher is not None:
+        inputs["teacher"] = teacher
     if feedback is not None:
         inputs["feedback"] = feedback
     if key is not None:

@@ -1,0 +1,61 @@
+"""Scores a run's checkpoint on its whole validation and test splits, as its final evaluation
+does, optionally with other evaluation settings (a beam for a seq2seq run, say).
+
+    python -m rnnlab.evaluate --workdir=runs/addition [--checkpoint=best|last] \
+        [--eval.beam_size=4] [--eval.length_penalty=0.6]
+
+Prints one JSON object: {"step": N, "checkpoint": "best", "valid": {...}, "test": {...}}. The
+run directory is only read (it may be training).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import jax
+from absl import app, flags
+
+from rnnlab import checkpoint as checkpoint_lib
+from rnnlab import sample, tasks, validation
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "The run directory to evaluate.", required=True)
+_CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which checkpoint.")
+_BEAM = flags.DEFINE_integer("eval.beam_size", None, "seq2seq/vec2seq: the beam (1: greedy).")
+_PENALTY = flags.DEFINE_float("eval.length_penalty", None, "Beam search: GNMT's alpha.")
+
+
+def evaluate(workdir, *, checkpoint: str = "best", **eval_settings) -> dict:
+    """The run's scores on its whole valid and test splits (`eval_settings`: eval.* keys)."""
+    config, record = sample.load_run(workdir)
+    for key, value in eval_settings.items():
+        if value is not None:
+            config.eval[key] = value
+    validation.check_config(config)
+    task = tasks.build(config)
+    restored = sample.load_state(workdir, config, tasks.model(config, record),
+                                 checkpoint=checkpoint)
+    out = {"step": restored.step, "checkpoint": checkpoint}
+    for split in ("valid", "test"):
+        sums = jax.device_get(jax.jit(lambda p, d, s=split: task.evaluate(p, d, s, None))(
+            restored.state.params, task.data))
+        count = float(sums["count"])
+        out[split] = task.derive({k: float(v) / count for k, v in sums.items()
+                                  if k != "count" and v.ndim == 0})
+    return out
+
+
+def main(argv):
+    del argv
+    checkpoint_lib.quiet_orbax_logs()
+    try:
+        result = evaluate(_WORKDIR.value, checkpoint=_CHECKPOINT.value, beam_size=_BEAM.value,
+                          length_penalty=_PENALTY.value)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    app.run(main)

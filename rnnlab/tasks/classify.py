@@ -1,0 +1,270 @@
+"""Many-to-one classification and regression of texts: one label (or number) per sequence.
+
+Data: the user's own file, `--config.data.path=FILE`, read by its extension as CSV or TSV (with
+a header row) or JSON lines; the text is the column `data.text_field`, the label
+`data.label_field`. Validation and test examples come from `data.valid_path` /
+`data.test_path` when given, else from a split of the file by `data.valid_fraction` /
+`data.test_fraction` with `data.split_seed` (the same split for every training seed). Without a
+path, an offline example set: paragraphs of Python's help text ("prose") against runs of lines
+of its standard library's source ("code").
+
+Texts are read as characters (the vocabulary of the training texts plus an unknown symbol;
+`data.max_length` > 0 truncates), right-padded with their lengths. `task.name="classify"`:
+the labels of the training split, cross-entropy, `accuracy`, and a confusion matrix per split
+written at the end (`confusion_valid.csv`, `confusion_test.csv`: rows the true label, columns
+the predicted one). `task.name="regress"`: numeric labels, MSE (`mse`, and `baseline_mse`: the
+training mean as the prediction). The model is `rnnlab.tasks.encoder.many_to_one` (pooling,
+bidirectional layers, truncated BPTT over long texts).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import pathlib
+import re
+import sysconfig
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from rnnlab import data as data_lib
+from rnnlab.tasks import base, encoder
+
+FORMATS = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".jsonl": None, ".json": None}
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+    d = config.data
+    for key in ("path", "valid_path", "test_path"):
+        if d[key] and pathlib.Path(d[key]).suffix.lower() not in FORMATS:
+            raise ValueError(f"data.{key}={d[key]!r}: read by its extension, one of "
+                             f"{', '.join(FORMATS)}")
+    if not d.text_field or not d.label_field:
+        raise ValueError("data.text_field and data.label_field name the file's columns; "
+                         "neither may be empty")
+    if d.max_length < 0:
+        raise ValueError(f"data.max_length must be >= 0 (0: no limit), got {d.max_length}")
+    if bool(d.valid_path) != bool(d.test_path):
+        raise ValueError("give both data.valid_path and data.test_path, or neither (then the "
+                         "fractions split data.path)")
+    if not d.path and d.valid_path:
+        raise ValueError("data.valid_path and data.test_path go with data.path")
+    data_lib.check_fractions(d.valid_fraction, d.test_fraction)
+    encoder.check(config)
+
+
+def metric_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    return ("loss", "accuracy") if config.task.name == "classify" else ("loss",)
+
+
+def model(config: ml_collections.ConfigDict, record: dict):
+    outputs = len(record["labels"]) if config.task.name == "classify" else 1
+    return encoder.many_to_one(config, output_size=outputs, vocab_size=len(record["chars"]))
+
+
+# ------------------------------------------------------------------------------ reading
+
+
+def read_file(path: str, text_field: str, label_field: str) -> list[tuple[str, str, int]]:
+    """(text, label, line number) of every example of a CSV, TSV or JSON-lines file.
+
+    Raises:
+      data.DataError: the file is missing, unreadable, or lacks a column (the message names
+        the file, the column and the columns it has).
+    """
+    file = pathlib.Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise data_lib.DataError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from e
+    delimiter = FORMATS[file.suffix.lower()]
+    if delimiter is None:
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append((number, json.loads(line)))
+                except ValueError as e:
+                    raise data_lib.DataError(f"{path}, line {number}: not JSON ({e})") from e
+                if not isinstance(rows[-1][1], dict):
+                    raise data_lib.DataError(f"{path}, line {number}: not a JSON object")
+        columns = sorted({k for _, row in rows for k in row})
+    else:
+        reader = csv.DictReader(text.splitlines(), delimiter=delimiter)
+        columns = reader.fieldnames or []
+        rows = [(reader.line_num, row) for row in reader]
+    examples = []
+    for number, row in rows:
+        for field, key in ((text_field, "data.text_field"), (label_field, "data.label_field")):
+            if row.get(field) is None:
+                raise data_lib.DataError(
+                    f"{path}, line {number}: no column {field!r} ({key}); its columns: "
+                    f"{', '.join(map(repr, columns)) or 'none'}")
+        examples.append((str(row[text_field]), str(row[label_field]), number))
+    return examples
+
+
+def prose_or_code(limit: int = 3000) -> list[tuple[str, str, int]]:
+    """The offline example set: Python's help-text paragraphs ("prose") and runs of lines of
+    its standard library's source ("code"), 40 to 300 characters each, as many of each (at
+    most `limit`)."""
+    import pydoc_data.topics
+
+    prose = []
+    for key in sorted(pydoc_data.topics.topics):
+        for paragraph in re.split(r"\n\s*\n", pydoc_data.topics.topics[key]):
+            text = " ".join(paragraph.split())
+            if 40 <= len(text) <= 300 and not paragraph.startswith((" ", "\t")):
+                prose.append(text)
+    code = []
+    stdlib = pathlib.Path(sysconfig.get_paths()["stdlib"])
+    for file in sorted(stdlib.glob("*.py"), key=lambda p: p.name):
+        for block in re.split(r"\n\s*\n", file.read_text(encoding="utf-8", errors="replace")):
+            if 40 <= len(block) <= 300 and not block.lstrip().startswith(("#", '"""', "'''")):
+                code.append(block)
+        if len(code) >= limit:
+            break
+    n = min(limit, len(prose), len(code))  # balanced: chance is 0.5
+    return ([(t, "prose", i) for i, t in enumerate(prose[:n])]
+            + [(t, "code", i) for i, t in enumerate(code[:n])])
+
+
+def _splits(config) -> dict[str, list]:
+    d = config.data
+    if not d.path:
+        examples = prose_or_code()
+    elif d.valid_path:
+        return {split: read_file(path, d.text_field, d.label_field) for split, path in
+                (("train", d.path), ("valid", d.valid_path), ("test", d.test_path))}
+    else:
+        examples = read_file(d.path, d.text_field, d.label_field)
+    order = np.random.default_rng(d.split_seed).permutation(len(examples))
+    n_train, n_valid, _ = data_lib.split_sizes(len(examples), d.valid_fraction, d.test_fraction,
+                                                unit="examples")
+    cuts = np.split(order, [n_train, n_train + n_valid])
+    return {split: [examples[i] for i in rows] for split, rows in zip(data_lib.SPLITS, cuts)}
+
+
+def _encode(config, splits, vocab, labels):
+    """Padded ids, lengths and targets of every split (also the record of the run)."""
+    d, regress = config.data, config.task.name == "regress"
+    paths = {"train": d.path, "valid": d.valid_path or d.path, "test": d.test_path or d.path}
+    longest = max(len(text) for examples in splits.values() for text, _, _ in examples)
+    T = min(longest, d.max_length) if d.max_length else longest
+    arrays = {}
+    for split, examples in splits.items():
+        if not examples:
+            raise ValueError(f"the {split} split is empty: use more examples or larger "
+                             f"data.{split}_fraction")
+        ids = np.zeros((len(examples), T), np.int32)
+        lengths = np.zeros(len(examples), np.int32)
+        targets = np.zeros(len(examples), np.float32 if regress else np.int32)
+        for row, (text, label, line) in enumerate(examples):
+            encoded = data_lib.encode(vocab, text[:T])
+            ids[row, :len(encoded)], lengths[row] = encoded, max(len(encoded), 1)
+            where = f"{paths[split] or 'the example set'}, line {line}"
+            if regress:
+                try:
+                    targets[row] = float(label)
+                except ValueError:
+                    raise ValueError(f"{where}: label {label!r} is not a number (task.name="
+                                     "'regress')") from None
+            elif label not in labels:
+                raise ValueError(f"{where}: label {label!r} ({split} split) is not among the "
+                                 f"training labels {labels}")
+            else:
+                targets[row] = labels.index(label)
+        arrays[split] = {"inputs": ids, "lengths": lengths, "target": targets}
+        cut = sum(len(text) > T for text, _, _ in examples)
+        if cut:
+            logging.warning("%s split: %d texts cut to data.max_length=%d characters", split,
+                            cut, T)
+    return arrays, T
+
+
+def build(config: ml_collections.ConfigDict) -> base.Task:
+    t, regress = config.train, config.task.name == "regress"
+    splits = _splits(config)
+    train_chars = sorted({c for text, _, _ in splits["train"] for c in text})
+    chars = tuple(train_chars) if data_lib.UNK in train_chars else (*train_chars, data_lib.UNK)
+    vocab = data_lib.Vocab(chars, chars.index(data_lib.UNK))
+    labels = [] if regress else sorted({label for _, label, _ in splits["train"]})
+    if not regress and len(labels) < 2:
+        raise ValueError(f"the training split has {len(labels)} label(s) {labels}: "
+                         "classification needs two or more")
+    arrays, T = _encode(config, splits, vocab, labels)
+    record = {"chars": list(chars), "unk": vocab.unk, "labels": labels, "length": T}
+    net = model(config, record)
+    if len(arrays["train"]["target"]) < t.batch_size:
+        raise ValueError(f"the training split has {len(arrays['train']['target'])} examples, "
+                         f"fewer than train.batch_size={t.batch_size}")
+    eval_batch = t.eval_batch_size or t.batch_size
+    data, eval_windows = {"train": arrays["train"]}, {}
+    for split in ("valid", "test"):
+        data[split], _ = base.pad_rows(arrays[split], eval_batch)
+        eval_windows[split] = len(data[split]["weight"]) // eval_batch
+    mean = float(np.mean(arrays["train"]["target"])) if regress else 0.0
+
+    def outputs(params, b, key):
+        return net.apply(params, None, b["inputs"], lengths=b["lengths"], key=key)[1]
+
+    def scores(params, b, key):
+        out = outputs(params, b, key)
+        if regress:
+            return {"loss": (out[:, 0] - b["target"]) ** 2}, None
+        ce = optax.softmax_cross_entropy_with_integer_labels(out, b["target"])
+        predicted = jnp.argmax(out, -1)
+        return {"loss": ce, "accuracy": (predicted == b["target"]).astype(jnp.float32)}, predicted
+
+    def batch(d, index, key):
+        return base.shuffled_batch(d["train"], index, key, t.batch_size)
+
+    def loss(params, carry, b, key):
+        means = {k: v.mean() for k, v in scores(params, b, key)[0].items()}
+        return means["loss"], (carry, means)
+
+    def evaluate(params, d, split, windows):
+        def sums(b):
+            values, predicted = scores(params, b, None)
+            out = {**{k: jnp.sum(v * b["weight"]) for k, v in values.items()},
+                   "count": jnp.sum(b["weight"])}
+            if not regress:
+                C = len(labels)
+                out["confusion"] = jnp.zeros((C, C), jnp.float32).at[
+                    b["target"], predicted].add(b["weight"])
+            return out
+
+        return base.scan_batches(sums, d[split], eval_batch, windows)
+
+    def derive(scalars):
+        if regress:
+            return {**scalars, "mse": scalars["loss"], "baseline_mse": baseline[0]}
+        return scalars
+
+    def files(split, sums):
+        if regress:
+            return {}
+        rows = [["true\\predicted", *labels]] + [
+            [label, *(str(int(round(float(v)))) for v in row)]
+            for label, row in zip(labels, np.asarray(sums["confusion"]))]
+        return {f"confusion_{split}.csv": "".join(",".join(r) + "\n" for r in rows)}
+
+    # The training mean as the prediction, scored on the validation split.
+    baseline = [float(np.mean((arrays["valid"]["target"] - mean) ** 2))] if regress else [None]
+    described = {s: len(a["target"]) for s, a in arrays.items()}
+    return base.Task(
+        model=net, data=data, row_sharded=(), batch=batch, loss=loss, evaluate=evaluate,
+        eval_windows=eval_windows, derive=derive, metrics=metric_names(config),
+        best=("mse", "min") if regress else ("accuracy", "max"), record=record,
+        fingerprint=base.fingerprint({f"{s}/{k}": v for s in arrays for k, v in
+                                      arrays[s].items()}, record),
+        describe=(f"{config.task.name}: {config.data.path or 'the offline prose-or-code set'}; "
+                  f"{len(chars)} symbols, " + (f"{len(labels)} labels {labels}, " if labels
+                                              else "") + f"texts of up to {T} characters; "
+                  + " / ".join(f"{s} {n}" for s, n in described.items())),
+        throughput=("examples_per_sec", t.batch_size),
+        files=files)

@@ -1,0 +1,194 @@
+"""Next-character language modelling with truncated BPTT (char-rnn; the text8 benchmark).
+
+The corpus (`data.name`: pydoc, python_source, text8 or a text file) is laid out as B contiguous
+streams; step i trains on window i of every stream, and the carry flows from window to window
+through the train state (`train.carry_state`; the jit step boundary is the truncation point).
+Evaluation scores a split window by window with the carry passed along, in one scan. Metrics:
+loss (nats per character), bpc, perplexity, accuracy. Samples: `train.sample_length` characters
+from `train.sample_prime` (default: the start of the validation split) at every evaluation.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from rnnlab import data, decode, metrics as metrics_lib
+from rnnlab import model as model_lib
+from rnnlab.tasks import base
+
+PRIME_CHARS = 32  # samples start from this much of the validation split by default
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError for what the LM cannot train, before any data is read."""
+    if config.data.name not in data.CORPORA:
+        raise ValueError(f"unknown data.name {config.data.name!r} for task.name='lm'; known: "
+                         f"{', '.join(data.CORPORA)}")
+    if config.data.max_chars < 0:
+        raise ValueError(f"data.max_chars must be >= 0 (0: all), got {config.data.max_chars}")
+    data.check_fractions(config.data.valid_fraction, config.data.test_fraction)
+    if config.train.bptt_len <= 0:
+        raise ValueError(f"train.bptt_len must be a positive integer for the LM (its window), "
+                         f"got {config.train.bptt_len}")
+    model_lib.check_model_config(config.model, causal=True)
+
+
+def metric_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    del config
+    return ("loss", "accuracy")
+
+
+def model(config: ml_collections.ConfigDict, record: dict) -> model_lib.Model:
+    """The LM of a run from its vocab.json record."""
+    return model_lib.build_model(config.model, len(record["chars"]))
+
+
+def vocab(record: dict) -> data.Vocab:
+    return data.Vocab(tuple(record["chars"]), record["unk"])
+
+
+def _streams(ids, batch_size, bptt_len, split):
+    try:
+        streams = data.make_streams(ids, batch_size)
+        return streams, data.num_windows(streams.shape[1], bptt_len)
+    except ValueError as e:
+        raise ValueError(f"the {split} split: {e}") from e
+
+
+def _reset(batch_reset, carry_state):
+    # Without carry_state every window starts from the initial carry (the stateless baseline).
+    return batch_reset if carry_state else batch_reset.at[..., 0].set(True)
+
+
+def encode_prime(vocab: data.Vocab, prime: str) -> np.ndarray:
+    """The ids of `prime`; characters outside the vocabulary are an error, or, where the
+    vocabulary has an unknown symbol, read as it with a warning that names them."""
+    missing = sorted(set(prime) - set(vocab.chars))
+    if missing and vocab.unk is None:
+        raise ValueError(
+            f"the prime has characters outside the model's vocabulary: {missing!r}; "
+            f"the vocabulary is {''.join(vocab.chars)!r}"
+        )
+    if missing:
+        logging.warning("the prime has characters outside the vocabulary, read as the unknown "
+                        "symbol: %s", ", ".join(map(repr, missing)))
+    return data.encode(vocab, prime)
+
+
+def generate(lm: model_lib.Model, params, prime: np.ndarray, length: int, *,
+             temperature, key: jax.Array) -> jax.Array:
+    """Feeds `prime` (token ids, at least one), then samples `length` tokens (`decode.sample`:
+    softmax(logits / temperature), fed back; temperature 0 takes the argmax)."""
+    if len(prime) == 0:
+        raise ValueError("sampling needs a non-empty prime to start from")
+    return _generate(lm, params, jnp.asarray(prime, jnp.int32), length, temperature, key)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _generate(lm, params, prime, length, temperature, key):
+    def step_fn(carry, tokens):
+        carry, logits = lm.apply(params, carry, tokens[:, None])
+        return carry, logits[:, 0]
+
+    carry = lm.initial_carry(params, (1,))
+    carry, _ = lm.apply(params, carry, prime[None, :-1])  # T=0 when the prime is one token
+    tokens = decode.sample(step_fn, carry, prime[-1:], key=key, max_len=length,
+                           temperature=temperature)
+    return tokens[0]
+
+
+def build(config: ml_collections.ConfigDict) -> base.Task:
+    """Loads and splits the corpus and builds the LM task."""
+    t = config.train
+    corpus = data.load_corpus(config.data)
+    V = len(corpus.vocab.chars)
+    lm = model_lib.build_model(config.model, V)
+    eval_batch = t.eval_batch_size or t.batch_size
+    train_streams, train_windows = _streams(corpus.splits["train"], t.batch_size, t.bptt_len,
+                                            "train")
+    streams = {"train": train_streams}
+    windows = {}
+    for split in ("valid", "test"):
+        streams[split], windows[split] = _streams(corpus.splits[split], eval_batch, t.bptt_len,
+                                                  split)
+    default_prime = data.decode(corpus.vocab, corpus.splits["valid"][:PRIME_CHARS])
+    prime = encode_prime(corpus.vocab, t.sample_prime or default_prime)
+    T = t.bptt_len
+
+    m = config.model
+    scheduled = m.cell == "jordan" and m.jordan_feedback == "scheduled"
+
+    def batch(d, index, key):
+        # char-rnn's order: the same for every seed
+        b = data.get_batch(d["train"], index, T, num_windows=train_windows)
+        b = {**b, "reset": _reset(b["reset"], t.carry_state)}
+        if scheduled:  # where the Jordan cell is fed the target rather than its own sample
+            p = model_lib.SAMPLING_SCHEDULES[m.sampling_schedule](index, m.sampling_k)
+            b["teacher"] = jax.random.bernoulli(key, p, b["inputs"].shape)
+        return b
+
+    def loss(params, carry, b, key):
+        carry, logits = lm.apply(params, carry, b["inputs"], reset=b["reset"], key=key,
+                                 teacher=b.get("teacher"))
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, b["targets"]).mean()
+        accuracy = jnp.mean(jnp.argmax(logits, -1) == b["targets"])
+        return ce, (carry, {"loss": ce, "accuracy": accuracy})
+
+    def evaluate(params, d, split, count):
+        return evaluate_streams(lm, params, d[split], T, t.carry_state, windows[split],
+                                windows[split] if count is None else count)
+
+    def sample(params, key):
+        tokens = generate(lm, params, prime, t.sample_length,
+                          temperature=t.sample_temperature, key=key)
+        return data.decode(corpus.vocab, prime) + data.decode(corpus.vocab, np.asarray(tokens))
+
+    for split, n in corpus.unknown.items():
+        if n:
+            logging.warning("%s split: %d characters not in the vocabulary -> unknown", split, n)
+    record = {"chars": list(corpus.vocab.chars), "unk": corpus.vocab.unk,
+              "default_prime": default_prime}
+    return base.Task(
+        model=lm, data=streams, row_sharded=("train", "valid", "test"), batch=batch, loss=loss,
+        evaluate=evaluate, eval_windows=windows, derive=derive, metrics=metric_names(config),
+        best=("bpc", "min"),
+        record=record, fingerprint=base.fingerprint(corpus.splits, record_digest(corpus)),
+        describe=f"data: {corpus.description}; {train_windows} train windows/pass",
+        throughput=("chars_per_sec", t.batch_size * T),
+        sample=sample if t.sample_length else None)
+
+
+def record_digest(corpus: data.Corpus) -> dict:
+    return {"chars": list(corpus.vocab.chars), "unk": corpus.vocab.unk}
+
+
+def derive(scalars: dict[str, float]) -> dict[str, float]:
+    """bpc and perplexity from the loss (nats per character)."""
+    return {**scalars, **metrics_lib.lm_scalars(scalars["loss"], scalars["accuracy"], 1.0)}
+
+
+def evaluate_streams(lm, params, streams, bptt_len, carry_state, num_windows, count):
+    """`{"loss", "accuracy", "count"}` sums over the first `count` windows of `streams`, the
+    carry passed from window to window as in training, in one scan."""
+
+    def body(acc, index):
+        carry, loss_sum, correct = acc
+        b = data.get_batch(streams, index, bptt_len, num_windows=num_windows)
+        carry, logits = lm.apply(params, carry, b["inputs"], reset=_reset(b["reset"],
+                                                                            carry_state))
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, b["targets"])
+        hits = jnp.sum(jnp.argmax(logits, -1) == b["targets"])
+        return (carry, loss_sum + ce.sum(), correct + hits), None
+
+    carry = lm.initial_carry(params, (streams.shape[0],))
+    init = (carry, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
+    (_, loss_sum, correct), _ = jax.lax.scan(body, init, jnp.arange(count))
+    return {"loss": loss_sum, "accuracy": correct,
+            "count": jnp.asarray(count * streams.shape[0] * bptt_len, jnp.float32)}

@@ -1,0 +1,501 @@
+"""Sequence to sequence and vector to sequence: a decoder that writes a token sequence, trained
+with teacher forcing and scored by free-running decoding (`rnnlab.decode`).
+
+`task.name="seq2seq"`: an encoder (the layers of `config.model`, bidirectional allowed) reads
+the source; its final carry starts the decoder (the layers of `config.model` with the
+`config.decoder` keys that are set), through a learned projection where the two carries differ
+in shape. Data (`data.name`):
+  - "addition" (default): integer addition as character strings, the task of Flax's
+    `examples/seq2seq`: a ~ U{0..99}, b ~ U{0..10^D - 1} (D = `data.max_digits`), sorted; the
+    source is "a+b" and the target "=" + str(a + b), both ending with EOS. Train batches are
+    drawn afresh every step; valid and test are `data.eval_examples` fixed problems each.
+  - "pairs": the user's parallel text file `data.path`, one "source<TAB>target" per line,
+    split by `data.valid_fraction` / `data.test_fraction` with `data.split_seed`; characters.
+`task.name="vec2seq"` (one to many, the image-captioning set-up): a conditioning vector sets
+the decoder's initial carry through a learned projection (and with `task.feed_vector=True` is
+fed at every step too); the synthetic task writes the decimal digits of a number n < 10^D from
+the vector of its binary digits (+-1).
+
+The decoder reads the target shifted right (its first token is the start symbol: "=" for
+addition, BOS otherwise) and predicts the next token up to and including EOS; the loss is the
+mean cross-entropy over those tokens (padding has no weight and no gradient). Metrics:
+`teacher_forced_accuracy` (each next token given the true ones before it: what Flax's example
+reports; not a decoding result), and from free-running decoding (greedy; beam search with
+`eval.beam_size` > 1 and `eval.length_penalty`): `token_accuracy` (target tokens matched
+position by position) and `exact_match` (whole answers right; with a beam, also
+`greedy_exact_match`).
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from rnnlab import data as data_lib
+from rnnlab import decode
+from rnnlab import model as model_lib
+from rnnlab.tasks import base
+
+PAD, EOS, BOS = 0, 1, 2
+ADDITION_SYMBOLS = " +0123456789="  # ids 2.. (Flax's vocabulary: sorted, after PAD and EOS)
+DIGITS = "0123456789"
+SOURCES = ("addition", "pairs")
+
+
+def _addition_id(symbol: str) -> int:
+    return 2 + sorted(ADDITION_SYMBOLS).index(symbol)
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+    d, e = config.data, config.eval
+    if config.task.name == "seq2seq" and d.name not in SOURCES:
+        raise ValueError(f"data.name for task.name='seq2seq' must be one of {SOURCES}, got "
+                         f"{d.name!r}")
+    if config.task.name == "seq2seq" and d.name == "pairs":
+        if not d.path:
+            raise ValueError("data.name='pairs' reads the tab-separated file at data.path, "
+                             "which is empty")
+        data_lib.check_fractions(d.valid_fraction, d.test_fraction)
+    elif not isinstance(d.max_digits, int) or not 1 <= d.max_digits <= 8:
+        raise ValueError(f"data.max_digits must be an integer in [1, 8], got {d.max_digits!r}")
+    if not isinstance(d.eval_examples, int) or d.eval_examples <= 0:
+        raise ValueError(f"data.eval_examples must be a positive integer, got "
+                         f"{d.eval_examples!r}")
+    if not isinstance(e.beam_size, int) or e.beam_size < 1:
+        raise ValueError(f"eval.beam_size must be a positive integer, got {e.beam_size!r}")
+    if not math.isfinite(e.length_penalty) or e.length_penalty < 0:
+        raise ValueError(f"eval.length_penalty must be >= 0, got {e.length_penalty!r}")
+    if config.train.bptt_len:
+        raise ValueError(f"task.name={config.task.name!r} trains with full BPTT: set "
+                         f"train.bptt_len=0 (got {config.train.bptt_len})")
+    model_lib.check_model_config(config.model, causal=False, jordan=False)
+    model_lib.check_model_config(decoder_section(config), causal=True, jordan=False)
+
+
+def decoder_section(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`config.model` with the `config.decoder` keys that are set; never bidirectional."""
+    section = ml_collections.ConfigDict(config.model.to_dict())
+    for key, value in config.decoder.items():
+        if value is not None:
+            section[key] = value
+    section.bidirectional = False
+    return section
+
+
+def metric_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    del config
+    return ("loss", "teacher_forced_accuracy")
+
+
+# --------------------------------------------------------------------------------- data
+
+
+def _digits_of(n, count):
+    """The decimal digits of n [N] (most significant first) and how many there are."""
+    digits = (n[:, None] // 10 ** jnp.arange(count - 1, -1, -1)) % 10  # right-aligned
+    return digits, 1 + jnp.sum(n[:, None] >= 10 ** jnp.arange(1, count), axis=1)
+
+
+def _place(parts, width):
+    """Concatenates per-row variable-length parts: [(tokens [N, w], lengths [N])] -> [N, width]
+    (PAD after the last part)."""
+    N = parts[0][0].shape[0]
+    out = jnp.full((N, width), PAD, jnp.int32)
+    offset = jnp.zeros((N,), jnp.int32)
+    positions = jnp.arange(width)
+    for tokens, lengths in parts:
+        w = tokens.shape[1]
+        for i in range(w):  # part token i goes to offset + i, when i < its length
+            out = jnp.where((positions[None] == (offset + i)[:, None]) & (i < lengths)[:, None],
+                            tokens[:, i:i + 1], out)
+        offset = offset + lengths
+    return out
+
+
+def addition_examples(key, n: int, max_digits: int) -> dict[str, jax.Array]:
+    """n problems "a+b" -> "=" + str(a + b) (Flax's examples/seq2seq input pipeline)."""
+    ka, kb = jax.random.split(key)
+    a, b = jax.random.randint(ka, (n,), 0, 100), jax.random.randint(kb, (n,), 0, 10 ** max_digits)
+    a, b = jnp.minimum(a, b), jnp.maximum(a, b)
+    width = max(max_digits, 2)
+    digit = lambda d: d + _addition_id("0")  # noqa: E731
+    (da, la), (db, lb) = _digits_of(a, width), _digits_of(b, width)
+    one = jnp.ones((n,), jnp.int32)
+    eos = (jnp.full((n, 1), EOS), one)
+    source = _place([(digit(_left(da, la, width)), la),
+                     (jnp.full((n, 1), _addition_id("+")), one),
+                     (digit(_left(db, lb, width)), lb), eos], 2 * width + 2)
+    total, lt = _digits_of(a + b, width + 1)
+    target = _place([(jnp.full((n, 1), _addition_id("=")), one),
+                     (digit(_left(total, lt, width + 1)), lt), eos], width + 3)
+    return {"source": source, "source_lengths": la + lb + 1,  # the encoder stops before EOS
+            "target": target}
+
+
+def _left(digits, lengths, width):
+    """Right-aligned digits [N, width] moved to the left (the number's own digits first)."""
+    index = (width - lengths[:, None] + jnp.arange(width)[None]).clip(0, width - 1)
+    return jnp.take_along_axis(digits, index, 1)
+
+
+def number_examples(key, n: int, max_digits: int) -> dict[str, jax.Array]:
+    """vec2seq: n numbers < 10^D as +-1 binary vectors -> BOS, their decimal digits, EOS."""
+    number = jax.random.randint(key, (n,), 0, 10 ** max_digits)
+    bits = math.ceil(max_digits * math.log2(10))
+    vector = ((number[:, None] >> jnp.arange(bits)) & 1) * 2.0 - 1.0
+    digits, lengths = _digits_of(number, max_digits)
+    one = jnp.ones((n,), jnp.int32)
+    target = _place([(jnp.full((n, 1), BOS), one), (_left(digits, lengths, max_digits) + 3,
+                                                    lengths), (jnp.full((n, 1), EOS), one)],
+                    max_digits + 2)
+    return {"source": vector, "source_lengths": jnp.full((n,), bits), "target": target}
+
+
+def read_pairs(path: str) -> list[tuple[str, str, int]]:
+    """(source, target, line number) of a tab-separated parallel text file."""
+    try:
+        text = pathlib.Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise data_lib.DataError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from e
+    pairs = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        if "\t" not in line:
+            raise data_lib.DataError(f"{path}, line {number}: no tab between source and target "
+                                     f"({line[:60]!r})")
+        source, target = line.split("\t", 1)
+        pairs.append((source, target, number))
+    return pairs
+
+
+# -------------------------------------------------------------------------------- model
+
+
+class Seq2Seq:
+    """The encoder (or the vector projection), the bridge, and the decoder of a config."""
+
+    def __init__(self, config, vocab_size: int, vector_size: int | None = None):
+        self.config, self.V, self.vector_size = config, vocab_size, vector_size
+        self.m, self.dm = config.model, decoder_section(config)
+        self.encoder = None if vector_size else model_lib.make_body(self.m)
+        self.decoder = model_lib.make_body(self.dm)
+        self.feed = bool(vector_size) and config.task.feed_vector
+        self.dec_in = (self.dm.embed_size or vocab_size) + (vector_size if self.feed else 0)
+
+    def _decoder_carry_shapes(self, params):
+        carry = self.decoder.initial_carry(params["decoder"], (1,))
+        return [c.shape[1:] for c in jax.tree_util.tree_leaves(carry)]
+
+    def _source_size(self, params):
+        if self.vector_size:
+            return self.vector_size
+        carry = self.encoder.initial_carry(params["encoder"], (1,))
+        return sum(int(np.prod(c.shape[1:])) for c in jax.tree_util.tree_leaves(carry))
+
+    def _direct(self, params) -> bool:
+        """Whether the encoder's final carry can start the decoder as it is."""
+        if self.vector_size:
+            return False
+        enc = self.encoder.initial_carry(params["encoder"], (1,))
+        dec = self.decoder.initial_carry(params["decoder"], (1,))
+        same = jax.tree_util.tree_structure(enc) == jax.tree_util.tree_structure(dec)
+        return same and all(a.shape == b.shape for a, b in zip(
+            jax.tree_util.tree_leaves(enc), jax.tree_util.tree_leaves(dec)))
+
+    def init(self, key):
+        keys = jax.random.split(key, 6)
+        params = {"decoder": self.decoder.init(keys[0], self.dec_in),
+                  "readout": base.dense_init(keys[1], self.decoder.output_size, self.V),
+                  **model_lib.embed_init(keys[2], self.dm, self.V)}
+        if self.encoder is not None:
+            params["encoder"] = self.encoder.init(keys[3], self.m.embed_size or self.V)
+        if not self._direct(params):
+            shapes = self._decoder_carry_shapes(params)
+            size = self._source_size(params)
+            params["bridge"] = [base.dense_init(k, size, int(np.prod(shape)))
+                                for k, shape in zip(jax.random.split(keys[4], len(shapes)),
+                                                    shapes)]
+        return params
+
+    def start(self, params, source, lengths, key=None):
+        """The decoder's initial carry from the source (tokens or vector)."""
+        if self.vector_size:
+            flat = source
+        else:
+            xs = model_lib.embed(params, self.m, source, self.V)
+            carry, _ = self.encoder.apply(params["encoder"], None, xs, lengths=lengths, key=key)
+            if "bridge" not in params:
+                return carry
+            flat = jnp.concatenate([c.reshape(c.shape[0], -1)
+                                    for c in jax.tree_util.tree_leaves(carry)], axis=-1)
+        template = self.decoder.initial_carry(params["decoder"], (source.shape[0],))
+        leaves, treedef = jax.tree_util.tree_flatten(template)
+        projected = [jnp.tanh(base.dense(p, flat)).reshape(leaf.shape).astype(leaf.dtype)
+                     for p, leaf in zip(params["bridge"], leaves)]
+        return jax.tree_util.tree_unflatten(treedef, projected)
+
+    def _inputs(self, params, tokens, vector):
+        xs = model_lib.embed(params, self.dm, tokens, self.V)
+        if self.feed:
+            xs = jnp.concatenate([xs, jnp.broadcast_to(vector[:, None, :], (
+                *tokens.shape, vector.shape[-1])).astype(xs.dtype)], axis=-1)
+        return xs
+
+    def teacher_forced(self, params, batch, key=None):
+        """Logits [B, T-1, V] of the target's next tokens, given the true ones before."""
+        k_enc = k_dec = k_out = None
+        if key is not None:
+            k_enc, k_dec, k_out = jax.random.split(key, 3)
+        carry = self.start(params, batch["source"], batch["source_lengths"], k_enc)
+        xs = self._inputs(params, batch["target"][:, :-1], batch["source"])
+        _, ys = self.decoder.apply(params["decoder"], carry, xs, key=k_dec)
+        ys = model_lib.output_dropout(ys, self.dm.dropout, k_out)
+        return base.dense(params["readout"], ys)
+
+    def step_fn(self, params, vector=None):
+        def step(carry, tokens):
+            xs = self._inputs(params, tokens[:, None], vector)
+            carry, ys = self.decoder.apply(params["decoder"], carry, xs)
+            return carry, base.dense(params["readout"], ys[:, 0])
+        return step
+
+    def as_model(self) -> model_lib.Model:
+        return model_lib.Model(self.init, lambda params, batch_shape: None,
+                               lambda params, carry, batch, key=None: (
+                                   None, self.teacher_forced(params, batch, key)), self.V)
+
+
+def model(config: ml_collections.ConfigDict, record: dict) -> model_lib.Model:
+    return _network(config, record).as_model()
+
+
+def _network(config, record) -> Seq2Seq:
+    return Seq2Seq(config, len(record["tokens"]), record.get("vector_size"))
+
+
+# ------------------------------------------------------------------------------- scoring
+
+
+def _label_mask(target):
+    """Which next-token positions count: the target's tokens after the start, EOS included."""
+    return (target[:, 1:] != PAD).astype(jnp.float32)
+
+
+def decode_batch(net: Seq2Seq, params, batch, *, beam_size: int, length_penalty: float,
+                 max_len: int):
+    """Free-running decoding of a batch from its start tokens: tokens [B, max_len]."""
+    carry = net.start(params, batch["source"], batch["source_lengths"])
+    step_fn = net.step_fn(params, batch["source"] if net.feed else None)
+    start = batch["target"][:, 0]
+    if beam_size == 1:
+        return decode.greedy(step_fn, carry, start, max_len=max_len, end_token=EOS)
+    if net.feed:  # the beam's rows repeat each example's vector
+        step_fn = net.step_fn(params, jnp.repeat(batch["source"], beam_size, axis=0))
+    tokens, _ = decode.beam_search(step_fn, carry, start, beam_size=beam_size, max_len=max_len,
+                                   end_token=EOS, length_penalty=length_penalty)
+    return tokens[:, 0]
+
+
+def _decoded_scores(decoded, target):
+    labels, mask = target[:, 1:], _label_mask(target)
+    hits = (decoded == labels).astype(jnp.float32) * mask
+    return hits.sum(1) / _tokens(mask), (hits.sum(1) == mask.sum(1)).astype(jnp.float32)
+
+
+def _tokens(mask):
+    return jnp.maximum(mask.sum(1), 1.0)  # (padding rows of an evaluation have none)
+
+
+# --------------------------------------------------------------------------------- build
+
+
+def _tokens_record(config) -> dict:
+    if config.task.name == "vec2seq":
+        bits = math.ceil(config.data.max_digits * math.log2(10))
+        return {"tokens": ["<pad>", "<eos>", "<bos>", *DIGITS], "vector_size": bits}
+    return {"tokens": ["<pad>", "<eos>", *sorted(ADDITION_SYMBOLS)]}
+
+
+def _pairs_data(config):
+    d = config.data
+    pairs = read_pairs(d.path)
+    order = np.random.default_rng(d.split_seed).permutation(len(pairs))
+    n_train, n_valid, _ = data_lib.split_sizes(len(pairs), d.valid_fraction, d.test_fraction,
+                                                unit="pairs")
+    splits = {s: [pairs[i] for i in rows] for s, rows in
+              zip(data_lib.SPLITS, np.split(order, [n_train, n_train + n_valid]))}
+    chars = sorted({c for s, t, _ in splits["train"] for c in s + t} | {data_lib.UNK})
+    tokens = ["<pad>", "<eos>", "<bos>", *chars]
+    ids = {c: i for i, c in enumerate(tokens)}
+    unk = ids[data_lib.UNK]
+    cap = d.max_length or None
+    S = max(len(s[:cap]) for split in splits.values() for s, _, _ in split) + 1
+    T = max(len(t[:cap]) for split in splits.values() for _, t, _ in split) + 2
+    arrays = {}
+    for split, rows in splits.items():
+        if not rows:
+            raise ValueError(f"the {split} split of {d.path} is empty: use more lines or a "
+                             f"larger data.{split}_fraction")
+        source = np.zeros((len(rows), S), np.int32)
+        target = np.zeros((len(rows), T), np.int32)
+        lengths = np.zeros(len(rows), np.int32)
+        for r, (s, t, _) in enumerate(rows):
+            s, t = s[:cap], t[:cap]
+            source[r, :len(s) + 1] = [ids.get(c, unk) for c in s] + [EOS]
+            target[r, :len(t) + 2] = [BOS] + [ids.get(c, unk) for c in t] + [EOS]
+            lengths[r] = max(len(s), 1)
+        arrays[split] = {"source": source, "source_lengths": lengths, "target": target}
+    return arrays, {"tokens": tokens}
+
+
+def build(config: ml_collections.ConfigDict) -> base.Task:
+    t, e = config.train, config.eval
+    eval_batch = t.eval_batch_size or t.batch_size
+    synthetic = config.task.name == "vec2seq" or config.data.name == "addition"
+    if synthetic:
+        generate = number_examples if config.task.name == "vec2seq" else addition_examples
+        record = _tokens_record(config)
+        examples = {split: jax.device_get(generate(jax.random.fold_in(jax.random.key(
+            20161121), i), config.data.eval_examples, config.data.max_digits))
+            for i, split in enumerate(("valid", "test"))}
+        train_data = {}
+    else:
+        examples, record = _pairs_data(config)
+        train_data = {"train": examples.pop("train")}
+        if len(train_data["train"]["target"]) < t.batch_size:
+            raise ValueError(f"{config.data.path}: the training split has "
+                             f"{len(train_data['train']['target'])} pairs, fewer than "
+                             f"train.batch_size={t.batch_size}")
+    max_len = next(iter(examples.values()))["target"].shape[1] - 1
+    record = {**record, "max_len": max_len,
+              "start": int(next(iter(examples.values()))["target"][0, 0])}
+    net = _network(config, record)
+    data, eval_windows = dict(train_data), {}
+    for split, arrays in examples.items():
+        data[split], _ = base.pad_rows(arrays, eval_batch)
+        eval_windows[split] = len(data[split]["weight"]) // eval_batch
+
+    def batch(d, index, key):
+        if synthetic:  # drawn afresh: a pure function of the trial's key and the index
+            return generate(jax.random.fold_in(key, index), t.batch_size, config.data.max_digits)
+        return base.shuffled_batch(d["train"], index, key, t.batch_size)
+
+    def token_scores(params, b, key):
+        logits = net.teacher_forced(params, b, key)
+        labels, mask = b["target"][:, 1:], _label_mask(b["target"])
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels) * mask
+        hits = (jnp.argmax(logits, -1) == labels) * mask
+        return ce.sum(1) / _tokens(mask), hits.sum(1) / _tokens(mask)
+
+    def loss(params, carry, b, key):
+        ce, accuracy = token_scores(params, b, key)
+        return ce.mean(), (carry, {"loss": ce.mean(), "teacher_forced_accuracy": accuracy.mean()})
+
+    def evaluate(params, d, split, windows):
+        def sums(b):
+            w = b["weight"]
+            ce, accuracy = token_scores(params, b, None)
+            greedy = decode_batch(net, params, b, beam_size=1, length_penalty=0.0,
+                                  max_len=max_len)
+            tokens, exact = _decoded_scores(greedy, b["target"])
+            out = {"loss": jnp.sum(ce * w), "teacher_forced_accuracy": jnp.sum(accuracy * w),
+                   "token_accuracy": jnp.sum(tokens * w), "exact_match": jnp.sum(exact * w),
+                   "count": jnp.sum(w)}
+            if e.beam_size > 1:
+                beam = decode_batch(net, params, b, beam_size=e.beam_size,
+                                    length_penalty=e.length_penalty, max_len=max_len)
+                tokens, beam_exact = _decoded_scores(beam, b["target"])
+                out.update(greedy_exact_match=out["exact_match"], exact_match=jnp.sum(
+                    beam_exact * w), token_accuracy=jnp.sum(tokens * w))
+            return out
+
+        return base.scan_batches(sums, d[split], eval_batch, windows)
+
+    greedy = jax.jit(lambda params, b: decode_batch(net, params, b, beam_size=1,
+                                                    length_penalty=0.0, max_len=max_len))
+
+    def sample(params, key):
+        del key
+        shown = {k: v[:4] for k, v in data["valid"].items()}
+        decoded = np.asarray(greedy(params, shown))
+        lines = []
+        for source, target, out in zip(shown["source"], shown["target"], decoded):
+            lines.append(f"{describe_source(config, record, source)} -> "
+                         f"{detokenize(record, out)} (want {detokenize(record, target[1:])})")
+        return "\n".join(lines)
+
+    what = ("numbers as binary vectors -> decimal digits" if config.task.name == "vec2seq"
+            else "addition strings" if synthetic else f"pairs from {config.data.path}")
+    return base.Task(
+        model=net.as_model(), data=data, row_sharded=(), batch=batch, loss=loss,
+        evaluate=evaluate, eval_windows=eval_windows, derive=base.no_derived,
+        metrics=metric_names(config), best=("exact_match", "max"), record=record,
+        fingerprint=base.fingerprint({f"{s}/{k}": np.asarray(v) for s in examples
+                                      for k, v in examples[s].items()}, record),
+        describe=(f"{config.task.name}: {what}; {len(record['tokens'])} tokens; "
+                  + ("fresh train batches; " if synthetic else
+                     f"{len(train_data['train']['target'])} train pairs; ")
+                  + f"{config.data.eval_examples if synthetic else ''} fixed valid and test "
+                  "examples"),
+        throughput=("examples_per_sec", t.batch_size),
+        sample=sample)
+
+
+def detokenize(record: dict, tokens) -> str:
+    """The text of decoded tokens, up to EOS."""
+    out = []
+    for token in np.asarray(tokens).tolist():
+        if token == EOS:
+            break
+        if token not in (PAD, BOS):
+            out.append(record["tokens"][token])
+    return "".join(out)
+
+
+def describe_source(config, record, source) -> str:
+    if config.task.name == "vec2seq":
+        bits = (np.asarray(source) > 0).astype(int)
+        return str(int(sum(b << i for i, b in enumerate(bits))))
+    return detokenize(record, source)
+
+
+def translate(config: ml_collections.ConfigDict, record: dict, params, text: str, *,
+              beam_size: int = 1, length_penalty: float = 0.0) -> str:
+    """The decoded output for one input: a source text (seq2seq) or a number (vec2seq)."""
+    net = _network(config, record)
+    if net.vector_size:
+        try:
+            number = int(text)
+        except ValueError:
+            raise ValueError(f"a vec2seq run decodes a number, got {text!r}") from None
+        if not 0 <= number < 2 ** net.vector_size:
+            raise ValueError(f"the number must be in [0, {2 ** net.vector_size}), got {number}")
+        source = (((number >> np.arange(net.vector_size)) & 1) * 2.0 - 1.0)[None]
+        lengths = np.asarray([net.vector_size])
+    else:
+        source = encode_source(record, text)[None]
+        lengths = np.asarray([max(source.shape[1] - 1, 1)])
+    batch = {"source": source, "source_lengths": lengths,
+             "target": np.full((1, 1), record["start"], np.int32)}
+    tokens = jax.jit(lambda p, b: decode_batch(net, p, b, beam_size=beam_size,
+                                               length_penalty=length_penalty,
+                                               max_len=record["max_len"]))(params, batch)
+    return detokenize(record, tokens[0])
+
+
+def encode_source(record: dict, text: str) -> np.ndarray:
+    """A source text as ids ending with EOS (unknown characters as the unknown symbol)."""
+    ids = {c: i for i, c in enumerate(record["tokens"])}
+    unk = ids.get(data_lib.UNK)
+    missing = sorted({c for c in text if c not in ids})
+    if missing and unk is None:
+        raise ValueError(f"the input has characters outside the vocabulary: {missing!r}; the "
+                         f"vocabulary is {''.join(t for t in record['tokens'] if len(t) == 1)!r}")
+    return np.asarray([ids.get(c, unk) for c in text] + [EOS], np.int32)
