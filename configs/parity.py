@@ -1,4 +1,4 @@
-"""Parity: the parity of the sum of T = 20 random bits, read from the last step (chance:
+"""Parity: the parity of the sum of T = 10 random bits, read from the last step (chance:
 accuracy 0.5, loss log 2). `--config.task.target=running` asks for the parity of every prefix.
 
     python -m rnnlab.main --config=configs/parity.py --workdir=runs/parity
@@ -15,7 +15,7 @@ from configs import base
 def get_config(arg=None):
     c = base.get_config()
     c.task.name = "parity"
-    c.data.length = 20
+    c.data.length = 10
     c.model.cell = "lstm"
     c.model.hidden_size = 64
     c.model.num_layers = 1

@@ -1,9 +1,9 @@
-"""Vector to sequence (one to many, the image-captioning set-up): a number n < 1000 comes in as
-the vector of its 10 binary digits (+-1); a learned projection of it starts the decoder, which
+"""Vector to sequence (one to many, the image-captioning set-up): a number n < 10,000 comes in as
+the vector of its 14 binary digits (+-1); a learned projection of it starts the decoder, which
 writes n's decimal digits from a start token to an end token.
 
     python -m rnnlab.main --config=configs/vec2seq.py --workdir=runs/vec2seq
-    python -m rnnlab.sample --workdir=runs/vec2seq --input=637
+    python -m rnnlab.sample --workdir=runs/vec2seq --input=6371
     python -m rnnlab.main --config=configs/vec2seq.py --config.task.feed_vector=True \
         --workdir=runs/vec2seq_fed
 
@@ -17,7 +17,7 @@ from configs import base
 def get_config(arg=None):
     c = base.get_config()
     c.task.name = "vec2seq"
-    c.data.max_digits = 3
+    c.data.max_digits = 4
     c.data.eval_examples = 1000
     c.model.cell = "lstm"
     c.model.hidden_size = 128

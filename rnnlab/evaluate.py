@@ -39,9 +39,7 @@ def evaluate(workdir, *, checkpoint: str = "best", **eval_settings) -> dict:
     for split in ("valid", "test"):
         sums = jax.device_get(jax.jit(lambda p, d, s=split: task.evaluate(p, d, s, None))(
             restored.state.params, task.data))
-        count = float(sums["count"])
-        out[split] = task.derive({k: float(v) / count for k, v in sums.items()
-                                  if k != "count" and v.ndim == 0})
+        out[split] = tasks.base.averages(task, sums)
     return out
 
 

@@ -13,12 +13,22 @@ from typing import NamedTuple
 
 from absl import logging
 
-from rnnlab import checkpoint, layout, rundir
+from rnnlab import checkpoint, layout, optim, parallel, rundir, tasks
+from rnnlab import state as state_lib
 
 
 class Start(NamedTuple):
     state: object  # the (restored or fresh) train state
     meta: dict  # the best validation score so far and its step
+
+
+def fresh_state(config, task: tasks.Task, mesh) -> state_lib.TrainState:
+    """A trial's state at step 0 (its seed, init and hyperparameters), sharded over `mesh`."""
+    state = state_lib.init_state(config, tasks.model(config, task.record),
+                                 optim.make_optimizer(config.optim, config.train.steps),
+                                 task.metrics)
+    # Restoring onto a sharded state restores sharded (also onto another device count).
+    return parallel.put(state, parallel.state_shardings(state, mesh, 0))
 
 
 def finished(run: rundir.RunDir, found: checkpoint.Restored | None, steps: int) -> dict | None:

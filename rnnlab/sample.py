@@ -93,14 +93,17 @@ def load_state(workdir, config: ml_collections.ConfigDict, model: model_lib.Mode
     order = [True, False] if checkpoint == "best" else [False]
     for best in order:
         for _ in range(attempts):
-            skipped = []
-            ckpt = checkpoint_lib.Checkpointer(workdir, config.train.keep_checkpoints,
-                                               read_only=True)
-            try:
-                found = ckpt.restore(like, best=best,
-                                     on_bad=lambda step, why: skipped.append(f"{step}: {why}"))
-            finally:
-                ckpt.close()
+            skipped, found = [], None
+            try:  # (listing the steps may meet one that a save is deleting)
+                ckpt = checkpoint_lib.Checkpointer(workdir, config.train.keep_checkpoints,
+                                                   read_only=True)
+                try:
+                    found = ckpt.restore(like, best=best, on_bad=lambda step, why:
+                                         skipped.append(f"{step}: {why}"))
+                finally:
+                    ckpt.close()
+            except OSError as e:
+                skipped.append(checkpoint_lib.first_line(e))
             if found is not None or not skipped:
                 break
             time.sleep(0.1)  # a save in progress may have replaced it: look again

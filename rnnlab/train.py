@@ -138,15 +138,6 @@ class _Loop:
 
     # --------------------------------------------------------------------------- set-up
 
-    def _fresh_state(self, config):
-        """A trial's state at step 0 (its seed, init and hyperparameters), sharded."""
-        model = tasks.model(config, self.task.record)
-        state = state_lib.init_state(config, model,
-                                     optim.make_optimizer(config.optim, self.t.steps),
-                                     self.task.metrics)
-        # Restoring onto a sharded state restores sharded (also onto another device count).
-        return parallel.put(state, parallel.state_shardings(state, self.mesh, 0))
-
     def _start(self):
         """The stacked state of the trials to train (None when every trial is done)."""
         for trial in self.trials:  # a diverged run is a result: rerunning would re-diverge
@@ -154,7 +145,7 @@ class _Loop:
             if status.get("status") == layout.DIVERGED:
                 trial.result, trial.active = status, False
         runs = {i: tr.run for i, tr in enumerate(self.trials) if tr.active}
-        fresh = {i: self._fresh_state(self.trials[i].config) for i in runs}
+        fresh = {i: resume.fresh_state(self.trials[i].config, self.task, self.mesh) for i in runs}
         if fresh:
             self.checkpoint_bytes = rundir.checkpoint_bytes(next(iter(fresh.values())))
         done, starts = resume.starts(runs, fresh, self.t.steps,
@@ -218,7 +209,8 @@ class _Loop:
             step = self.step = step + 1
             if not compiled:  # keep compile time out of the rates
                 jax.block_until_ready(state.step)
-                logging.info("compiled and ran the first step in %.1fs", time.perf_counter() - timer)
+                logging.info("compiled and ran the first step in %.1fs",
+                             time.perf_counter() - timer)
                 timer, timer_step, compiled = time.perf_counter(), step, True
             if step % t.log_every == 0 or step == t.steps:
                 jax.block_until_ready(state)  # steps run asynchronously: wait, then time
@@ -276,11 +268,12 @@ class _Loop:
         for k, trial in enumerate(self.todo):
             if not trial.active:
                 continue
+            # Averages over the updates applied (NaN when every one was skipped).
             trial_sums = self._of(sums, trial)
-            count = max(int(trial_sums["count"]), 1)
+            count = int(trial_sums["count"]) or float("nan")
             scalars = self.task.derive({name: float(trial_sums[name]) / count
                                         for name in self.task.metrics})
-            shown = [*self.task.metrics, *[k for k in scalars if k not in self.task.metrics][:1]]
+            shown = [*self.task.metrics, *[n for n in scalars if n not in self.task.metrics][:1]]
             scalars.update(grad_norm=float(trial_sums["grad_norm"]) / count,
                            lr=float(np.atleast_1d(lr)[k]), nonfinite=int(nonfinite[k]),
                            steps_per_sec=rate, **{unit: rate * per_step})
@@ -288,9 +281,8 @@ class _Loop:
             if k == 0 or len(self.todo) <= 4:
                 eta = (t.steps - self.step) / rate if rate > 0 else float("nan")
                 logging.info("%sstep %d/%d  %s  |g| %.2f  lr %.2e  %.1f steps/s  %.0f %s  ETA %s",
-                             self._tag(trial), self.step, t.steps,
-                             "  ".join(f"{name} {scalars[name]:.4g}" for name in shown),
-                             scalars["grad_norm"],
+                             self._tag(trial), self.step, t.steps, "  ".join(
+                                 f"{n} {scalars[n]:.4g}" for n in shown), scalars["grad_norm"],
                              scalars["lr"], rate, scalars[unit], unit.replace("_per_sec", "/s"),
                              _duration(eta))
         zeros = state_lib.zero_sums(self.task.metrics)
@@ -332,14 +324,8 @@ class _Loop:
     def _scores(self, state, split, windows):
         """Each trial's (scalars, sums) over `windows` evaluation batches of `split`."""
         sums = jax.device_get(self._eval_fn(split, windows)(state.params, self.data))
-        out = []
-        for trial in self.todo:
-            trial_sums = self._of(sums, trial)
-            count = float(trial_sums["count"])
-            scalars = {k: float(v) / count for k, v in trial_sums.items()
-                       if k != "count" and np.ndim(v) == 0}
-            out.append((self.task.derive(scalars), trial_sums))
-        return out
+        return [(tasks.base.averages(self.task, self._of(sums, trial)), self._of(sums, trial))
+                for trial in self.todo]
 
     def _evaluate(self, state, final=False):
         """Valid over `eval_batches` batches (best checkpoint, sample); at the end also the
@@ -400,12 +386,11 @@ class _Loop:
 
     def _save(self, state, final=False):
         for trial in self.active:
-            meta = {**trial.meta, **({"final": _final_meta(trial.result)} if final else {})}
+            meta = dict(trial.meta)
+            if final:  # what status.json says, to rebuild it from
+                meta["final"] = {k: v for k, v in trial.result.items()
+                                 if k not in ("status", "step")}
             trial.run.save(self.step, self._of(state, trial), meta)
-
-
-def _final_meta(result: dict) -> dict:
-    return {k: v for k, v in result.items() if k not in ("status", "step")}
 
 
 def _shardings(tree):

@@ -288,7 +288,8 @@ def test_the_cli_gives_one_line_and_exit_code_2(finished, tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     [line] = no_traceback(proc)
     assert f"cannot write to {run}" in line and "Read-only file system" in line
-    sweep = subprocess.run([sys.executable, "-m", "launch.sweep", "--config=configs/quickstart.py:smoke",
+    sweep = subprocess.run([sys.executable, "-m", "launch.sweep",
+                            "--config=configs/quickstart.py:smoke",
                             f"--workdir={tmp_path / 'sweep'}", "--max_parallel=0"],
                            cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert sweep.returncode == 2 and "--max_parallel must be >= 1" in sweep.stderr

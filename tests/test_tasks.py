@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 
 from rnnlab import model as model_lib
-from rnnlab import overrides, recurrent, sample, tasks, train, validation
-from rnnlab.cells import classic
-from rnnlab.tasks import classify, encoder, seq2seq, synthetic
+from rnnlab import overrides, sample, tasks, train, validation
+from rnnlab.tasks import encoder, seq2seq, synthetic
 from test_train import ROOT, restore_params
 
 # One config per task, made tiny (the smoke variants of the task configs).

@@ -86,6 +86,13 @@ def no_derived(scalars: dict[str, float]) -> dict[str, float]:
     return scalars
 
 
+def averages(task: Task, sums: dict) -> dict[str, float]:
+    """The metrics of evaluation sums (host values): each scalar sum over `count`, derived."""
+    count = float(sums["count"])
+    return task.derive({k: float(v) / count for k, v in sums.items()
+                        if k != "count" and np.ndim(v) == 0})
+
+
 # ----------------------------------------------------------------------------- datasets
 
 

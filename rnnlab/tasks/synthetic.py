@@ -200,7 +200,8 @@ def build(config: ml_collections.ConfigDict) -> base.Task:
     return base.Task(
         model=net, data=data, row_sharded=(), batch=batch, loss=loss, evaluate=evaluate,
         eval_windows=eval_windows, derive=derive_for(config), metrics=metric_names(config),
-        best=("mse", "min") if name == "adding" else ("loss", "min"), record=record,
+        best={"adding": ("mse", "min"), "copy": ("loss", "min")}.get(name, ("accuracy", "max")),
+        record=record,
         fingerprint=base.fingerprint(arrays, record),
         describe=(f"{name}: {'delay' if name == 'copy' else 'length'} {T}, fresh train batches, "
                   f"{config.data.eval_examples} fixed valid and test examples"),
