@@ -17,7 +17,8 @@ This module loads, aggregates and runs the CLI; `launch.tables` writes the table
 A metric `split/name` is the `name` scalar of the metrics.jsonl lines of that split. Trials that
 diverged (status or outcome "diverged", or a non-finite metric value) count in the diverged
 fraction and are left out of the metric means; failed trials and trials with no value of the
-metric yet are listed as missing; running or interrupted ones enter with their best so far.
+metric yet are listed as missing; running or interrupted ones enter with their best so far. A
+finished trial whose last metrics line is cut is read from what its status.json recorded.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Any, NamedTuple
 from absl import app, flags, logging
 
 from launch import figures as figures_lib
-from launch import tables
+from launch import tables, trials as trials_lib
 from rnnlab import layout
 
 to_markdown, to_csv, to_latex = tables.to_markdown, tables.to_csv, tables.to_latex
@@ -123,11 +124,11 @@ def _trial_dir(sweep_dir: pathlib.Path, trial: dict) -> pathlib.Path:
 def load_sweep(sweep_dir: str | pathlib.Path) -> list[TrialResult]:
     """Every trial of sweep.json, in sweep order, whether or not it has run."""
     sweep_dir = pathlib.Path(sweep_dir)
-    spec = _read_json(sweep_dir / "sweep.json")
+    spec = _read_json(sweep_dir / trials_lib.SWEEP_FILE)
     if not isinstance(spec, dict) or not isinstance(spec.get("trials"), list):
         raise FileNotFoundError(f"no readable sweep.json in {sweep_dir}: is it a sweep directory "
                                 "made by launch.sweep?")
-    outcomes = _read_json(sweep_dir / "outcomes.json")
+    outcomes = _read_json(sweep_dir / trials_lib.OUTCOMES_FILE)
     outcomes = outcomes if isinstance(outcomes, dict) else {}
     results = []
     for trial in spec["trials"]:
@@ -175,12 +176,13 @@ def _number(x: Any) -> float | None:
 
 
 def curve(result: TrialResult, metric: str) -> list[tuple[int, float]]:
-    """(step, value) of every line of the metric's split that has the scalar; for a finished
-    run whose final line is missing from metrics.jsonl (cut), the value status.json recorded."""
+    """(step, value) of every line of the metric's split that has the scalar (see `_curve`)."""
     return _curve(result, metric)[0]
 
 
 def _curve(result: TrialResult, metric: str) -> tuple[list[tuple[int, float]], str | None]:
+    """The curve, and what disagrees with status.json: the final line of a finished run missing
+    from metrics.jsonl (cut; status.json's value is used) or different from what it recorded."""
     split, name = _split_metric(metric)
     points = [(int(r.get("step", i)), _number(r[name])) for i, r in enumerate(result.records)
               if r.get("split") == split and _number(r.get(name)) is not None]

@@ -29,7 +29,7 @@ AXIS = "data"
 
 def make_mesh() -> jax.sharding.Mesh:
     """A 1-D mesh over all devices. `Auto` axes: the embedding gather of a batch-sharded index
-    raises under the default `Explicit` axes (JAX-NOTES)."""
+    raises a ShardingTypeError under the default `Explicit` axes."""
     return jax.make_mesh((jax.device_count(),), (AXIS,),
                          axis_types=(jax.sharding.AxisType.Auto,))
 

@@ -373,3 +373,23 @@ def test_sample_decodes_an_input_for_a_seq2seq_run(tmp_path):
                           "--input=12*3"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "outside the vocabulary: ['*']" in bad.stderr
     assert json.loads((tmp_path / "vocab.json").read_text())["tokens"][:2] == ["<pad>", "<eos>"]
+
+
+def test_seq2seq_reads_a_parallel_text_file_and_vec2seq_feeds_its_vector(tmp_path):
+    words = ["abc", "hello", "rnn", "jax", "lstm", "gru", "seq", "beam", "vector", "carry"]
+    lines = "".join(f"{w}\t{w[::-1]}\n" for w in words * 6)
+    (tmp_path / "pairs.tsv").write_text(lines)
+    config = task_config("seq2seq", **{"data.name": "pairs", "data.path": str(tmp_path /
+                                                                          "pairs.tsv"),
+                                       "eval.beam_size": 2, "decoder.cell": "gru",
+                                       "decoder.hidden_size": 24})
+    result = train.train(config, tmp_path / "pairs")
+    assert {"exact_match", "greedy_exact_match", "token_accuracy"} <= set(result["test"])
+    record = json.loads((tmp_path / "pairs" / "vocab.json").read_text())
+    assert record["tokens"][:3] == ["<pad>", "<eos>", "<bos>"] and "h" in record["tokens"]
+    params = restore_params(tmp_path / "pairs")[0].params
+    assert "bridge" in params  # an LSTM encoder's carry into a GRU decoder: projected
+    config, record = sample.load_run(tmp_path / "pairs")
+    assert isinstance(seq2seq.translate(config, record, params, "hello", beam_size=2), str)
+    fed = task_config("vec2seq", **{"task.feed_vector": True, "eval.beam_size": 2})
+    assert np.isfinite(train.train(fed, tmp_path / "fed")["test"]["exact_match"])

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnnlab import data as data_lib
 from rnnlab import model as model_lib
 
 
@@ -94,6 +95,17 @@ def averages(task: Task, sums: dict) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------- datasets
+
+
+def split_examples(examples: list, d, unit: str) -> dict[str, list]:
+    """A seeded split of a list of examples into train, valid and test by
+    `data.valid_fraction` / `data.test_fraction`; `data.split_seed` fixes it (the same split for
+    every training seed)."""
+    order = np.random.default_rng(d.split_seed).permutation(len(examples))
+    n_train, n_valid, _ = data_lib.split_sizes(len(examples), d.valid_fraction,
+                                               d.test_fraction, unit=unit)
+    return {split: [examples[i] for i in rows] for split, rows in
+            zip(data_lib.SPLITS, np.split(order, [n_train, n_train + n_valid]))}
 
 
 def pad_rows(arrays: dict[str, np.ndarray], multiple: int) -> tuple[dict[str, np.ndarray], int]:

@@ -142,11 +142,7 @@ def _splits(config) -> dict[str, list]:
                 (("train", d.path), ("valid", d.valid_path), ("test", d.test_path))}
     else:
         examples = read_file(d.path, d.text_field, d.label_field)
-    order = np.random.default_rng(d.split_seed).permutation(len(examples))
-    n_train, n_valid, _ = data_lib.split_sizes(len(examples), d.valid_fraction, d.test_fraction,
-                                                unit="examples")
-    cuts = np.split(order, [n_train, n_train + n_valid])
-    return {split: [examples[i] for i in rows] for split, rows in zip(data_lib.SPLITS, cuts)}
+    return base.split_examples(examples, d, "examples")
 
 
 def _encode(config, splits, vocab, labels):

@@ -203,11 +203,7 @@ def _tokens_record(config) -> dict:
 def _pairs_data(config):
     d = config.data
     pairs = read_pairs(d.path)
-    order = np.random.default_rng(d.split_seed).permutation(len(pairs))
-    n_train, n_valid, _ = data_lib.split_sizes(len(pairs), d.valid_fraction, d.test_fraction,
-                                                unit="pairs")
-    splits = {s: [pairs[i] for i in rows] for s, rows in
-              zip(data_lib.SPLITS, np.split(order, [n_train, n_train + n_valid]))}
+    splits = base.split_examples(pairs, d, "pairs")
     chars = sorted({c for s, t, _ in splits["train"] for c in s + t} | {data_lib.UNK})
     tokens = ["<pad>", "<eos>", "<bos>", *chars]
     ids = {c: i for i, c in enumerate(tokens)}
