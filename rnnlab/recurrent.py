@@ -13,10 +13,15 @@ over batch-major `xs [B..., T, F]` (any number of leading batch dimensions, incl
 - `key`: randomness for dropout between stacked layers; none is used when it is None.
 
 `rnn` holds the one `jax.lax.scan` of the library; `stack` and `bidirectional` compose layers.
+
+Diagnostics look inside the layers through a `Tap` (`with tapping(tap): ...` around the code
+being traced): each `rnn` layer, named by where it sits (`layer_0/fwd`, `decoder/layer_1`),
+offers the tap its states, inputs and gradients without any change to the model code.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -38,6 +43,55 @@ class Layer(NamedTuple):
     initial_carry: Callable[[Params, tuple[int, ...]], Carry]
     apply: Callable[..., tuple[Carry, Any]]
     output_size: int
+
+
+class Tap:
+    """What diagnostics see of the `rnn` layers traced while it is active (`tapping`).
+
+    The hooks run at trace time; a subclass overrides those it needs.
+    """
+
+    def probe(self, name: str, carry, T: int):
+        """A pytree shaped like `carry` with a leading time axis T, added to the carry that
+        enters each step (before a reset), so that its gradient is dL/d(state) per step; or
+        None."""
+        return None
+
+    wants_steps = False  # whether `steps` is called (the layer then keeps its states)
+
+    def steps(self, name: str, cell: base.Cell, params, carries_in, xs, carries_out, mask):
+        """After a layer's scan, in time-major order `[T, B..., ...]`: the carry each step read
+        (after resets), its inputs (unprojected), the carry it wrote, and `mask [T, B...]`
+        (valid steps; None when all are)."""
+
+    def outputs(self, ys, lengths):
+        """The outputs of a whole stack of layers (a model body) `[B..., T, H]`: returned
+        changed or as they are."""
+        return ys
+
+
+_TAPS: list[Tap] = []
+_SCOPE: list[str] = []
+
+
+@contextlib.contextmanager
+def tapping(tap: Tap):
+    """Makes `tap` see every `rnn` layer traced inside the block."""
+    _TAPS.append(tap)
+    try:
+        yield tap
+    finally:
+        _TAPS.pop()
+
+
+@contextlib.contextmanager
+def scope(name: str):
+    """Names the layers traced inside the block `name/...` (for taps)."""
+    _SCOPE.append(name)
+    try:
+        yield
+    finally:
+        _SCOPE.pop()
 
 
 def _main_input(xs):
@@ -183,26 +237,36 @@ def rnn(
                 xs_tm = jax.tree_util.tree_map(lambda a: _flip_time_major(a, lengths), xs_tm)
                 if reset_tm is not None:
                     reset_tm = _flip_time_major(reset_tm, lengths)
+        tap = _TAPS[-1] if _TAPS else None
+        name = "/".join(_SCOPE) or "rnn"
+        probe = None if tap is None else tap.probe(name, carry, T)
+        raw_tm = xs_tm if tap is not None and tap.wants_steps else None
         if hoisted:
             xs_tm = cell.project(cell_params, xs_tm)
         step = cell.recur if hoisted else cell.step
 
         def body(carry, inputs):
-            x_t, reset_t, mask_t = inputs
+            x_t, reset_t, mask_t, probe_t = inputs
+            if probe_t is not None:
+                carry = jax.tree_util.tree_map(jnp.add, carry, probe_t)
             old = carry
             if reset_t is not None:
                 carry = _where(reset_t, carry0, carry)
+            carry_in = carry
             carry, y_t = step(cell_params, carry, x_t)
             if mask_t is not None:
                 carry = _where(mask_t, carry, old)
                 y_t = _where(mask_t, y_t, jax.tree_util.tree_map(jnp.zeros_like, y_t))
-            return carry, y_t
+            return carry, (y_t, (carry_in, carry) if raw_tm is not None else None)
 
-        carry, ys = jax.lax.scan(
-            body, carry, (xs_tm, reset_tm, mask), reverse=scan_reverse, unroll=unroll
+        carry, (ys, states) = jax.lax.scan(
+            body, carry, (xs_tm, reset_tm, mask, probe), reverse=scan_reverse, unroll=unroll
         )
         if reverse and lengths is not None:
-            ys = jax.tree_util.tree_map(lambda a: _flip_time_major(a, lengths), ys)
+            ys, states, raw_tm, mask = jax.tree_util.tree_map(
+                lambda a: _flip_time_major(a, lengths), (ys, states, raw_tm, mask))
+        if states is not None:
+            tap.steps(name, cell, cell_params, states[0], raw_tm, states[1], mask)
         return carry, jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, 0, nb), ys)
 
     return Layer(init, initial_carry, apply, cell.output_size)
@@ -239,6 +303,7 @@ def stack(layers: Sequence[Layer], *, dropout: float = 0.0, residual: bool = Fal
 
     def apply(params, carry, xs, *, reset=None, lengths=None, key=None):
         carries = []
+        tap = _TAPS[-1] if _TAPS else None
         for i, layer in enumerate(layers):
             layer_key = None
             if key is not None:
@@ -247,14 +312,14 @@ def stack(layers: Sequence[Layer], *, dropout: float = 0.0, residual: bool = Fal
                     keep = jax.random.bernoulli(drop_key, 1.0 - dropout, xs.shape)
                     xs = jnp.where(keep, xs / (1.0 - dropout), 0.0).astype(xs.dtype)
             layer_carry = None if carry is None else carry[i]
-            c, ys = layer.apply(
-                params[f"layer_{i}"], layer_carry, xs, reset=reset, lengths=lengths, key=layer_key
-            )
+            with scope(f"layer_{i}"):
+                c, ys = layer.apply(params[f"layer_{i}"], layer_carry, xs, reset=reset,
+                                    lengths=lengths, key=layer_key)
             if residual and ys.shape == _main_input(xs).shape:
                 ys = ys + _main_input(xs)
             carries.append(c)
             xs = ys
-        return tuple(carries), xs
+        return tuple(carries), xs if tap is None else tap.outputs(xs, lengths)
 
     return Layer(init, initial_carry, apply, layers[-1].output_size)
 
@@ -296,8 +361,10 @@ def bidirectional(
 
     def apply(params, carry, xs, *, reset=None, lengths=None, key=None):
         carry_f, carry_b = (None, None) if carry is None else carry
-        carry_f, ys_f = fwd.apply(params["fwd"], carry_f, xs, reset=reset, lengths=lengths)
-        carry_b, ys_b = bwd.apply(params["bwd"], carry_b, xs, reset=reset, lengths=lengths)
+        with scope("fwd"):
+            carry_f, ys_f = fwd.apply(params["fwd"], carry_f, xs, reset=reset, lengths=lengths)
+        with scope("bwd"):
+            carry_b, ys_b = bwd.apply(params["bwd"], carry_b, xs, reset=reset, lengths=lengths)
         ys = jnp.concatenate([ys_f, ys_b], axis=-1) if merge == "concat" else ys_f + ys_b
         return (carry_f, carry_b), ys
 

@@ -85,8 +85,10 @@ def load_run(workdir) -> tuple[ml_collections.ConfigDict, dict]:
 def load_state(workdir, config: ml_collections.ConfigDict, model: model_lib.Model, *,
                checkpoint: str = "best", attempts: int = 20) -> checkpoint_lib.Restored:
     """A run's newest checkpoint that verifies: "best" (falling back to the last one, with a
-    warning, when the run has no usable best) or "last". Reads only, so it is safe while the
-    run trains: a checkpoint replaced during the read is looked for again."""
+    warning, when the run has no usable best), "last", or the one of a step (a number). Reads
+    only, so it is safe while the run trains: a checkpoint replaced during the read is looked
+    for again."""
+    at_most = int(checkpoint) if str(checkpoint).isdigit() else None
     like = state_lib.init_state(config, model, optim.make_optimizer(config.optim,
                                                                     config.train.steps),
                                 tasks.metric_names(config))
@@ -98,8 +100,9 @@ def load_state(workdir, config: ml_collections.ConfigDict, model: model_lib.Mode
                 ckpt = checkpoint_lib.Checkpointer(workdir, config.train.keep_checkpoints,
                                                    read_only=True)
                 try:
-                    found = ckpt.restore(like, best=best, on_bad=lambda step, why:
-                                         skipped.append(f"{step}: {why}"))
+                    found = ckpt.restore(like, best=best, at_most=at_most,
+                                         on_bad=lambda step, why: skipped.append(
+                                             f"{step}: {why}"))
                 finally:
                     ckpt.close()
             except OSError as e:
@@ -112,6 +115,10 @@ def load_state(workdir, config: ml_collections.ConfigDict, model: model_lib.Mode
         if best and skipped:
             logging.warning("%s has no best checkpoint that reads back (%s); using the last "
                             "checkpoint", workdir, "; ".join(skipped))
+    if at_most is not None and (found is None or found.step != at_most):
+        steps = layout.checkpoint_steps(workdir)
+        raise FileNotFoundError(f"{workdir} has no checkpoint of step {at_most} that reads back "
+                                f"(its checkpoints: {', '.join(map(str, steps)) or 'none'})")
     if found is None:
         raise FileNotFoundError(f"{workdir} has no checkpoint that reads back yet"
                                 + (f" (skipped: {'; '.join(skipped)})" if skipped else

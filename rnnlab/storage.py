@@ -46,16 +46,18 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def write_atomic(p: epath.Path, text: str) -> None:
-    """Replaces the file `p` by `text` in one step: a crash leaves the old file or the new one."""
+def write_atomic(p: epath.Path, text: str | bytes) -> None:
+    """Replaces the file `p` by `text` (str or bytes) in one step: a crash leaves the old file
+    or the new one."""
+    data = text.encode() if isinstance(text, str) else text
     if not is_local(p):
-        p.write_text(text)
+        p.write_bytes(data)
         return
     tmp = f"{p.parent}/.{p.name}.tmp{os.getpid()}"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            _write_all(fd, text.encode())
+            _write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -26,8 +26,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from rnnlab import layout, optim, parallel, resume, rundir, steps, stopping, storage, tasks
-from rnnlab import validation
+from rnnlab import diagnostics, layout, optim, parallel, resume, rundir, steps, stopping
+from rnnlab import storage, tasks, validation
 from rnnlab import state as state_lib
 
 
@@ -129,7 +129,7 @@ class _Loop:
         self.data = {k: parallel.put(v, self.rows if k in self.task.row_sharded
                                      else parallel.replicated(self.mesh))
                      for k, v in self.task.data.items()}
-        self.evals = {}
+        self.evals, self.flow = {}, None
         self.best_key = f"best_valid_{self.task.best[0]}"
 
     def close(self):
@@ -321,6 +321,17 @@ class _Loop:
                 out_shardings=parallel.replicated(self.mesh))
         return self.evals[split, windows]
 
+    def _flow(self, state):
+        """Each trial's gradient-flow scalars (`train.log_gradients`), or None."""
+        if not self.t.log_gradients:
+            return None
+        if self.flow is None:
+            fn = lambda state, data: diagnostics.flow_metrics(self.task, state, data)  # noqa
+            self.flow = jax.jit(jax.vmap(fn, in_axes=(0, None)) if self.vmapped else fn,
+                                out_shardings=parallel.replicated(self.mesh))
+        flow = jax.device_get(self.flow(state, self.data))
+        return [{k: float(v) for k, v in self._of(flow, trial).items()} for trial in self.todo]
+
     def _scores(self, state, split, windows):
         """Each trial's (scalars, sums) over `windows` evaluation batches of `split`."""
         sums = jax.device_get(self._eval_fn(split, windows)(state.params, self.data))
@@ -333,6 +344,7 @@ class _Loop:
         windows = self.task.eval_windows["valid"]
         capped = min(self.t.eval_batches or windows, windows)
         valid = self._scores(state, "valid", capped)
+        flow = self._flow(state)
         extra = {}
         if final:
             extra["test"] = self._scores(state, "test", None)
@@ -348,6 +360,8 @@ class _Loop:
                 continue
             scalars = valid[k][0]
             trial.run.write(self.step, "valid", scalars)
+            if flow is not None:
+                trial.run.write(self.step, "gradients", flow[k])
             for split, scores in extra.items():
                 trial.run.write(self.step, split, scores[k][0])
             best = trial.meta[self.best_key]

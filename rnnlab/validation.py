@@ -29,6 +29,8 @@ def check_train_config(t: ml_collections.ConfigDict) -> None:
     for key in ("eval_batches", "eval_batch_size", "sample_length"):
         if t[key] < 0:
             raise ValueError(f"train.{key} must be >= 0 (0: the default), got {t[key]!r}")
+    if not isinstance(t.log_gradients, bool):
+        raise ValueError(f"train.log_gradients must be True or False, got {t.log_gradients!r}")
     if t.sample_temperature < 0:
         raise ValueError(f"train.sample_temperature must be >= 0, got {t.sample_temperature}")
 

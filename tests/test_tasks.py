@@ -14,6 +14,7 @@ import pytest
 
 from rnnlab import model as model_lib
 from rnnlab import overrides, sample, tasks, train, validation
+from rnnlab.layout import read_metrics
 from rnnlab.tasks import encoder, seq2seq, synthetic
 from test_train import ROOT, restore_params
 
@@ -66,14 +67,26 @@ def test_a_resumed_run_is_bitwise_the_uninterrupted_one(name, tmp_path):
     assert set(result["test"]) >= {"loss"}
 
 
+def gradient_lines(workdir):
+    return [r for r in read_metrics(workdir) if r["split"] == "gradients"]
+
+
 def test_vmapped_trials_of_a_synthetic_task_equal_trials_run_alone(tmp_path):
-    configs = [task_config("adding", seed=s, **{"optim.lr": lr})
+    configs = [task_config("adding", seed=s, **{"optim.lr": lr, "train.log_gradients": True})
                for s, lr in ((0, 1e-2), (1, 3e-3))]
     assert validation.split_groups(configs) == [[0, 1]]
     together = train.train_group(configs, [tmp_path / "a", tmp_path / "b"])
     for config, result, name in zip(configs, together, "ab"):
         alone = train.train(config, tmp_path / f"alone_{name}")
         np.testing.assert_allclose(result["test"]["mse"], alone["test"]["mse"], rtol=2e-4)
+        # train.log_gradients: a line per evaluation, each trial its own
+        lines, alone_lines = gradient_lines(tmp_path / name), gradient_lines(
+            tmp_path / f"alone_{name}")
+        assert [r["step"] for r in lines] == [4, 8] and set(lines[0]) == {
+            "step", "split", "first", "last", "ratio"}
+        for r, a in zip(lines, alone_lines):
+            for k in ("first", "last", "ratio"):
+                np.testing.assert_allclose(r[k], a[k], rtol=2e-4)
     assert together[0]["test"]["mse"] != together[1]["test"]["mse"]  # seeds draw own batches
 
 

@@ -30,6 +30,9 @@ class Cell(NamedTuple):
         output. `recur(p, c, project(p, x)) == step(p, c, x)`.
       hidden_size: H.
       output_size: the size of `y_t` (H for most cells).
+      gates: `(params, carry, x_t) -> {name: [B..., H]}`, the gate activations of the step
+        that `step` computes from the same arguments (for diagnostics); None for a cell without
+        gates.
     """
 
     init: Callable[[jax.Array, int], Params]
@@ -39,6 +42,7 @@ class Cell(NamedTuple):
     recur: Callable[[Params, Carry, Any], tuple[Carry, jax.Array]]
     hidden_size: int
     output_size: int
+    gates: Callable[[Params, Carry, Any], dict[str, jax.Array]] | None = None
 
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {

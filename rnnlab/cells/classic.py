@@ -146,12 +146,19 @@ def lstm(
         h, c = carry
         return gates(xp + h @ params["w_h"].astype(h.dtype), c)
 
+    def preactivations(params, h, x):
+        p = base.cast(params, h.dtype)
+        return _concat_matmul(x.astype(h.dtype), h, p["w_x"], p["w_h"]) + p["b"]
+
     def step(params, carry, x):
         h, c = carry
-        p = base.cast(params, h.dtype)
-        return gates(_concat_matmul(x.astype(h.dtype), h, p["w_x"], p["w_h"]) + p["b"], c)
+        return gates(preactivations(params, h, x), c)
 
-    return base.Cell(init_fn, initial_carry, step, project, recur, H, H)
+    def gate_values(params, carry, x):
+        i, f, _, o = jnp.split(preactivations(params, carry[0], x), 4, axis=-1)
+        return {"input": gate(i), "forget": gate(f), "output": gate(o)}
+
+    return base.Cell(init_fn, initial_carry, step, project, recur, H, H, gate_values)
 
 
 def gru(
@@ -204,24 +211,31 @@ def gru(
         dt = base.compute_dtype(params, dtype)
         return x.astype(dt) @ params["w_x"].astype(dt) + params["b_x"].astype(dt)
 
+    def reset_update(params, h, xp):
+        w_h, b_h = params["w_h"].astype(h.dtype), params["b_h"].astype(h.dtype)
+        x_r, x_z, _ = jnp.split(xp, 3, axis=-1)
+        h_r, h_z = jnp.split(h @ w_h[:, : 2 * H] + b_h[: 2 * H], 2, axis=-1)
+        return gate(x_r + h_r), gate(x_z + h_z)
+
     def recur(params, h, xp):
         w_h, b_h = params["w_h"].astype(h.dtype), params["b_h"].astype(h.dtype)
-        x_r, x_z, x_n = jnp.split(xp, 3, axis=-1)
+        r, z = reset_update(params, h, xp)
+        x_n = xp[..., 2 * H:]
         if reset_after:
-            h_r, h_z, h_n = jnp.split(h @ w_h + b_h, 3, axis=-1)
-            r, z = gate(x_r + h_r), gate(x_z + h_z)
-            n = act(x_n + r * h_n)
+            n = act(x_n + r * (h @ w_h[:, 2 * H:] + b_h[2 * H:]))
         else:
-            h_r, h_z = jnp.split(h @ w_h[:, : 2 * H] + b_h[: 2 * H], 2, axis=-1)
-            r, z = gate(x_r + h_r), gate(x_z + h_z)
-            n = act(x_n + (r * h) @ w_h[:, 2 * H :] + b_h[2 * H :])
+            n = act(x_n + (r * h) @ w_h[:, 2 * H:] + b_h[2 * H:])
         h = (1 - z) * n + z * h
         return h, h
 
     def step(params, h, x):
         return recur(params, h, project(params, x))
 
-    return base.Cell(init_fn, initial_carry, step, project, recur, H, H)
+    def gate_values(params, h, x):
+        r, z = reset_update(params, h, project(params, x))
+        return {"reset": r, "update": z}
+
+    return base.Cell(init_fn, initial_carry, step, project, recur, H, H, gate_values)
 
 
 def jordan(

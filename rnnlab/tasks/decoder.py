@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from rnnlab import decode
+from rnnlab import decode, recurrent
 from rnnlab import model as model_lib
 from rnnlab.tasks import base
 
@@ -81,7 +81,9 @@ class Seq2Seq:
             flat = source
         else:
             xs = model_lib.embed(params, self.m, source, self.V)
-            carry, _ = self.encoder.apply(params["encoder"], None, xs, lengths=lengths, key=key)
+            with recurrent.scope("encoder"):
+                carry, _ = self.encoder.apply(params["encoder"], None, xs, lengths=lengths,
+                                              key=key)
             if "bridge" not in params:
                 return carry
             flat = jnp.concatenate([c.reshape(c.shape[0], -1)
@@ -106,14 +108,18 @@ class Seq2Seq:
             k_enc, k_dec, k_out = jax.random.split(key, 3)
         carry = self.start(params, batch["source"], batch["source_lengths"], k_enc)
         xs = self._inputs(params, batch["target"][:, :-1], batch["source"])
-        _, ys = self.decoder.apply(params["decoder"], carry, xs, key=k_dec)
+        # Steps past the target's end carry no loss (their outputs are zeros).
+        lengths = jnp.sum(batch["target"][:, 1:] != PAD, axis=1)
+        with recurrent.scope("decoder"):
+            _, ys = self.decoder.apply(params["decoder"], carry, xs, lengths=lengths, key=k_dec)
         ys = model_lib.output_dropout(ys, self.dm.dropout, k_out)
         return base.dense(params["readout"], ys)
 
     def step_fn(self, params, vector=None):
         def step(carry, tokens):
             xs = self._inputs(params, tokens[:, None], vector)
-            carry, ys = self.decoder.apply(params["decoder"], carry, xs)
+            with recurrent.scope("decoder"):
+                carry, ys = self.decoder.apply(params["decoder"], carry, xs)
             return carry, base.dense(params["readout"], ys[:, 0])
         return step
 

@@ -33,6 +33,11 @@ def check(config: ml_collections.ConfigDict, length: int | None = None) -> None:
         raise ValueError(f"task.pooling must be one of {POOLINGS}, got {config.task.pooling!r}")
     model_lib.check_model_config(config.model, causal=False, jordan=False)
     windowed = config.train.bptt_len and (length is None or config.train.bptt_len < length)
+    if windowed and config.train.log_gradients:
+        raise ValueError(
+            "train.log_gradients measures the gradient through whole sequences, but truncated "
+            f"BPTT (train.bptt_len={config.train.bptt_len}) cuts it: set train.bptt_len=0, or "
+            "measure a checkpoint with `python -m rnnlab.diagnose gradients` (full BPTT)")
     if windowed and config.model.bidirectional:
         raise ValueError(
             "model.bidirectional=True needs the whole sequence: truncated BPTT "
