@@ -130,10 +130,10 @@ def straight_run(tmp_path_factory):
     return STRAIGHT["dir"]
 
 
-def assert_same_run(a_dir, b_dir):
+def assert_same_run(a_dir, b_dir, steps=STEPS):
     a, meta_a = restore_params(a_dir)
     b, meta_b = restore_params(b_dir)
-    assert int(a.step) == int(b.step) == STEPS
+    assert int(a.step) == int(b.step) == steps
     jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
     assert meta_a == meta_b
     assert deterministic_metrics(a_dir) == deterministic_metrics(b_dir)
