@@ -212,27 +212,42 @@ def units(subject: Subject, text: str | None = None, length: int = 2000,
               "found": {f: [{"unit": u, "r": r} for u, r in units] for f, units in found.items()},
               "shown": chosen}
     subject.write("units.json", json.dumps(result, indent=1) + "\n")
-    _plot_units(subject, text, acts, labels, chosen, features, tracks)
+    _plot_units(subject, text, acts, labels, chosen, tracks)
     for feature, units in found.items():
         print(f"{feature:14s} " + ", ".join(f"{u} (r={r:+.2f})" for u, r in units))
     return result
 
 
-def _plot_units(subject, text, acts, labels, chosen, features, tracks, span=400):
+def _plot_units(subject, text, acts, labels, chosen, tracks, lines=16, columns=80):
+    """The HTML view as an image: the first `lines` lines of the text (up to `columns`
+    characters each), every character on its unit's colour, one panel per unit."""
     plt = _pyplot()
     if plt is None:
         return
-    fig, axes = plt.subplots(len(chosen), 1, figsize=(12, 1.8 * len(chosen)), squeeze=False)
-    t = np.arange(min(span, len(text)))
+    rows = text.split("\n")[:lines]
+    fig, axes = plt.subplots(len(chosen), 1, squeeze=False, layout="constrained",
+                             figsize=(columns * 0.11, len(chosen) * (lines * 0.2 + 0.4)))
     for ax, label in zip(axes[:, 0], chosen):
-        ax.plot(t, acts[t, labels.index(label)], lw=1, label=label)
-        if label in tracks:
-            f = features[tracks[label][0]][t]
-            scale = np.max(np.abs(acts[t, labels.index(label)])) / max(np.max(np.abs(f)), 1e-9)
-            ax.plot(t, f * scale, lw=1, alpha=0.6, label=f"{tracks[label][0]} (scaled)")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
-    axes[-1, 0].set_xlabel("character")
-    fig.suptitle(f"unit values over the first {len(t)} characters, {subject.label}")
+        values = acts[:, labels.index(label)]
+        scale = float(np.max(np.abs(values))) or 1.0
+        image = np.ones((len(rows), columns, 3))
+        position = 0
+        for r, row in enumerate(rows):
+            for c, ch in enumerate(row[:columns]):
+                v = float(np.clip(values[position + c] / scale, -1, 1))
+                fade = 1 - abs(v)
+                image[r, c] = (fade, fade, 1.0) if v >= 0 else (1.0, fade, fade)
+                if not ch.isspace():
+                    ax.text(c, r, ch, ha="center", va="center", family="monospace", fontsize=7)
+            position += len(row) + 1  # the newline
+        ax.imshow(image, aspect="auto", interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        feature = f" (tracks {tracks[label][0]}, r = {tracks[label][1]:+.2f})" \
+            if label in tracks else ""
+        ax.set_title(f"{label}{feature}", fontsize=9, loc="left")
+    fig.suptitle(f"unit values after each character (blue +, red -), {subject.label}",
+                 fontsize=10)
     _save_figure(subject, fig, "units.png")
     plt.close(fig)
 

@@ -174,17 +174,32 @@ def test_vmap_executor_matches_trials_run_alone(tmp_path):
                     np.testing.assert_allclose(ma[key], mb[key], rtol=2e-4, err_msg=key)
 
 
-def test_the_relu_unroll_experiment_plans_36_valid_trials(tmp_path, monkeypatch):
-    monkeypatch.chdir(ROOT)
-    spec = "experiments/relu_unroll/config.py"
-    trials = trials_lib.plan(spec, spec, str(tmp_path / "s"))
-    assert len(trials) == 36
-    assert {(t.overrides["model.cell"], t.overrides["model.activation"]) for t in trials} == {
-        ("elman", "tanh"), ("elman", "relu"), ("lstm", "tanh")}
+@pytest.mark.parametrize("spec, trials, groups", [
+    ("experiments/relu_unroll/config.py", 36, 12),
+    ("experiments/relu_unroll/config.py:sgd", 24, 12),
+    ("experiments/vanishing_gradients/config.py", 60, 20),
+    ("experiments/tbptt_many_to_one/config.py", 10, 5),
+    ("experiments/elman_vs_jordan/config.py", 10, 5),
+])
+def test_every_experiment_plans_valid_trials_whose_seeds_train_together(
+        spec, trials, groups, tmp_path, monkeypatch):
     from rnnlab import overrides, validation
 
+    monkeypatch.chdir(ROOT)
+    planned = trials_lib.plan(spec, spec, str(tmp_path / "s"))
+    assert len(planned) == trials
     base = trials_lib.load_config(spec)
-    configs = [overrides.apply(base, t.overrides) for t in trials]
+    configs = [overrides.apply(base, t.overrides) for t in planned]
     for config in configs:
         validation.check_config(config)
-    assert len(validation.split_groups(configs)) == 12  # the seeds of each setting train together
+    assert len(validation.split_groups(configs)) == groups
+    if spec == "experiments/relu_unroll/config.py":
+        assert {(t.overrides["model.cell"], t.overrides["model.activation"])
+                for t in planned} == {("elman", "tanh"), ("elman", "relu"), ("lstm", "tanh")}
+
+
+def test_the_single_run_experiments_have_valid_configs(monkeypatch):
+    from rnnlab import validation
+
+    monkeypatch.chdir(ROOT)
+    validation.check_config(trials_lib.load_config("experiments/interpretable_cells/config.py"))
