@@ -53,8 +53,8 @@ class Tap:
 
     def probe(self, name: str, carry, T: int):
         """A pytree shaped like `carry` with a leading time axis T, added to the carry that
-        enters each step (before a reset), so that its gradient is dL/d(state) per step; or
-        None."""
+        enters the step at each time t (before a reset; for a reversed layer, the state after
+        time t+1), so that its gradient is dL/d(state) per step; or None."""
         return None
 
     wants_steps = False  # whether `steps` is called (the layer then keeps its states)
@@ -240,6 +240,8 @@ def rnn(
         tap = _TAPS[-1] if _TAPS else None
         name = "/".join(_SCOPE) or "rnn"
         probe = None if tap is None else tap.probe(name, carry, T)
+        if probe is not None and reverse and lengths is not None:  # probe[t]: the step at t
+            probe = jax.tree_util.tree_map(lambda a: _flip_time_major(a, lengths), probe)
         raw_tm = xs_tm if tap is not None and tap.wants_steps else None
         if hoisted:
             xs_tm = cell.project(cell_params, xs_tm)

@@ -69,6 +69,26 @@ def test_gradients_stop_at_a_reset_and_are_named_by_layer_and_direction():
     assert all(np.all(np.isfinite(g)) for g in got.values())
 
 
+def test_a_reversed_layer_reports_gradients_in_time_order_with_and_without_lengths():
+    cell = cells.get_cell("elman", hidden_size=3)
+    body = recurrent.stack([recurrent.bidirectional(cell, cell)])
+    params = body.init(jax.random.key(0), 2)
+    xs = jax.random.normal(jax.random.key(1), (2, 5, 2))
+
+    def loss(lengths):
+        return lambda: jnp.mean(body.apply(params, None, xs, lengths=lengths)[1][:, 1] ** 2)
+
+    plain = diagnostics.state_gradients(loss(None))
+    full = diagnostics.state_gradients(loss(jnp.array([5, 5])))
+    for name in ("layer_0/fwd", "layer_0/bwd"):
+        np.testing.assert_allclose(plain[name], full[name], rtol=1e-6)
+    # The loss reads the outputs at t=1: forwards the states that steps 0 and 1 read matter;
+    # backwards those that steps 1..4 read (the step at t reads the state after t+1).
+    fwd, bwd = np.asarray(plain["layer_0/fwd"]), np.asarray(plain["layer_0/bwd"])
+    assert np.all(fwd[:2] > 0) and np.all(fwd[2:] == 0)
+    assert np.all(bwd[1:] > 0) and np.all(bwd[0] == 0)
+
+
 def test_spectra_agree_with_numpy_and_with_matrices_of_known_spectrum():
     H = 5
     rng = np.random.default_rng(0)
