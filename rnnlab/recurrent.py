@@ -209,7 +209,9 @@ def rnn(
     def apply(params, carry, xs, *, reset=None, lengths=None, key=None):
         del key  # a single rnn layer draws no randomness
         cell_params = params["cell"]
-        input_size = cell_params["w_x"].shape[0] if "w_x" in cell_params else None
+        # The input kernel (an input projection `w_in` first) tells the input size expected.
+        kernel = cell_params.get("w_in", cell_params.get("w_x"))
+        input_size = None if kernel is None else kernel.shape[0]
         batch_shape, T = _check_inputs(xs, reset, lengths, input_size)
         nb = len(batch_shape)
         carry0 = initial_carry(params, batch_shape)

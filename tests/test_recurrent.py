@@ -7,22 +7,23 @@ import numpy as np
 import pytest
 
 from rnnlab import cells, recurrent
+from rnnlab.cells.zoo import GREFF_VARIANTS
 
 B, T, F, H = 3, 7, 5, 4
-CELL_SPECS = [
-    ("elman", {}),
-    ("lstm", {}),
-    ("gru", {}),
-    ("gru", {"reset_after": False}),
-    ("jordan", {"output_size": 3}),
-]
-IDS = ["elman", "lstm", "gru", "gru_cho", "jordan"]
+# Every registry cell (a new one is tested by being registered), with the options it needs,
+# and the option-selected forms.
+NEEDS = {"jordan": {"output_size": 3}}
+INPUT_SIZE = {"mut1": H, "mut2": H}  # they add the raw input to hidden-size sums
+CELL_SPECS = [(name, NEEDS.get(name, {})) for name in sorted(cells.CELLS)] + [
+    ("gru", {"reset_after": False})] + [("lstm", {"variant": v}) for v in GREFF_VARIANTS]
+IDS = [name + "".join(f"_{v}" for k, v in options.items() if k != "output_size")
+       for name, options in CELL_SPECS]
 
 
 def make(name, options, *, key=0, **rnn_options):
     cell = cells.get_cell(name, hidden_size=H, **options)
     layer = recurrent.rnn(cell, **rnn_options)
-    params = layer.init(jax.random.key(key), F)
+    params = layer.init(jax.random.key(key), INPUT_SIZE.get(name, F))
     # Non-zero biases so that a wrong bias path cannot hide.
     params = jax.tree_util.tree_map(
         lambda p: p + 0.1 * jax.random.normal(jax.random.key(key + 1), p.shape), params
@@ -30,7 +31,8 @@ def make(name, options, *, key=0, **rnn_options):
     return cell, layer, params
 
 
-def inputs(shape=(B, T, F), seed=0):
+def inputs(name=None, shape=None, seed=0):
+    shape = shape or (B, T, INPUT_SIZE.get(name, F))
     return jax.random.normal(jax.random.key(100 + seed), shape)
 
 
@@ -51,7 +53,7 @@ def assert_trees_close(a, b, atol=1e-5):
 @pytest.mark.parametrize("projection", ["fused", "hoisted"])
 def test_scan_equals_python_loop(name, options, projection):
     cell, layer, params = make(name, options, projection=projection)
-    xs = inputs()
+    xs = inputs(name)
     carry0 = jax.tree_util.tree_map(lambda c: c + 0.3, layer.initial_carry(params, (B,)))
     want_carry, want_ys = loop(cell, params["cell"], carry0, xs)
     got_carry, got_ys = layer.apply(params, carry0, xs)
@@ -62,7 +64,7 @@ def test_scan_equals_python_loop(name, options, projection):
 @pytest.mark.parametrize("name,options", CELL_SPECS, ids=IDS)
 def test_hoisted_equals_fused_and_unroll(name, options):
     _, fused, params = make(name, options)
-    xs = inputs()
+    xs = inputs(name)
     want = fused.apply(params, None, xs)
     _, hoisted, _ = make(name, options, projection="hoisted")
     assert_trees_close(hoisted.apply(params, None, xs), want)
@@ -74,7 +76,7 @@ def test_hoisted_equals_fused_and_unroll(name, options):
 @pytest.mark.parametrize("name,options", CELL_SPECS, ids=IDS)
 def test_two_half_windows_equal_one_window(name, options):
     _, layer, params = make(name, options)
-    xs = inputs()
+    xs = inputs(name)
     want_carry, want_ys = layer.apply(params, None, xs)
     carry, ys1 = layer.apply(params, None, xs[:, :3])
     carry, ys2 = layer.apply(params, carry, xs[:, 3:])
@@ -88,7 +90,7 @@ def test_reset_equals_fresh_start(name, options, learn_initial_carry):
     _, layer, params = make(name, options, learn_initial_carry=learn_initial_carry)
     if learn_initial_carry:  # a non-zero learned carry, so that a zero reset would be wrong
         params["carry0"] = jax.tree_util.tree_map(lambda c: c + 0.5, params["carry0"])
-    xs, k = inputs(), 4
+    xs, k = inputs(name), 4
     carry_in = jax.tree_util.tree_map(lambda c: c - 0.2, layer.initial_carry(params, (B,)))
     reset = jnp.zeros((B, T), bool).at[1, k].set(True)
     carry, ys = layer.apply(params, carry_in, xs, reset=reset)
@@ -106,7 +108,7 @@ def test_reset_equals_fresh_start(name, options, learn_initial_carry):
 def test_lengths_equal_unpadded_runs(name, options, reverse):
     cell, layer, params = make(name, options, reverse=reverse)
     lengths = jnp.array([T, 2, 5])
-    xs = inputs()
+    xs = inputs(name)
     carry, ys = layer.apply(params, None, xs, lengths=lengths)
     for b, n in enumerate(lengths.tolist()):
         seq = xs[b : b + 1, :n]
@@ -159,7 +161,7 @@ def test_bidirectional_with_resets_equals_separate_segments():
     lstm = cells.get_cell("lstm", hidden_size=H)
     layer = recurrent.bidirectional(lstm, lstm, merge="sum")
     params = layer.init(jax.random.key(4), F)
-    xs = inputs((1, T, F))
+    xs = inputs(shape=(1, T, F))
     reset = jnp.zeros((1, T), bool).at[0, 3].set(True)  # segments [0, 3) and [3, T)
     _, ys = layer.apply(params, None, xs, reset=reset)
     for lo, hi in [(0, 3), (3, T)]:
@@ -169,7 +171,7 @@ def test_bidirectional_with_resets_equals_separate_segments():
 
 def test_vmap_over_unbatched_equals_batched_and_many_batch_dims():
     cell, layer, params = make("gru", {})
-    xs = inputs((6, T, F))
+    xs = inputs(shape=(6, T, F))
     reset = jax.random.bernoulli(jax.random.key(5), 0.2, (6, T))
     lengths = jnp.array([7, 1, 3, 7, 5, 2])
     want_carry, want = layer.apply(params, None, xs, reset=reset, lengths=lengths)
@@ -203,7 +205,7 @@ def test_jit_traces_once_per_shape(kind):
     for seed in range(3):
         f(params, inputs(seed=seed))
     assert len(traces) == 1
-    f(params, inputs((2, T, F)))
+    f(params, inputs(shape=(2, T, F)))
     assert len(traces) == 2
 
 
@@ -298,7 +300,7 @@ def test_bad_inputs_name_the_argument_and_shape():
     _, layer, params = make("lstm", {})
     xs = inputs()
     with pytest.raises(ValueError, match=r"input size 5.*\[B\.\.\., T, 5\]"):
-        layer.apply(params, None, inputs((B, T, F + 1)))
+        layer.apply(params, None, inputs(shape=(B, T, F + 1)))
     with pytest.raises(ValueError, match=r"reset must have shape \[B\.\.\., T\] = \(3, 7\)"):
         layer.apply(params, None, xs, reset=jnp.zeros((B, T + 1), bool))
     with pytest.raises(ValueError, match=r"lengths must have shape \[B\.\.\.\] = \(3,\)"):

@@ -15,7 +15,7 @@ import importlib
 import inspect
 from typing import Callable
 
-from rnnlab.cells import classic
+from rnnlab.cells import classic, zoo
 from rnnlab.cells.base import ACTIVATIONS, Cell, get_activation  # noqa: F401  (public names)
 from rnnlab.cells.classic import jordan_inputs  # noqa: F401
 
@@ -25,6 +25,13 @@ CELLS: dict[str, Callable[..., Cell]] = {
     "lstm": classic.lstm,
     "gru": classic.gru,
     "jordan": classic.jordan,
+    "mgu": zoo.mgu,
+    "mut1": zoo.mut1,
+    "mut2": zoo.mut2,
+    "mut3": zoo.mut3,
+    "ugrnn": zoo.ugrnn,
+    "plus_rnn": zoo.plus_rnn,
+    "indrnn": zoo.indrnn,
 }
 
 

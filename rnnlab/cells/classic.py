@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rnnlab.cells import base
+from rnnlab.cells import base, zoo
 
 
 def _concat_matmul(x, h, w_x, w_h):
@@ -98,6 +98,8 @@ def lstm(
     gate_activation="sigmoid",
     init="orthogonal",
     init_scale: float = 1.0,
+    variant: str | None = None,
+    peepholes: bool = False,
     param_dtype=jnp.float32,
     dtype=None,
 ) -> base.Cell:
@@ -112,9 +114,22 @@ def lstm(
     not a constant added in the forward pass. Carry: `(h, c)`, each `[B..., H]`, zeros (PyTorch's
     order; Flax's `LSTMCell` carries `(c, h)`).
 
+    `variant=` one of Greff et al.'s (`vanilla`, `nig`, `nfg`, `nog`, `niaf`, `noaf`, `np`,
+    `cifg`, `fgr`), or `peepholes=True` (= `vanilla`), builds `zoo.greff_lstm` instead.
+
     Hochreiter & Schmidhuber, "Long short-term memory", Neural Computation 9 (1997); forget gate:
     Gers, Schmidhuber & Cummins (2000).
     """
+    if variant is not None or peepholes:
+        if (activation, gate_activation) != ("tanh", "sigmoid"):
+            raise ValueError("the Greff et al. LSTM variants use tanh and sigmoid (variants "
+                             "niaf and noaf drop a tanh)")
+        if peepholes and variant not in (None, "vanilla"):
+            raise ValueError(f"peepholes=True is the vanilla variant; variant={variant!r} "
+                             "says its own peepholes")
+        return zoo.greff_lstm(hidden_size, variant=variant or "vanilla",
+                              forget_bias=forget_bias, init=init, init_scale=init_scale,
+                              param_dtype=param_dtype, dtype=dtype)
     H = base.check_size("hidden_size", hidden_size)
     act = base.get_activation(activation)
     gate = base.get_activation(gate_activation)

@@ -1,0 +1,386 @@
+"""Gated and minimal cells of the architecture-search literature, for ablation studies.
+
+Greff et al. 2015's peephole LSTM and its eight variants (through `classic.lstm(variant=...)`),
+Jozefowicz et al. 2015's MUT1-3, Collins et al. 2017's UGRNN and +RNN, the minimal gated unit,
+and IndRNN. Shapes and conventions as in `rnnlab.cells.classic`: `w_x [F, k*H]` and
+`w_h [H, k*H]` hold one column block per gate, in the order each docstring gives; every cell
+splits its step into `project` (the input terms, hoistable out of the scan) and `recur`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from rnnlab.cells import base
+
+sigmoid = jax.nn.sigmoid
+
+
+def _blocks(v, n):
+    return jnp.split(v, n, axis=-1)
+
+
+def _kernels(key, input_size, H, n_x, n_h, init, dtype):
+    kx, kh = jax.random.split(key)
+    return {"w_x": base.input_kernel(kx, input_size, n_x * H, dtype),
+            "w_h": base.recurrent_kernel(kh, init, H, n_h, dtype)}
+
+
+def _simple_cell(H, init_fn, project, recur, gates=None, output_size=None, dtype=None):
+    """A Cell whose carry is h [B..., H] (zeros) and whose step is recur(project(x))."""
+
+    def initial_carry(params, batch_shape):
+        return jnp.zeros((*batch_shape, H), base.compute_dtype(params, dtype))
+
+    def step(params, carry, x):
+        return recur(params, carry, project(params, x))
+
+    return base.Cell(init_fn, initial_carry, step, project, recur, H, output_size or H, gates)
+
+
+def _cast_x(params, x, dtype):
+    dt = base.compute_dtype(params, dtype)
+    return base.cast(params, dt), x.astype(dt)
+
+
+def mgu(hidden_size: int, *, activation="tanh", init="orthogonal", init_scale: float = 1.0,
+        param_dtype=jnp.float32, dtype=None) -> base.Cell:
+    """Minimal gated unit: one gate, used to reset (before the matmul) and to update.
+
+        f   = sigmoid(x @ W_xf + h @ W_hf + b_f)
+        h~  = act(x @ W_xh + (f * h) @ W_hh + b_h)
+        h'  = (1 - f) * h + f * h~,    y = h'
+
+    Params: `w_x [F, 2H]`, `w_h [H, 2H]`, `b [2H]`, blocks (f, h~). Carry: `h`, zeros.
+    The form of arXiv:1603.09420 as transcribed by RecurrentLayers.jl (the paper's text was not
+    checked); Flax's `MGUCell` is a different function (its gate acts after the matmul).
+
+    Zhou, Wu, Zhang & Zhou, "Minimal gated unit for recurrent neural networks" (2016).
+    """
+    H = base.check_size("hidden_size", hidden_size)
+    act, w_init = base.get_activation(activation), base.recurrent_init(init, init_scale)
+
+    def init_fn(key, input_size):
+        return {**_kernels(key, input_size, H, 2, 2, w_init, param_dtype),
+                "b": jnp.zeros((2 * H,), param_dtype)}
+
+    def project(params, x):
+        p, x = _cast_x(params, x, dtype)
+        return x @ p["w_x"] + p["b"]
+
+    def recur(params, h, xp):
+        w_hf, w_hh = _blocks(params["w_h"].astype(h.dtype), 2)
+        x_f, x_h = _blocks(xp, 2)
+        f = sigmoid(x_f + h @ w_hf)
+        h = (1 - f) * h + f * act(x_h + (f * h) @ w_hh)
+        return h, h
+
+    def gates(params, h, x):
+        x_f, _ = _blocks(project(params, x), 2)
+        return {"forget": sigmoid(x_f + h @ _blocks(params["w_h"].astype(h.dtype), 2)[0])}
+
+    return _simple_cell(H, init_fn, project, recur, gates, dtype=dtype)
+
+
+def _mut(number: int):
+    def factory(hidden_size: int, *, init="orthogonal", init_scale: float = 1.0,
+                param_dtype=jnp.float32, dtype=None) -> base.Cell:
+        H = base.check_size("hidden_size", hidden_size)
+        w_init = base.recurrent_init(init, init_scale)
+        n_x, n_h = {1: (2, 2), 2: (2, 3), 3: (3, 3)}[number]
+
+        def init_fn(key, input_size):
+            if number in (1, 2) and input_size != H:
+                raise ValueError(f"mut{number} adds its raw input to a hidden-size sum, so the "
+                                 f"input size must equal hidden_size={H}, got {input_size} "
+                                 "(set model.embed_size to the hidden size)")
+            return {**_kernels(key, input_size, H, n_x, n_h, w_init, param_dtype),
+                    "b": jnp.zeros((3 * H,), param_dtype)}
+
+        def project(params, x):
+            p, x = _cast_x(params, x, dtype)
+            b_z, b_r, b_h = _blocks(p["b"], 3)
+            if number == 1:  # (x @ W_xz + b_z, x @ W_xr + b_r, tanh(x) + b_h)
+                x_z, x_r = _blocks(x @ p["w_x"], 2)
+                return jnp.concatenate([x_z + b_z, x_r + b_r, jnp.tanh(x) + b_h], -1)
+            if number == 2:  # (x @ W_xz + b_z, x + b_r, x @ W_xh + b_h)
+                x_z, x_h = _blocks(x @ p["w_x"], 2)
+                return jnp.concatenate([x_z + b_z, x + b_r, x_h + b_h], -1)
+            return x @ p["w_x"] + p["b"]
+
+        def recur(params, h, xp):
+            w_h = params["w_h"].astype(h.dtype)
+            x_z, x_r, x_h = _blocks(xp, 3)
+            if number == 1:
+                w_hr, w_hh = _blocks(w_h, 2)
+                z = sigmoid(x_z)
+            else:
+                w_hz, w_hr, w_hh = _blocks(w_h, 3)
+                z = sigmoid(x_z + (jnp.tanh(h) if number == 3 else h) @ w_hz)
+            r = sigmoid(x_r + h @ w_hr)
+            h = jnp.tanh((r * h) @ w_hh + x_h) * z + h * (1 - z)
+            return h, h
+
+        def gates(params, h, x):
+            x_z, x_r, _ = _blocks(project(params, x), 3)
+            w_h = params["w_h"].astype(h.dtype)
+            if number == 1:
+                w_hr = _blocks(w_h, 2)[0]
+                z = sigmoid(x_z)
+            else:
+                w_hz, w_hr, _ = _blocks(w_h, 3)
+                z = sigmoid(x_z + (jnp.tanh(h) if number == 3 else h) @ w_hz)
+            return {"update": z, "reset": sigmoid(x_r + h @ w_hr)}
+
+        return _simple_cell(H, init_fn, project, recur, gates, dtype=dtype)
+
+    factory.__name__ = f"mut{number}"
+    factory.__doc__ = f"""MUT{number}, an architecture found by Jozefowicz et al.'s search.
+
+        MUT1: z = sigmoid(x @ W_xz + b_z)
+              r = sigmoid(x @ W_xr + h @ W_hr + b_r)
+              h' = tanh((r * h) @ W_hh + tanh(x) + b_h) * z + h * (1 - z)
+        MUT2: z = sigmoid(x @ W_xz + h @ W_hz + b_z)
+              r = sigmoid(x + h @ W_hr + b_r)
+              h' = tanh((r * h) @ W_hh + x @ W_xh + b_h) * z + h * (1 - z)
+        MUT3: z = sigmoid(x @ W_xz + tanh(h) @ W_hz + b_z)
+              r = sigmoid(x @ W_xr + h @ W_hr + b_r)
+              h' = tanh((r * h) @ W_hh + x @ W_xh + b_h) * z + h * (1 - z)
+
+    z gates the NEW candidate (the opposite of the paper's GRU listing). MUT1 and MUT2 add the raw
+    input (tanh(x), x) without a weight, so their input size must equal H. Params (this one):
+    {dict({1: "w_x [F, 2H] (z, r), w_h [H, 2H] (r, h)",
+           2: "w_x [F, 2H] (z, h), w_h [H, 3H] (z, r, h)",
+           3: "w_x [F, 3H] (z, r, h), w_h [H, 3H] (z, r, h)"})[number]}, b [3H] (z, r, h).
+    Carry: `h`, zeros. Equations as three independent transcriptions agree (the paper's text was
+    not checked).
+
+    Jozefowicz, Zaremba & Sutskever, "An empirical exploration of recurrent network
+    architectures", ICML 2015.
+    """
+    return factory
+
+
+mut1, mut2, mut3 = _mut(1), _mut(2), _mut(3)
+
+
+def ugrnn(hidden_size: int, *, forget_bias: float = 1.0, init="orthogonal",
+          init_scale: float = 1.0, param_dtype=jnp.float32, dtype=None) -> base.Cell:
+    """Update-gate RNN.
+
+        [g_a, c_a] = x @ W_x + h @ W_h + b           blocks (g, c)
+        g  = sigmoid(g_a + forget_bias)              a constant added in the forward pass (1.0)
+        h' = g * h + (1 - g) * tanh(c_a),    y = h'
+
+    Params: `w_x [F, 2H]`, `w_h [H, 2H]`, `b [2H]`. Carry: `h`, zeros. As TensorFlow's
+    `UGRNNCell` (contrib), which implements arXiv:1611.09913.
+
+    Collins, Sohl-Dickstein & Sussillo, "Capacity and trainability in recurrent neural
+    networks", ICLR 2017.
+    """
+    H = base.check_size("hidden_size", hidden_size)
+    w_init = base.recurrent_init(init, init_scale)
+
+    def init_fn(key, input_size):
+        return {**_kernels(key, input_size, H, 2, 2, w_init, param_dtype),
+                "b": jnp.zeros((2 * H,), param_dtype)}
+
+    def project(params, x):
+        p, x = _cast_x(params, x, dtype)
+        return x @ p["w_x"] + p["b"]
+
+    def recur(params, h, xp):
+        g_a, c_a = _blocks(xp + h @ params["w_h"].astype(h.dtype), 2)
+        g = sigmoid(g_a + forget_bias)
+        h = g * h + (1 - g) * jnp.tanh(c_a)
+        return h, h
+
+    def gates(params, h, x):
+        g_a, _ = _blocks(project(params, x) + h @ params["w_h"].astype(h.dtype), 2)
+        return {"update": sigmoid(g_a + forget_bias)}
+
+    return _simple_cell(H, init_fn, project, recur, gates, dtype=dtype)
+
+
+def plus_rnn(hidden_size: int, *, forget_bias: float = 1.0, init="orthogonal",
+             init_scale: float = 1.0, param_dtype=jnp.float32, dtype=None) -> base.Cell:
+    """Intersection RNN (+RNN): separate gated paths through time (h) and through depth (y).
+
+        x <- x @ W_in + b_in                          only when the input size F != H
+        [gh_a, h_a, gy_a, y_a] = x @ W_x + h @ W_h + b
+        gh = sigmoid(gh_a + forget_bias),  gy = sigmoid(gy_a + forget_bias)   (constant 1.0)
+        h' = gh * h + (1 - gh) * tanh(h_a)            the carry
+        y  = gy * x + (1 - gy) * relu(y_a)            the output (y != h')
+
+    Params: `w_x [H, 4H]`, `w_h [H, 4H]`, `b [4H]` (blocks gh, h, gy, y), and `w_in [F, H]`,
+    `b_in [H]` when F != H. Carry: `h`, zeros. As TensorFlow's `IntersectionRNNCell` (contrib).
+    Designed for deep stacks (the input passes through to the output).
+
+    Collins, Sohl-Dickstein & Sussillo, "Capacity and trainability in recurrent neural
+    networks", ICLR 2017.
+    """
+    H = base.check_size("hidden_size", hidden_size)
+    w_init = base.recurrent_init(init, init_scale)
+
+    def init_fn(key, input_size):
+        k, k_in = jax.random.split(key)
+        params = {**_kernels(k, H, H, 4, 4, w_init, param_dtype),
+                  "b": jnp.zeros((4 * H,), param_dtype)}
+        if input_size != H:
+            params["w_in"] = base.input_kernel(k_in, input_size, H, param_dtype)
+            params["b_in"] = jnp.zeros((H,), param_dtype)
+        return params
+
+    def project(params, x):
+        p, x = _cast_x(params, x, dtype)
+        if "w_in" in p:
+            x = x @ p["w_in"] + p["b_in"]
+        return x @ p["w_x"] + p["b"], x
+
+    def recur(params, h, xp):
+        xp, x = xp
+        gh_a, h_a, gy_a, y_a = _blocks(xp + h @ params["w_h"].astype(h.dtype), 4)
+        gh, gy = sigmoid(gh_a + forget_bias), sigmoid(gy_a + forget_bias)
+        h = gh * h + (1 - gh) * jnp.tanh(h_a)
+        return h, gy * x + (1 - gy) * jax.nn.relu(y_a)
+
+    def gates(params, h, x):
+        xp, _ = project(params, x)
+        gh_a, _, gy_a, _ = _blocks(xp + h @ params["w_h"].astype(h.dtype), 4)
+        return {"time": sigmoid(gh_a + forget_bias), "depth": sigmoid(gy_a + forget_bias)}
+
+    return _simple_cell(H, init_fn, project, recur, gates, dtype=dtype)
+
+
+def indrnn(hidden_size: int, *, activation="relu", recurrent_max: float | None = None,
+           param_dtype=jnp.float32, dtype=None) -> base.Cell:
+    """Independently recurrent network: each unit recurs only on itself.
+
+        h' = act(x @ W_x + b + u * h),    y = h'          act = relu
+
+    Params: `w_x [F, H]`, `u [H]` (drawn from U(0, 1), the authors' init), `b [H]`. Carry: `h`,
+    zeros. `recurrent_max` draws u from U(0, recurrent_max) instead (the authors bound |u| by
+    MAG^(1/T) for long sequences).
+
+    Li, Li, Cook, Zhu & Gao, "Independently recurrent neural network (IndRNN)", CVPR 2018.
+    """
+    H = base.check_size("hidden_size", hidden_size)
+    act = base.get_activation(activation)
+    high = 1.0 if recurrent_max is None else recurrent_max
+
+    def init_fn(key, input_size):
+        kx, ku = jax.random.split(key)
+        return {"w_x": base.input_kernel(kx, input_size, H, param_dtype),
+                "u": jax.random.uniform(ku, (H,), jnp.float32, 0.0, high).astype(param_dtype),
+                "b": jnp.zeros((H,), param_dtype)}
+
+    def project(params, x):
+        p, x = _cast_x(params, x, dtype)
+        return x @ p["w_x"] + p["b"]
+
+    def recur(params, h, xp):
+        h = act(xp + params["u"].astype(h.dtype) * h)
+        return h, h
+
+    return _simple_cell(H, init_fn, project, recur, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------- Greff et al.
+
+GREFF_VARIANTS = ("vanilla", "nig", "nfg", "nog", "niaf", "noaf", "np", "cifg", "fgr")
+
+
+def greff_lstm(hidden_size: int, *, variant: str = "vanilla", forget_bias: float = 1.0,
+               init="orthogonal", init_scale: float = 1.0, param_dtype=jnp.float32,
+               dtype=None) -> base.Cell:
+    """The vanilla LSTM of Greff et al. (peepholes) and its eight variants.
+
+        z = g(x @ W_z + h @ R_z + b_z)                          g = tanh (block input)
+        i = sigmoid(x @ W_i + h @ R_i + p_i * c_prev + b_i)
+        f = sigmoid(x @ W_f + h @ R_f + p_f * c_prev + b_f)
+        c = z * i + c_prev * f
+        o = sigmoid(x @ W_o + h @ R_o + p_o * c + b_o)          the output peephole sees NEW c
+        h = o * k(c),    y = h                                  k = tanh (output activation)
+
+    Variants: `nig` i = 1, `nfg` f = 1, `nog` o = 1 (that gate's weights, bias and peephole
+    removed), `niaf` g = identity, `noaf` k = identity, `np` no peepholes, `cifg` f = 1 - i
+    (no forget-gate params), `fgr` full gate recurrence: each gate's pre-activation also gets
+    `[i, f, o]_prev @ R_gates` (nine HxH matrices, `r_gates [3H, 3H]`, rows i, f, o of the
+    previous step, columns the i, f, o gates; i_0 = f_0 = o_0 = 0, an assumption).
+
+    Params: `w_x [F, kH]`, `w_h [H, kH]`, `b [kH]` with the gates present in the order i, f, z,
+    o (PyTorch's i, f, g, o; k = 4, or 3 without one gate); peepholes `p_i, p_f, p_o [H]` for
+    the gates present (not in `np`); `r_gates` for `fgr`. `forget_bias` initialises b_f.
+    Carry: `(h, c)`, zeros; `(h, c, gates [B..., 3H])` for `fgr`. Equations as the paper's
+    section II as transcribed (its text was not checked here); the peephole placement matches
+    TensorFlow's `LSTMCell(use_peepholes=True)`.
+
+    Greff, Srivastava, Koutnik, Steunebrink & Schmidhuber, "LSTM: A search space odyssey",
+    IEEE TNNLS 28 (2017), arXiv:1503.04069.
+    """
+    if variant not in GREFF_VARIANTS:
+        raise ValueError(f"unknown LSTM variant {variant!r}; variants: "
+                         f"{', '.join(GREFF_VARIANTS)}")
+    H = base.check_size("hidden_size", hidden_size)
+    w_init = base.recurrent_init(init, init_scale)
+    names = [n for n in "ifzo" if not (variant == "nig" and n == "i") and
+             not (variant in ("nfg", "cifg") and n == "f") and not (variant == "nog" and n == "o")]
+    peep = [n for n in "ifo" if n in names] if variant != "np" else []
+    g = (lambda v: v) if variant == "niaf" else jnp.tanh
+    k = (lambda v: v) if variant == "noaf" else jnp.tanh
+    n = len(names)
+
+    def init_fn(key, input_size):
+        k1, k2 = jax.random.split(key)
+        b = jnp.zeros((n * H,), param_dtype)
+        if "f" in names:
+            at = names.index("f") * H
+            b = b.at[at:at + H].set(forget_bias)
+        params = {**_kernels(k1, input_size, H, n, n, w_init, param_dtype), "b": b}
+        params.update({f"p_{p}": jnp.zeros((H,), param_dtype) for p in peep})
+        if variant == "fgr":
+            params["r_gates"] = base.recurrent_kernel(k2, w_init, 3 * H, 1, param_dtype)
+        return params
+
+    def initial_carry(params, batch_shape):
+        dt = base.compute_dtype(params, dtype)
+        carry = (jnp.zeros((*batch_shape, H), dt), jnp.zeros((*batch_shape, H), dt))
+        return (*carry, jnp.zeros((*batch_shape, 3 * H), dt)) if variant == "fgr" else carry
+
+    def project(params, x):
+        p, x = _cast_x(params, x, dtype)
+        return x @ p["w_x"] + p["b"]
+
+    def _gates(params, carry, xp):
+        h, c_prev = carry[0], carry[1]
+        p = base.cast(params, h.dtype)
+        a = dict(zip(names, _blocks(xp + h @ p["w_h"], n)))
+        if variant == "fgr":
+            extra = dict(zip("ifo", _blocks(carry[2] @ p["r_gates"], 3)))
+            a = {name: v + extra.get(name, 0.0) for name, v in a.items()}
+        i = sigmoid(a["i"] + p.get("p_i", 0.0) * c_prev) if "i" in a else 1.0
+        if variant == "cifg":
+            f = 1.0 - i
+        else:
+            f = sigmoid(a["f"] + p.get("p_f", 0.0) * c_prev) if "f" in a else 1.0
+        c = g(a["z"]) * i + c_prev * f
+        o = sigmoid(a["o"] + p.get("p_o", 0.0) * c) if "o" in a else 1.0
+        return i, f, o, c
+
+    def recur(params, carry, xp):
+        i, f, o, c = _gates(params, carry, xp)
+        h = o * k(c)
+        if variant == "fgr":
+            return (h, c, jnp.concatenate([i, f, o], -1)), h
+        return (h, c), h
+
+    def step(params, carry, x):
+        return recur(params, carry, project(params, x))
+
+    def gate_values(params, carry, x):
+        i, f, o, _ = _gates(params, carry, project(params, x))
+        out = {"input": i, "forget": f, "output": o}
+        return {name: v for name, v in out.items() if not isinstance(v, float)}
+
+    return base.Cell(init_fn, initial_carry, step, project, recur, H, H, gate_values)

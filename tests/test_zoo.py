@@ -1,0 +1,210 @@
+"""The zoo cells against float64 NumPy restatements of their published equations (written here
+from the papers' forms, not from the library), their parameter counts, and gradient checks.
+The registry-wide layer tests (scan == loop, resets, lengths, windows) are in
+tests/test_recurrent.py and cover every registered cell."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+from numpy.testing import assert_allclose
+
+from rnnlab.cells import get_cell
+from rnnlab.cells.zoo import GREFF_VARIANTS
+
+B, F, H, T = 3, 5, 4, 4
+TOL = dict(atol=1e-5, rtol=1e-5)
+
+
+def sig(v):
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+def split(v, n):
+    return np.split(v, n, axis=-1)
+
+
+def np_mgu(p, h, x):  # f = s(xW_xf + hW_hf + b_f); h~ = tanh(xW_xh + (f*h)W_hh + b_h)
+    W_xf, W_xh = split(p["w_x"], 2)
+    W_hf, W_hh = split(p["w_h"], 2)
+    b_f, b_h = split(p["b"], 2)
+    f = sig(x @ W_xf + h @ W_hf + b_f)
+    h = (1 - f) * h + f * np.tanh(x @ W_xh + (f * h) @ W_hh + b_h)
+    return h, h
+
+
+def np_mut(p, h, x, number):
+    b_z, b_r, b_h = split(p["b"], 3)
+    if number == 1:
+        W_xz, W_xr = split(p["w_x"], 2)
+        W_hr, W_hh = split(p["w_h"], 2)
+        z = sig(x @ W_xz + b_z)
+        r = sig(x @ W_xr + h @ W_hr + b_r)
+        h = np.tanh((r * h) @ W_hh + np.tanh(x) + b_h) * z + h * (1 - z)
+    elif number == 2:
+        W_xz, W_xh = split(p["w_x"], 2)
+        W_hz, W_hr, W_hh = split(p["w_h"], 3)
+        z = sig(x @ W_xz + h @ W_hz + b_z)
+        r = sig(x + h @ W_hr + b_r)
+        h = np.tanh((r * h) @ W_hh + x @ W_xh + b_h) * z + h * (1 - z)
+    else:
+        W_xz, W_xr, W_xh = split(p["w_x"], 3)
+        W_hz, W_hr, W_hh = split(p["w_h"], 3)
+        z = sig(x @ W_xz + np.tanh(h) @ W_hz + b_z)
+        r = sig(x @ W_xr + h @ W_hr + b_r)
+        h = np.tanh((r * h) @ W_hh + x @ W_xh + b_h) * z + h * (1 - z)
+    return h, h
+
+
+def np_ugrnn(p, h, x):  # [g_a, c_a] = concat(x, h) W + b; g = s(g_a + 1)
+    W = np.concatenate([p["w_x"], p["w_h"]], axis=0)
+    g_a, c_a = split(np.concatenate([x, h], -1) @ W + p["b"], 2)
+    g = sig(g_a + 1.0)
+    h = g * h + (1 - g) * np.tanh(c_a)
+    return h, h
+
+
+def np_plus_rnn(p, h, x):
+    if "w_in" in p:
+        x = x @ p["w_in"] + p["b_in"]
+    W = np.concatenate([p["w_x"], p["w_h"]], axis=0)
+    gh_a, h_a, gy_a, y_a = split(np.concatenate([x, h], -1) @ W + p["b"], 4)
+    gh, gy = sig(gh_a + 1.0), sig(gy_a + 1.0)
+    h = gh * h + (1 - gh) * np.tanh(h_a)
+    return h, gy * x + (1 - gy) * np.maximum(y_a, 0)
+
+
+def np_indrnn(p, h, x):
+    h = np.maximum(x @ p["w_x"] + p["b"] + p["u"] * h, 0)
+    return h, h
+
+
+def np_greff(p, carry, x, variant):
+    """Greff et al.'s section II with each variant's change (gate order i, f, z, o)."""
+    h, c_prev = carry[0], carry[1]
+    names = [n for n in "ifzo" if not (variant == "nig" and n == "i")
+             and not (variant in ("nfg", "cifg") and n == "f")
+             and not (variant == "nog" and n == "o")]
+    a = dict(zip(names, split(x @ p["w_x"] + h @ p["w_h"] + p["b"], len(names))))
+    if variant == "fgr":
+        i_prev, f_prev, o_prev = split(carry[2], 3)
+        R = {(s, d): blk for s, row in zip("ifo", np.split(p["r_gates"], 3, axis=0))
+             for d, blk in zip("ifo", split(row, 3))}
+        for d in "ifo":
+            a[d] = a[d] + i_prev @ R["i", d] + f_prev @ R["f", d] + o_prev @ R["o", d]
+    zero = np.zeros(H)
+    i = sig(a["i"] + p.get("p_i", zero) * c_prev) if "i" in a else 1.0
+    f = 1 - i if variant == "cifg" else (
+        sig(a["f"] + p.get("p_f", zero) * c_prev) if "f" in a else 1.0)
+    z = a["z"] if variant == "niaf" else np.tanh(a["z"])
+    c = z * i + c_prev * f
+    o = sig(a["o"] + p.get("p_o", zero) * c) if "o" in a else 1.0
+    y = (c if variant == "noaf" else np.tanh(c)) * o
+    if variant == "fgr":
+        return (y, c, np.concatenate([i, f, o], -1)), y
+    return (y, c), y
+
+
+# id -> (name, options, reference, input size, parameter count formula)
+def greff_count(variant):
+    k = 3 if variant in ("nig", "nfg", "nog", "cifg") else 4
+    peep = 0 if variant == "np" else (2 if k == 3 else 3)
+    return k * H * (F + H) + k * H + peep * H + (9 * H * H if variant == "fgr" else 0)
+
+
+ZOO = {
+    "mgu": ("mgu", {}, np_mgu, F, 2 * H * (F + H) + 2 * H),
+    "mut1": ("mut1", {}, partial(np_mut, number=1), H, 4 * H * H + 3 * H),
+    "mut2": ("mut2", {}, partial(np_mut, number=2), H, 2 * H * H + 3 * H * H + 3 * H),
+    "mut3": ("mut3", {}, partial(np_mut, number=3), F, 3 * F * H + 3 * H * H + 3 * H),
+    "ugrnn": ("ugrnn", {}, np_ugrnn, F, 2 * H * (F + H) + 2 * H),
+    "plus_rnn": ("plus_rnn", {}, np_plus_rnn, H, 8 * H * H + 4 * H),
+    "plus_rnn_projected": ("plus_rnn", {}, np_plus_rnn, F, 8 * H * H + 4 * H + F * H + H),
+    "indrnn": ("indrnn", {}, np_indrnn, F, F * H + 2 * H),
+    **{f"lstm_{v}": ("lstm", {"variant": v}, partial(np_greff, variant=v), F, greff_count(v))
+       for v in GREFF_VARIANTS},
+}
+
+
+def rand(rng, *shape, scale=0.5):
+    """float64 values that float32 represents exactly."""
+    return (scale * rng.standard_normal(shape)).astype(np.float32).astype(np.float64)
+
+
+def setup(case, seed=0):
+    name, options, ref, f, _ = ZOO[case]
+    rng = np.random.default_rng(seed)
+    cell = get_cell(name, hidden_size=H, **options)
+    params = cell.init(jax.random.key(0), f)
+    p = {k: rand(rng, *v.shape) for k, v in params.items()}  # non-zero biases, peepholes too
+    carry = jax.tree.map(lambda c: rand(rng, *c.shape), cell.initial_carry(params, (B,)))
+    return cell, ref, p, carry, rand(rng, T, B, f)
+
+
+@pytest.mark.parametrize("path", ["step", "recur"])
+@pytest.mark.parametrize("case", list(ZOO))
+def test_matches_numpy_reference(case, path):
+    cell, ref, p, carry, xs = setup(case)
+    step = cell.step if path == "step" else (lambda q, c, x: cell.recur(q, c, cell.project(q, x)))
+    jp, jcarry = jax.tree.map(jnp.float32, p), jax.tree.map(jnp.float32, carry)
+    for t in range(T):
+        jcarry, y = step(jp, jcarry, jnp.float32(xs[t]))
+        carry, y_ref = ref(p, carry, xs[t])
+        assert_allclose(y, y_ref, **TOL)
+        jax.tree.map(lambda a, d: assert_allclose(a, d, **TOL), jcarry, carry)
+
+
+@pytest.mark.parametrize("case", list(ZOO))
+def test_parameter_count(case):
+    name, options, _, f, count = ZOO[case]
+    params = get_cell(name, hidden_size=H, **options).init(jax.random.key(0), f)
+    assert sum(v.size for v in jax.tree.leaves(params)) == count
+
+
+@pytest.mark.parametrize("case", list(ZOO))
+def test_gradients_match_finite_differences(case):
+    cell, _, p, carry, xs = setup(case, seed=1)
+    jax.config.update("jax_enable_x64", True)
+    try:
+        p64, c64, x64 = (jax.tree.map(jnp.float64, a) for a in (p, carry, xs))
+
+        def loss(params, carry, xs):
+            total = 0.0
+            for t in range(T):
+                carry, y = cell.step(params, carry, xs[t])
+                total = total + jnp.sum(jnp.sin(y))
+            return total
+
+        check_grads(loss, (p64, c64, x64), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
+    finally:
+        jax.config.update("jax_enable_x64", False)
+
+
+def test_the_plain_lstm_is_unchanged_and_peepholes_are_the_vanilla_variant():
+    plain = get_cell("lstm", hidden_size=H).init(jax.random.key(0), F)
+    assert set(plain) == {"w_x", "w_h", "b"}
+    vanilla = get_cell("lstm", hidden_size=H, peepholes=True).init(jax.random.key(0), F)
+    assert set(vanilla) == {"w_x", "w_h", "b", "p_i", "p_f", "p_o"}
+    assert float(vanilla["b"][H:2 * H].min()) == 1.0  # the forget bias, as the plain LSTM's
+    with pytest.raises(ValueError, match="unknown LSTM variant 'nope'; variants: vanilla, nig"):
+        get_cell("lstm", hidden_size=H, variant="nope")
+    with pytest.raises(ValueError, match="peepholes=True is the vanilla variant"):
+        get_cell("lstm", hidden_size=H, variant="np", peepholes=True)
+
+
+def test_mut1_and_mut2_need_the_input_size_of_the_hidden_state():
+    for name in ("mut1", "mut2"):
+        with pytest.raises(ValueError, match=f"{name} adds its raw input"):
+            get_cell(name, hidden_size=H).init(jax.random.key(0), F)
+
+
+def test_indrnn_draws_its_recurrent_weights_from_zero_to_one_or_the_bound():
+    u = get_cell("indrnn", hidden_size=1000).init(jax.random.key(0), 2)["u"]
+    assert 0.0 <= float(u.min()) and float(u.max()) <= 1.0 and abs(float(u.mean()) - 0.5) < 0.05
+    u = get_cell("indrnn", hidden_size=1000, recurrent_max=0.2).init(jax.random.key(0), 2)["u"]
+    assert float(u.max()) <= 0.2
