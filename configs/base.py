@@ -52,6 +52,8 @@ def get_config(arg=None):
     c.model.reset_after = placeholder(bool)  # gru: reset after the matmul (default True)
     c.model.variant = placeholder(str)  # lstm: Greff et al.'s vanilla|nig|nfg|nog|niaf|noaf|np|cifg|fgr
     c.model.peepholes = placeholder(bool)  # lstm: peephole connections (the vanilla variant)
+    c.model.leak = placeholder(float)  # elman: leaky units h = (1-a) h + a act(...), rate a
+    c.model.learn_leak = placeholder(bool)  # elman: learn a leak rate per unit (from model.leak)
     c.model.bidirectional = False  # both directions; sees the future, so rejected for LM
     c.model.dropout = 0.0  # dropout between layers and before the readout (training only)
     c.model.residual = False  # residual connections between stacked layers of equal size

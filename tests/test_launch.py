@@ -178,6 +178,7 @@ def test_vmap_executor_matches_trials_run_alone(tmp_path):
     ("experiments/relu_unroll/config.py", 36, 12),
     ("experiments/relu_unroll/config.py:sgd", 24, 12),
     ("experiments/vanishing_gradients/config.py", 60, 20),
+    ("experiments/vanishing_gradients/config.py:leaky", 15, 5),
     ("experiments/tbptt_many_to_one/config.py", 10, 5),
     ("experiments/elman_vs_jordan/config.py", 10, 5),
 ])

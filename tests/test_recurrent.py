@@ -15,7 +15,8 @@ B, T, F, H = 3, 7, 5, 4
 NEEDS = {"jordan": {"output_size": 3}}
 INPUT_SIZE = {"mut1": H, "mut2": H}  # they add the raw input to hidden-size sums
 CELL_SPECS = [(name, NEEDS.get(name, {})) for name in sorted(cells.CELLS)] + [
-    ("gru", {"reset_after": False})] + [("lstm", {"variant": v}) for v in GREFF_VARIANTS]
+    ("gru", {"reset_after": False}), ("elman", {"leak": 0.3}), ("elman", {"learn_leak": True})
+] + [("lstm", {"variant": v}) for v in GREFF_VARIANTS]
 IDS = [name + "".join(f"_{v}" for k, v in options.items() if k != "output_size")
        for name, options in CELL_SPECS]
 

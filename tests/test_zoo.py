@@ -110,6 +110,26 @@ def np_greff(p, carry, x, variant):
     return (y, c), y
 
 
+def np_ln(a, s, b):
+    mean = a.mean(-1, keepdims=True)
+    return s * (a - mean) / np.sqrt(((a - mean) ** 2).mean(-1, keepdims=True) + 1e-5) + b
+
+
+def np_ln_lstm(p, carry, x):  # Ba et al. 2016: LN over all 4H of each product, and of c
+    h, c = carry
+    a = (np_ln(h @ p["w_h"], p["ln_h_scale"], p["ln_h_bias"])
+         + np_ln(x @ p["w_x"], p["ln_x_scale"], p["ln_x_bias"]) + p["b"])
+    i, f, g, o = split(a, 4)
+    c = sig(f) * c + sig(i) * np.tanh(g)
+    h = sig(o) * np.tanh(np_ln(c, p["ln_c_scale"], p["ln_c_bias"]))
+    return (h, c), h
+
+
+def np_leaky_elman(p, h, x, a=None):
+    rate = sig(p["leak_logit"]) if a is None else a
+    return (lambda v: (v, v))((1 - rate) * h + rate * np.tanh(x @ p["w_x"] + h @ p["w_h"] + p["b"]))
+
+
 # id -> (name, options, reference, input size, parameter count formula)
 def greff_count(variant):
     k = 3 if variant in ("nig", "nfg", "nog", "cifg") else 4
@@ -126,6 +146,10 @@ ZOO = {
     "plus_rnn": ("plus_rnn", {}, np_plus_rnn, H, 8 * H * H + 4 * H),
     "plus_rnn_projected": ("plus_rnn", {}, np_plus_rnn, F, 8 * H * H + 4 * H + F * H + H),
     "indrnn": ("indrnn", {}, np_indrnn, F, F * H + 2 * H),
+    "ln_lstm": ("ln_lstm", {}, np_ln_lstm, F, 4 * H * (F + H) + 22 * H),
+    "elman_leak": ("elman", {"leak": 0.3}, partial(np_leaky_elman, a=0.3), F, H * (F + H) + H),
+    "elman_learned_leak": ("elman", {"learn_leak": True}, np_leaky_elman, F,
+                           H * (F + H) + 2 * H),
     **{f"lstm_{v}": ("lstm", {"variant": v}, partial(np_greff, variant=v), F, greff_count(v))
        for v in GREFF_VARIANTS},
 }
@@ -201,6 +225,13 @@ def test_mut1_and_mut2_need_the_input_size_of_the_hidden_state():
     for name in ("mut1", "mut2"):
         with pytest.raises(ValueError, match=f"{name} adds its raw input"):
             get_cell(name, hidden_size=H).init(jax.random.key(0), F)
+
+
+def test_a_learned_leak_starts_at_its_rate_and_a_bad_rate_is_refused():
+    p = get_cell("elman", hidden_size=H, leak=0.2, learn_leak=True).init(jax.random.key(0), F)
+    assert np.allclose(jax.nn.sigmoid(p["leak_logit"]), 0.2)
+    with pytest.raises(ValueError, match=r"leak must be a rate in \(0, 1\], got 1.5"):
+        get_cell("elman", hidden_size=H, leak=1.5)
 
 
 def test_indrnn_draws_its_recurrent_weights_from_zero_to_one_or_the_bound():

@@ -32,6 +32,7 @@ CELLS: dict[str, Callable[..., Cell]] = {
     "ugrnn": zoo.ugrnn,
     "plus_rnn": zoo.plus_rnn,
     "indrnn": zoo.indrnn,
+    "ln_lstm": zoo.ln_lstm,
 }
 
 

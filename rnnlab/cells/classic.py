@@ -28,30 +28,51 @@ def elman(
     activation="tanh",
     init="orthogonal",
     init_scale: float = 1.0,
+    leak: float | None = None,
+    learn_leak: bool = False,
     param_dtype=jnp.float32,
     dtype=None,
 ) -> base.Cell:
-    """Elman simple recurrent network (vanilla RNN).
+    """Elman simple recurrent network (vanilla RNN), optionally with leaky units.
 
         h_t = act(x_t @ w_x + h_{t-1} @ w_h + b),    y_t = h_t
+        leaky:  h_t = (1 - a) * h_{t-1} + a * act(x_t @ w_x + h_{t-1} @ w_h + b)
 
     Params: `w_x [F, H]`, `w_h [H, H]`, `b [H]`. Carry: `h [B..., H]`, zeros.
     `init` names the initialiser of `w_h` (orthogonal, identity, normal, lecun_normal, uniform)
     and `init_scale` its gain; `w_x` is LeCun normal and `b` zeros, as in Flax's `SimpleCell`.
+    Leaky units (the leaky-integrator / echo-state form: Jaeger et al. 2007; Bengio, Boulanger-
+    Lewandowski & Pascanu 2013): `leak=a` in (0, 1] fixes the rate; `learn_leak=True` learns one
+    rate per unit, `a = sigmoid(leak_logit)` (param `leak_logit [H]`, starting at `leak`, default
+    0.5). Without them the cell is exactly the plain Elman cell.
 
     Elman, "Finding structure in time", Cognitive Science 14 (1990).
     """
     H = base.check_size("hidden_size", hidden_size)
     act = base.get_activation(activation)
     w_h_init = base.recurrent_init(init, init_scale)
+    if leak is not None and not 0.0 < leak <= 1.0:
+        raise ValueError(f"leak must be a rate in (0, 1], got {leak}")
+    leaky = leak is not None or learn_leak
+    start = 0.5 if leak is None else leak
 
     def init_fn(key, input_size):
         kx, kh = jax.random.split(key)
-        return {
+        params = {
             "w_x": base.input_kernel(kx, input_size, H, param_dtype),
             "w_h": base.recurrent_kernel(kh, w_h_init, H, 1, param_dtype),
             "b": jnp.zeros((H,), param_dtype),
         }
+        if learn_leak:  # logit(start); start = 1 is a plain cell that can learn to leak
+            logit = jnp.log(start) - jnp.log1p(-start) if start < 1.0 else 10.0
+            params["leak_logit"] = jnp.full((H,), logit, param_dtype)
+        return params
+
+    def mix(params, h_prev, h_new):
+        if not leaky:
+            return h_new
+        a = jax.nn.sigmoid(params["leak_logit"].astype(h_new.dtype)) if learn_leak else leak
+        return (1 - a) * h_prev + a * h_new
 
     def initial_carry(params, batch_shape):
         return jnp.zeros((*batch_shape, H), base.compute_dtype(params, dtype))
@@ -61,12 +82,12 @@ def elman(
         return x.astype(dt) @ params["w_x"].astype(dt) + params["b"].astype(dt)
 
     def recur(params, h, xp):
-        h = act(xp + h @ params["w_h"].astype(h.dtype))
+        h = mix(params, h, act(xp + h @ params["w_h"].astype(h.dtype)))
         return h, h
 
     def step(params, h, x):
         p = base.cast(params, h.dtype)
-        h = act(_concat_matmul(x.astype(h.dtype), h, p["w_x"], p["w_h"]) + p["b"])
+        h = mix(p, h, act(_concat_matmul(x.astype(h.dtype), h, p["w_x"], p["w_h"]) + p["b"]))
         return h, h
 
     return base.Cell(init_fn, initial_carry, step, project, recur, H, H)

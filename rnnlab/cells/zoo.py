@@ -2,7 +2,7 @@
 
 Greff et al. 2015's peephole LSTM and its eight variants (through `classic.lstm(variant=...)`),
 Jozefowicz et al. 2015's MUT1-3, Collins et al. 2017's UGRNN and +RNN, the minimal gated unit,
-and IndRNN. Shapes and conventions as in `rnnlab.cells.classic`: `w_x [F, k*H]` and
+IndRNN and the layer-normalised LSTM. Shapes and conventions as in `rnnlab.cells.classic`: `w_x [F, k*H]` and
 `w_h [H, k*H]` hold one column block per gate, in the order each docstring gives; every cell
 splits its step into `project` (the input terms, hoistable out of the scan) and `recur`.
 """
@@ -384,3 +384,70 @@ def greff_lstm(hidden_size: int, *, variant: str = "vanilla", forget_bias: float
         return {name: v for name, v in out.items() if not isinstance(v, float)}
 
     return base.Cell(init_fn, initial_carry, step, project, recur, H, H, gate_values)
+
+
+def _layer_norm(a, scale, bias, eps=1e-5):
+    mean = jnp.mean(a, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(a - mean), axis=-1, keepdims=True)  # biased, as the authors'
+    return scale * (a - mean) * jax.lax.rsqrt(var + eps) + bias
+
+
+def ln_lstm(hidden_size: int, *, forget_bias: float = 1.0, init="orthogonal",
+            init_scale: float = 1.0, param_dtype=jnp.float32, dtype=None) -> base.Cell:
+    """Layer-normalised LSTM.
+
+        a = LN(h @ W_h; s_h, b_h) + LN(x @ W_x; s_x, b_x) + b      one LN over all 4H
+        [i, f, g, o] = a
+        c = sigmoid(f) * c_prev + sigmoid(i) * tanh(g)
+        h = sigmoid(o) * tanh(LN(c; s_c, b_c)),    y = h
+
+    LN(v; s, b) = s * (v - mean(v)) / sqrt(var(v) + 1e-5) + b over the feature axis (biased
+    variance). Params: `w_x [F, 4H]`, `w_h [H, 4H]`, `b [4H]` (gate order i, f, g, o as the plain
+    LSTM's; the authors' code orders i, f, o, g, which LN over all 4H at once does not tell
+    apart), `ln_x_scale, ln_x_bias, ln_h_scale, ln_h_bias [4H]`, `ln_c_scale, ln_c_bias [H]`
+    (scales 1, shifts 0); `forget_bias` initialises b's f slice (the authors' b is 0).
+    Carry: `(h, c)` with the un-normalised c. As the authors' code (ryankiros/layer-norm
+    `lnlstm_layer`, without its extra b inside the input LN, which is 0 at init).
+
+    Ba, Kiros & Hinton, "Layer normalization", arXiv:1607.06450 (2016).
+    """
+    H = base.check_size("hidden_size", hidden_size)
+    w_init = base.recurrent_init(init, init_scale)
+
+    def init_fn(key, input_size):
+        ones, zeros = (lambda n: jnp.ones((n,), param_dtype)), (
+            lambda n: jnp.zeros((n,), param_dtype))
+        return {**_kernels(key, input_size, H, 4, 4, w_init, param_dtype),
+                "b": zeros(4 * H).at[H:2 * H].set(forget_bias),
+                "ln_x_scale": ones(4 * H), "ln_x_bias": zeros(4 * H),
+                "ln_h_scale": ones(4 * H), "ln_h_bias": zeros(4 * H),
+                "ln_c_scale": ones(H), "ln_c_bias": zeros(H)}
+
+    def initial_carry(params, batch_shape):
+        dt = base.compute_dtype(params, dtype)
+        return (jnp.zeros((*batch_shape, H), dt), jnp.zeros((*batch_shape, H), dt))
+
+    def project(params, x):
+        p, x = _cast_x(params, x, dtype)
+        return _layer_norm(x @ p["w_x"], p["ln_x_scale"], p["ln_x_bias"]) + p["b"]
+
+    def preactivations(params, h, xp):
+        p = base.cast(params, h.dtype)
+        return xp + _layer_norm(h @ p["w_h"], p["ln_h_scale"], p["ln_h_bias"])
+
+    def recur(params, carry, xp):
+        h, c = carry
+        p = base.cast(params, h.dtype)
+        i, f, g, o = _blocks(preactivations(params, h, xp), 4)
+        c = sigmoid(f) * c + sigmoid(i) * jnp.tanh(g)
+        h = sigmoid(o) * jnp.tanh(_layer_norm(c, p["ln_c_scale"], p["ln_c_bias"]))
+        return (h, c), h
+
+    def step(params, carry, x):
+        return recur(params, carry, project(params, x))
+
+    def gates(params, carry, x):
+        i, f, _, o = _blocks(preactivations(params, carry[0], project(params, x)), 4)
+        return {"input": sigmoid(i), "forget": sigmoid(f), "output": sigmoid(o)}
+
+    return base.Cell(init_fn, initial_carry, step, project, recur, H, H, gates)
