@@ -43,6 +43,7 @@ def get_config(arg=None):
     c.model = config_dict.ConfigDict()
     c.model.cell = "lstm"  # a name in rnnlab.cells.CELLS or "package.module:factory"
     c.model.hidden_size = 256  # H of every recurrent layer
+    c.model.param_budget = 0  # > 0: pick hidden_size for this many parameters (all of the model)
     c.model.num_layers = 2  # stacked recurrent layers
     c.model.embed_size = 0  # learned character embedding size; 0: one-hot inputs
     c.model.activation = placeholder(str)  # the cell's activation (tanh, relu, ...)

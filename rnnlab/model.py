@@ -60,6 +60,9 @@ def check_model_config(m: ml_collections.ConfigDict, *, causal: bool = True,
     for key in ("hidden_size", "num_layers", "scan_unroll"):
         if not isinstance(m[key], int) or m[key] <= 0:
             raise ValueError(f"model.{key} must be a positive integer, got {m[key]!r}")
+    if not isinstance(m.param_budget, int) or m.param_budget < 0:
+        raise ValueError(f"model.param_budget must be an integer >= 0 (0: use model.hidden_size), "
+                         f"got {m.param_budget!r}")
     if m.embed_size < 0:
         raise ValueError(f"model.embed_size must be >= 0 (0: one-hot inputs), got {m.embed_size}")
     if not 0.0 <= m.dropout < 1.0:

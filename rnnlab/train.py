@@ -112,6 +112,8 @@ class _Loop:
             self.task = tasks.build(configs[0])
         except ValueError as e:  # data too short for its splits or windows, bad fractions
             raise validation.ConfigError(str(e)) from e
+        for config in configs[1:]:  # the size model.param_budget chose, for every trial
+            config.model.hidden_size = configs[0].model.hidden_size
         logging.info("%s", self.task.describe)
         for name, size in (("train.batch_size", self.t.batch_size),
                            ("train.eval_batch_size", self.t.eval_batch_size or self.t.batch_size)):

@@ -14,7 +14,7 @@ import pytest
 from jax.test_util import check_grads
 from numpy.testing import assert_allclose
 
-from rnnlab.cells import get_cell
+from rnnlab.cells import CELLS, get_cell
 from rnnlab.cells.zoo import GREFF_VARIANTS
 
 B, F, H, T = 3, 5, 4, 4
@@ -239,3 +239,38 @@ def test_indrnn_draws_its_recurrent_weights_from_zero_to_one_or_the_bound():
     assert 0.0 <= float(u.min()) and float(u.max()) <= 1.0 and abs(float(u.mean()) - 0.5) < 0.05
     u = get_cell("indrnn", hidden_size=1000, recurrent_max=0.2).init(jax.random.key(0), 2)["u"]
     assert float(u.max()) <= 0.2
+
+
+BUDGET_CELLS = sorted(set(CELLS) - {"mut1", "mut2"})  # those need embed_size == hidden_size
+
+
+@pytest.mark.parametrize("cell", BUDGET_CELLS)
+def test_a_parameter_budget_picks_a_hidden_size_within_two_percent(cell, tmp_path):
+    from test_tasks import task_config
+
+    from rnnlab import tasks
+
+    config = task_config("lm", **{"model.cell": cell, "model.param_budget": 150_000,
+                                  "model.num_layers": 1})
+    task = tasks.build(config)
+    got = sum(v.size for v in jax.tree.leaves(
+        jax.eval_shape(task.model.init, jax.random.key(0))))
+    assert abs(got - 150_000) <= 0.02 * 150_000, (cell, config.model.hidden_size, got)
+    assert tasks.count_params(config, task.record, config.model.hidden_size) == got
+
+
+def test_vmapped_trials_with_a_budget_record_the_size_chosen_and_the_count(tmp_path):
+    import json
+
+    from test_tasks import task_config
+
+    from rnnlab import train
+
+    configs = [task_config("lm", seed=s, **{"model.cell": "gru", "model.param_budget": 40_000,
+                                            "model.num_layers": 1}) for s in (0, 1)]
+    results = train.train_group(configs, [tmp_path / "a", tmp_path / "b"])
+    sizes = {json.loads((tmp_path / n / "config.json").read_text())["model"]["hidden_size"]
+             for n in "ab"}
+    assert sizes == {configs[0].model.hidden_size} and configs[1].model.hidden_size in sizes
+    for result in results:
+        assert abs(result["num_params"] - 40_000) <= 800

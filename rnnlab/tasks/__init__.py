@@ -9,9 +9,12 @@ Each task module has `check(config)`, `build(config) -> Task`, `model(config, re
 
 from __future__ import annotations
 
+import math
 from types import ModuleType
 
+import jax
 import ml_collections
+from absl import logging
 
 from rnnlab.tasks import base, classify, lm, seq2seq, synthetic
 from rnnlab.tasks.base import Task  # noqa: F401  (the public name)
@@ -40,7 +43,45 @@ def check(config: ml_collections.ConfigDict) -> None:
 
 
 def build(config: ml_collections.ConfigDict) -> base.Task:
-    return get(config.task.name).build(config)
+    """The task of `config`. With `model.param_budget` set, first sets `model.hidden_size` (in
+    `config`) to the size whose model has the number of parameters closest to the budget."""
+    task = get(config.task.name).build(config)
+    if not config.model.get("param_budget"):
+        return task
+    size = fit_budget(config, task.record)
+    if size != config.model.hidden_size:
+        config.model.hidden_size = size
+        task = get(config.task.name).build(config)
+    return task
+
+
+def count_params(config: ml_collections.ConfigDict, record: dict, hidden_size: int) -> int:
+    """The number of parameters of the task's model with `model.hidden_size=hidden_size`."""
+    sized = ml_collections.ConfigDict(config.to_dict())
+    sized.model.hidden_size = hidden_size
+    shapes = jax.eval_shape(model(sized, record).init, jax.random.key(0))
+    return sum(math.prod(s.shape) for s in jax.tree_util.tree_leaves(shapes))
+
+
+def fit_budget(config: ml_collections.ConfigDict, record: dict) -> int:
+    """The hidden size whose model's parameter count (embedding and readout included) is
+    closest to `model.param_budget` (Collins et al. 2017's parameter-matched comparisons)."""
+    budget = config.model.param_budget
+    if count_params(config, record, 1) > budget:
+        raise ValueError(f"model.param_budget={budget} is smaller than the model at hidden size "
+                         f"1 ({count_params(config, record, 1)} parameters)")
+    low, high = 1, 2
+    while count_params(config, record, high) < budget:
+        low, high = high, 2 * high
+    while high - low > 1:  # count(low) < budget <= count(high)
+        middle = (low + high) // 2
+        low, high = (middle, high) if count_params(config, record, middle) < budget else (
+            low, middle)
+    size = min((low, high), key=lambda h: abs(count_params(config, record, h) - budget))
+    got = count_params(config, record, size)
+    logging.info("model.param_budget=%d: hidden_size %d gives %d parameters (%+.2f%%)", budget,
+                 size, got, 100 * (got - budget) / budget)
+    return size
 
 
 def model(config: ml_collections.ConfigDict, record: dict):
