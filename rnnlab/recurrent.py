@@ -168,8 +168,9 @@ def rnn(
     unroll: int = 1,
     projection: str = "fused",
     learn_initial_carry: bool = False,
+    parallel: bool | None = None,
 ) -> Layer:
-    """A cell scanned over time with `jax.lax.scan`.
+    """A cell scanned over time with `jax.lax.scan`, or for a linear cell with a parallel scan.
 
     Args:
       cell: the Cell.
@@ -183,9 +184,17 @@ def rnn(
         (benchmarks/README.md).
       learn_initial_carry: make the initial carry a parameter (`params["carry0"]`, unbatched),
         used at the start and at every reset.
+      parallel: for a cell whose recurrence is linear (`cell.linear`: h_t = a_t h_{t-1} + b_t),
+        evaluate a window with `jax.lax.associative_scan` over the (a_t, b_t) pairs (log T
+        depth) instead of T sequential steps; None (default) chooses it for linear cells, False
+        forces the sequential scan. Resets, lengths and reverse mean the same in both. (While a
+        diagnostics Tap watches, the sequential form runs.)
 
     Params: `{"cell": cell params, "carry0": carry (only when learned)}`.
     """
+    if parallel and not cell.linear:
+        raise ValueError("parallel=True needs a cell whose recurrence is linear (cell.linear)")
+    parallel = cell.linear if parallel is None else parallel
     if projection not in PROJECTIONS:
         raise ValueError(f"unknown projection {projection!r}; choose one of {PROJECTIONS}")
     if not isinstance(unroll, int) or unroll < 1:
@@ -240,6 +249,12 @@ def rnn(
                 if reset_tm is not None:
                     reset_tm = _flip_time_major(reset_tm, lengths)
         tap = _TAPS[-1] if _TAPS else None
+        if parallel and tap is None:
+            carry, ys = _parallel_scan(cell, cell_params, carry, carry0, xs_tm, reset_tm, mask,
+                                       scan_reverse)
+            if reverse and lengths is not None:
+                ys = _flip_time_major(ys, lengths)
+            return carry, jnp.moveaxis(ys, 0, nb)
         name = "/".join(_SCOPE) or "rnn"
         probe = None if tap is None else tap.probe(name, carry, T)
         if probe is not None and reverse and lengths is not None:  # probe[t]: the step at t
@@ -274,6 +289,30 @@ def rnn(
         return carry, jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, 0, nb), ys)
 
     return Layer(init, initial_carry, apply, cell.output_size)
+
+
+def _parallel_scan(cell, params, carry, carry0, xs, reset, mask, backwards):
+    """A linear cell over time-major `xs [T, B..., F]` by an associative scan of the affine maps
+    h -> a_t h + b_t: (carry after the window, ys [T, B..., H])."""
+    if backwards:  # a reversed layer without lengths: the same scan over flipped time
+        xs, reset, mask = jax.tree_util.tree_map(lambda v: jnp.flip(v, 0), (xs, reset, mask))
+    a, b = cell.project(params, xs)
+    if reset is not None:  # the step reads carry0 instead: h_t = a_t carry0 + b_t
+        r = reset[..., None]
+        a, b = jnp.where(r, 0.0, a), jnp.where(r, a * carry0 + b, b)
+    if mask is not None:  # past a sequence's length the carry stays: the identity map
+        m = mask[..., None]
+        a, b = jnp.where(m, a, 1.0), jnp.where(m, b, 0.0)
+
+    def compose(first, then):  # apply `first`, then `then`
+        return then[0] * first[0], then[0] * first[1] + then[1]
+
+    a, b = jax.lax.associative_scan(compose, (a, b), axis=0)
+    hs = a * carry + b
+    ys = hs if mask is None else jnp.where(mask[..., None], hs, 0.0)
+    if backwards:
+        ys = jnp.flip(ys, 0)
+    return hs[-1], ys
 
 
 def stack(layers: Sequence[Layer], *, dropout: float = 0.0, residual: bool = False) -> Layer:

@@ -17,6 +17,7 @@ INPUT_SIZE = {"mut1": H, "mut2": H}  # they add the raw input to hidden-size sum
 CELL_SPECS = [(name, NEEDS.get(name, {})) for name in sorted(cells.CELLS)] + [
     ("gru", {"reset_after": False}), ("elman", {"leak": 0.3}), ("elman", {"learn_leak": True})
 ] + [("lstm", {"variant": v}) for v in GREFF_VARIANTS]
+# (mingru and minlstm run their parallel scan here, against the Python loop of cell.step.)
 IDS = [name + "".join(f"_{v}" for k, v in options.items() if k != "output_size")
        for name, options in CELL_SPECS]
 

@@ -33,6 +33,8 @@ CELLS: dict[str, Callable[..., Cell]] = {
     "plus_rnn": zoo.plus_rnn,
     "indrnn": zoo.indrnn,
     "ln_lstm": zoo.ln_lstm,
+    "mingru": zoo.mingru,
+    "minlstm": zoo.minlstm,
 }
 
 

@@ -33,6 +33,9 @@ class Cell(NamedTuple):
       gates: `(params, carry, x_t) -> {name: [B..., H]}`, the gate activations of the step
         that `step` computes from the same arguments (for diagnostics); None for a cell without
         gates.
+      linear: the recurrence is linear in the carry: `project(p, x_t)` gives `(a_t, b_t)` and
+        `recur` computes `h_t = a_t * h_{t-1} + b_t` (elementwise), `y_t = h_t`. A layer can
+        then evaluate a window with a parallel scan.
     """
 
     init: Callable[[jax.Array, int], Params]
@@ -43,6 +46,7 @@ class Cell(NamedTuple):
     hidden_size: int
     output_size: int
     gates: Callable[[Params, Carry, Any], dict[str, jax.Array]] | None = None
+    linear: bool = False
 
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {

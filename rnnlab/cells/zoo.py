@@ -451,3 +451,80 @@ def ln_lstm(hidden_size: int, *, forget_bias: float = 1.0, init="orthogonal",
         return {"input": sigmoid(i), "forget": sigmoid(f), "output": sigmoid(o)}
 
     return base.Cell(init_fn, initial_carry, step, project, recur, H, H, gates)
+
+
+# ----------------------------------------------------------------------------- linear
+
+
+def _g(v):
+    """Feng et al.'s positive activation: v + 0.5 for v >= 0, sigmoid(v) below (continuous)."""
+    return jnp.where(v >= 0, v + 0.5, sigmoid(v))
+
+
+def _linear_cell(H, n_blocks, coefficients, param_dtype, dtype):
+    def init_fn(key, input_size):
+        return {"w_x": base.input_kernel(key, input_size, n_blocks * H, param_dtype),
+                "b": jnp.zeros((n_blocks * H,), param_dtype)}
+
+    def project(params, x):
+        p, x = _cast_x(params, x, dtype)
+        return coefficients(_blocks(x @ p["w_x"] + p["b"], n_blocks))
+
+    def recur(params, h, ab):
+        a, b = ab
+        h = a * h + b
+        return h, h
+
+    def initial_carry(params, batch_shape):
+        return jnp.zeros((*batch_shape, H), base.compute_dtype(params, dtype))
+
+    def step(params, carry, x):
+        return recur(params, carry, project(params, x))
+
+    return base.Cell(init_fn, initial_carry, step, project, recur, H, H, linear=True)
+
+
+def mingru(hidden_size: int, *, param_dtype=jnp.float32, dtype=None) -> base.Cell:
+    """minGRU: a GRU whose gate and candidate see only the input, so the recurrence is linear.
+
+        z  = sigmoid(x @ W_z + b_z),   h~ = g(x @ W_h + b_h)
+        h' = (1 - z) * h + z * h~,     y = h'          g(v) = v + 0.5 (v >= 0), sigmoid(v) (v < 0)
+
+    Params: `w_x [F, 2H]` (blocks z, h~), `b [2H]`. Carry: `h`, zeros, used as given (not
+    g(h_0), which the widely copied log-space listing makes of it). A layer evaluates a window
+    with a parallel scan over the pairs (1 - z_t, z_t * h~_t); composing pairs needs no division
+    by cumulative products, so no log space is needed for stability.
+
+    Feng, Tung, Ahmed, Bengio & Hajimirsadeghi, "Were RNNs all we needed?", arXiv:2410.01201.
+    """
+    H = base.check_size("hidden_size", hidden_size)
+
+    def coefficients(blocks):
+        k, v = blocks
+        z = sigmoid(k)
+        return 1 - z, z * _g(v)
+
+    return _linear_cell(H, 2, coefficients, param_dtype, dtype)
+
+
+def minlstm(hidden_size: int, *, param_dtype=jnp.float32, dtype=None) -> base.Cell:
+    """minLSTM: input and forget gates of the input alone, normalised to sum to one.
+
+        f = sigmoid(x @ W_f + b_f),  i = sigmoid(x @ W_i + b_i),  h~ = g(x @ W_h + b_h)
+        h' = f / (f + i) * h + i / (f + i) * h~,    y = h'
+
+    Params: `w_x [F, 3H]` (blocks f, i, h~), `b [3H]`. Carry: `h`, zeros, used as given. Linear
+    in h: a layer evaluates a window with a parallel scan (see `mingru`).
+
+    Feng, Tung, Ahmed, Bengio & Hajimirsadeghi, "Were RNNs all we needed?", arXiv:2410.01201.
+    """
+    H = base.check_size("hidden_size", hidden_size)
+
+    def coefficients(blocks):
+        k_f, k_i, v = blocks
+        # f/(f+i) = sigmoid(d), i/(f+i) = sigmoid(-d) with d = softplus(-k_i) - softplus(-k_f):
+        # the stable form of the normalised gates.
+        d = jax.nn.softplus(-k_i) - jax.nn.softplus(-k_f)
+        return sigmoid(d), sigmoid(-d) * _g(v)
+
+    return _linear_cell(H, 3, coefficients, param_dtype, dtype)
