@@ -55,6 +55,7 @@ def get_config(arg=None):
     c.model.peepholes = placeholder(bool)  # lstm: peephole connections (the vanilla variant)
     c.model.leak = placeholder(float)  # elman: leaky units h = (1-a) h + a act(...), rate a
     c.model.learn_leak = placeholder(bool)  # elman: learn a leak rate per unit (from model.leak)
+    c.model.integration = placeholder(str)  # elman/lstm/gru: additive | multiplicative (Wu 2016)
     c.model.bidirectional = False  # both directions; sees the future, so rejected for LM
     c.model.dropout = 0.0  # dropout between layers and before the readout (training only)
     c.model.residual = False  # residual connections between stacked layers of equal size

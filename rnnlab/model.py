@@ -16,7 +16,7 @@ from rnnlab import cells, recurrent
 
 # config.model keys passed to the cell factory when set (None: the cell's own default).
 CELL_OPTION_KEYS = ("activation", "init", "init_scale", "forget_bias", "reset_after", "variant",
-                    "peepholes", "leak", "learn_leak")
+                    "peepholes", "leak", "learn_leak", "integration")
 JORDAN_FEEDBACK = ("teacher", "output", "sample", "scheduled")
 # Scheduled sampling (Bengio et al. 2015): the probability of feeding the target at step i.
 SAMPLING_SCHEDULES = {

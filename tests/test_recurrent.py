@@ -16,7 +16,8 @@ NEEDS = {"jordan": {"output_size": 3}}
 INPUT_SIZE = {"mut1": H, "mut2": H}  # they add the raw input to hidden-size sums
 CELL_SPECS = [(name, NEEDS.get(name, {})) for name in sorted(cells.CELLS)] + [
     ("gru", {"reset_after": False}), ("elman", {"leak": 0.3}), ("elman", {"learn_leak": True})
-] + [("lstm", {"variant": v}) for v in GREFF_VARIANTS]
+] + [("lstm", {"variant": v}) for v in GREFF_VARIANTS] + [
+    (name, {"integration": "multiplicative"}) for name in ("elman", "lstm", "gru")]
 # (mingru and minlstm run their parallel scan here, against the Python loop of cell.step.)
 IDS = [name + "".join(f"_{v}" for k, v in options.items() if k != "output_size")
        for name, options in CELL_SPECS]

@@ -148,6 +148,36 @@ def np_minlstm(p, h, x):  # f' = f / (f + i), i' = i / (f + i)
     return h, h
 
 
+def np_mi(p, xw, hu, at=slice(None)):  # Wu et al. 2016, general form
+    return p["mi_alpha"][at] * xw * hu + p["mi_beta_h"][at] * hu + p["mi_beta_x"][at] * xw
+
+
+def np_mi_elman(p, h, x):
+    h = np.tanh(np_mi(p, x @ p["w_x"], h @ p["w_h"]) + p["b"])
+    return h, h
+
+
+def np_mi_lstm(p, carry, x):
+    h, c = carry
+    i, f, g, o = split(np_mi(p, x @ p["w_x"], h @ p["w_h"]) + p["b"], 4)
+    c = sig(f) * c + sig(i) * np.tanh(g)
+    h = sig(o) * np.tanh(c)
+    return (h, c), h
+
+
+def np_mi_gru(p, h, x, reset_after=True):
+    xw = x @ p["w_x"]
+    W_hr, W_hz, W_hn = split(p["w_h"], 3)
+    b_hr, b_hz, b_hn = split(p["b_h"], 3)
+    b_r, b_z, b_n = split(p["b_x"], 3)
+    r = sig(np_mi(p, xw[:, :H], h @ W_hr + b_hr, slice(0, H)) + b_r)
+    z = sig(np_mi(p, xw[:, H:2 * H], h @ W_hz + b_hz, slice(H, 2 * H)) + b_z)
+    hu = r * (h @ W_hn + b_hn) if reset_after else (r * h) @ W_hn + b_hn
+    n = np.tanh(np_mi(p, xw[:, 2 * H:], hu, slice(2 * H, None)) + b_n)
+    h = (1 - z) * n + z * h
+    return h, h
+
+
 # id -> (name, options, reference, input size, parameter count formula)
 def greff_count(variant):
     k = 3 if variant in ("nig", "nfg", "nog", "cifg") else 4
@@ -166,6 +196,13 @@ ZOO = {
     "indrnn": ("indrnn", {}, np_indrnn, F, F * H + 2 * H),
     "ln_lstm": ("ln_lstm", {}, np_ln_lstm, F, 4 * H * (F + H) + 22 * H),
     "mingru": ("mingru", {}, np_mingru, F, 2 * H * (F + 1)),
+    "elman_mi": ("elman", {"integration": "multiplicative"}, np_mi_elman, F,
+                 H * (F + H) + 4 * H),
+    "lstm_mi": ("lstm", {"integration": "multiplicative"}, np_mi_lstm, F,
+                4 * H * (F + H) + 16 * H),
+    "gru_mi": ("gru", {"integration": "multiplicative"}, np_mi_gru, F, 3 * H * (F + H) + 15 * H),
+    "gru_mi_before": ("gru", {"integration": "multiplicative", "reset_after": False},
+                      partial(np_mi_gru, reset_after=False), F, 3 * H * (F + H) + 15 * H),
     "minlstm": ("minlstm", {}, np_minlstm, F, 3 * H * (F + 1)),
     "elman_leak": ("elman", {"leak": 0.3}, partial(np_leaky_elman, a=0.3), F, H * (F + H) + H),
     "elman_learned_leak": ("elman", {"learn_leak": True}, np_leaky_elman, F,
@@ -324,6 +361,13 @@ def test_the_parallel_scan_equals_the_sequential_one_at_4096_steps(name):
     assert_allclose(c_par, c_seq, atol=2e-5)
     assert_allclose(l_par, l_seq, rtol=1e-5)
     jax.tree.map(lambda a, b: assert_allclose(a, b, rtol=1e-4, atol=1e-4), g_par, g_seq)
+
+
+def test_multiplicative_integration_refuses_what_it_cannot_combine_with():
+    with pytest.raises(ValueError, match="unknown integration 'mult'; choose one of additive"):
+        get_cell("gru", hidden_size=H, integration="mult")
+    with pytest.raises(ValueError, match="combines with none of the options"):
+        get_cell("lstm", hidden_size=H, integration="multiplicative", variant="cifg")
 
 
 def test_parallel_needs_a_linear_cell():

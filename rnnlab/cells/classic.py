@@ -16,6 +16,17 @@ import jax.numpy as jnp
 from rnnlab.cells import base, zoo
 
 
+def _multiplicative(integration: str, conflict: bool) -> bool:
+    """Whether `integration` asks for multiplicative integration (which has no variants)."""
+    if integration not in zoo.INTEGRATIONS:
+        raise ValueError(f"unknown integration {integration!r}; choose one of "
+                         f"{', '.join(zoo.INTEGRATIONS)}")
+    if integration == "multiplicative" and conflict:
+        raise ValueError("integration='multiplicative' combines with none of the options "
+                         "leak, learn_leak, variant, peepholes or another gate_activation")
+    return integration == "multiplicative"
+
+
 def _concat_matmul(x, h, w_x, w_h):
     # One matmul on [x_t, h] with the stacked kernel: measured faster on XLA:CPU than two
     # matmuls or a hoisted projection (benchmarks/README.md). XLA hoists the weight concat.
@@ -30,6 +41,7 @@ def elman(
     init_scale: float = 1.0,
     leak: float | None = None,
     learn_leak: bool = False,
+    integration: str = "additive",
     param_dtype=jnp.float32,
     dtype=None,
 ) -> base.Cell:
@@ -44,10 +56,14 @@ def elman(
     Leaky units (the leaky-integrator / echo-state form: Jaeger et al. 2007; Bengio, Boulanger-
     Lewandowski & Pascanu 2013): `leak=a` in (0, 1] fixes the rate; `learn_leak=True` learns one
     rate per unit, `a = sigmoid(leak_logit)` (param `leak_logit [H]`, starting at `leak`, default
-    0.5). Without them the cell is exactly the plain Elman cell.
+    0.5). Without them the cell is exactly the plain Elman cell. `integration="multiplicative"`
+    builds `zoo.multiplicative("elman", ...)` (Wu et al. 2016).
 
     Elman, "Finding structure in time", Cognitive Science 14 (1990).
     """
+    if _multiplicative(integration, leak is not None or learn_leak):
+        return zoo.multiplicative("elman", hidden_size, activation=activation, init=init,
+                                  init_scale=init_scale, param_dtype=param_dtype, dtype=dtype)
     H = base.check_size("hidden_size", hidden_size)
     act = base.get_activation(activation)
     w_h_init = base.recurrent_init(init, init_scale)
@@ -121,6 +137,7 @@ def lstm(
     init_scale: float = 1.0,
     variant: str | None = None,
     peepholes: bool = False,
+    integration: str = "additive",
     param_dtype=jnp.float32,
     dtype=None,
 ) -> base.Cell:
@@ -136,11 +153,17 @@ def lstm(
     order; Flax's `LSTMCell` carries `(c, h)`).
 
     `variant=` one of Greff et al.'s (`vanilla`, `nig`, `nfg`, `nog`, `niaf`, `noaf`, `np`,
-    `cifg`, `fgr`), or `peepholes=True` (= `vanilla`), builds `zoo.greff_lstm` instead.
+    `cifg`, `fgr`), or `peepholes=True` (= `vanilla`), builds `zoo.greff_lstm` instead;
+    `integration="multiplicative"` builds `zoo.multiplicative("lstm", ...)` (Wu et al. 2016).
 
     Hochreiter & Schmidhuber, "Long short-term memory", Neural Computation 9 (1997); forget gate:
     Gers, Schmidhuber & Cummins (2000).
     """
+    if _multiplicative(integration, variant is not None or peepholes
+                       or gate_activation != "sigmoid"):
+        return zoo.multiplicative("lstm", hidden_size, activation=activation,
+                                  forget_bias=forget_bias, init=init, init_scale=init_scale,
+                                  param_dtype=param_dtype, dtype=dtype)
     if variant is not None or peepholes:
         if (activation, gate_activation) != ("tanh", "sigmoid"):
             raise ValueError("the Greff et al. LSTM variants use tanh and sigmoid (variants "
@@ -205,6 +228,7 @@ def gru(
     gate_activation="sigmoid",
     init="orthogonal",
     init_scale: float = 1.0,
+    integration: str = "additive",
     param_dtype=jnp.float32,
     dtype=None,
 ) -> base.Cell:
@@ -221,11 +245,16 @@ def gru(
     `n = act(x @ W_in + b_in + (r * h) @ W_hn + b_hn)`.
 
     Params: `w_x [F, 3H]`, `w_h [H, 3H]`, `b_x [3H]`, `b_h [3H]`, gate order r, z, n (PyTorch's
-    `bias_ih`, `bias_hh`). Carry: `h [B..., H]`, zeros.
+    `bias_ih`, `bias_hh`). Carry: `h [B..., H]`, zeros. `integration="multiplicative"` builds
+    `zoo.multiplicative("gru", ...)` (Wu et al. 2016).
 
     Cho et al., "Learning phrase representations using RNN encoder-decoder for statistical
     machine translation", EMNLP 2014.
     """
+    if _multiplicative(integration, gate_activation != "sigmoid"):
+        return zoo.multiplicative("gru", hidden_size, activation=activation,
+                                  reset_after=reset_after, init=init, init_scale=init_scale,
+                                  param_dtype=param_dtype, dtype=dtype)
     H = base.check_size("hidden_size", hidden_size)
     act = base.get_activation(activation)
     gate = base.get_activation(gate_activation)

@@ -528,3 +528,95 @@ def minlstm(hidden_size: int, *, param_dtype=jnp.float32, dtype=None) -> base.Ce
         return sigmoid(d), sigmoid(-d) * _g(v)
 
     return _linear_cell(H, 3, coefficients, param_dtype, dtype)
+
+
+# ----------------------------------------------------------------------------- MI
+
+INTEGRATIONS = ("additive", "multiplicative")
+
+
+def multiplicative(kind: str, hidden_size: int, *, activation="tanh", reset_after: bool = True,
+                   forget_bias: float = 1.0, init="orthogonal", init_scale: float = 1.0,
+                   param_dtype=jnp.float32, dtype=None) -> base.Cell:
+    """Multiplicative integration (Wu et al. 2016) of an Elman, LSTM or GRU cell (`kind`):
+    each block's additive `x @ W + h @ U + b` becomes
+
+        alpha * (x @ W) * (h @ U) + beta_h * (h @ U) + beta_x * (x @ W) + b
+
+    (the general form; alpha, beta_h, beta_x are vectors over the blocks, all 1 at init, so the
+    cell starts as the additive cell plus the product term). The rest of each cell is unchanged.
+    For the GRU the h term of the candidate is the reset one: `r * (h @ U_n + b_hn)` (reset
+    after) or `(r * h) @ U_n + b_hn` (reset before), and `b_x` plays b. Params: those of the
+    additive cell plus `mi_alpha, mi_beta_h, mi_beta_x [kH]`. The form and the init of alpha
+    and the betas follow public reimplementations; the paper's text was not checked.
+
+    Wu, Zhang, Zhang, Bengio & Salakhutdinov, "On multiplicative integration with recurrent
+    neural networks", NeurIPS 2016.
+    """
+    H = base.check_size("hidden_size", hidden_size)
+    k = {"elman": 1, "lstm": 4, "gru": 3}[kind]
+    act = base.get_activation(activation)
+    w_init = base.recurrent_init(init, init_scale)
+
+    def init_fn(key, input_size):
+        params = _kernels(key, input_size, H, k, k, w_init, param_dtype)
+        if kind == "gru":
+            params.update(b_x=jnp.zeros((3 * H,), param_dtype), b_h=jnp.zeros((3 * H,),
+                                                                                param_dtype))
+        else:
+            b = jnp.zeros((k * H,), param_dtype)
+            params["b"] = b.at[H:2 * H].set(forget_bias) if kind == "lstm" else b
+        params.update({name: jnp.ones((k * H,), param_dtype)
+                       for name in ("mi_alpha", "mi_beta_h", "mi_beta_x")})
+        return params
+
+    def mi(p, xw, hu, at=slice(None)):
+        return (p["mi_alpha"][..., at] * xw * hu + p["mi_beta_h"][..., at] * hu
+                + p["mi_beta_x"][..., at] * xw)
+
+    def initial_carry(params, batch_shape):
+        dt = base.compute_dtype(params, dtype)
+        zeros = (lambda: jnp.zeros((*batch_shape, H), dt))
+        return (zeros(), zeros()) if kind == "lstm" else zeros()
+
+    def project(params, x):
+        p, x = _cast_x(params, x, dtype)
+        return x @ p["w_x"]
+
+    def gru_gates(p, h, xw):
+        hu = h @ p["w_h"][:, :2 * H] + p["b_h"][:2 * H]
+        return _blocks(sigmoid(mi(p, xw[..., :2 * H], hu, slice(0, 2 * H)) + p["b_x"][:2 * H]),
+                       2)
+
+    def recur(params, carry, xw):
+        h = carry[0] if kind == "lstm" else carry
+        p = base.cast(params, h.dtype)
+        if kind == "elman":
+            h = act(mi(p, xw, h @ p["w_h"]) + p["b"])
+            return h, h
+        if kind == "lstm":
+            i, f, g, o = _blocks(mi(p, xw, h @ p["w_h"]) + p["b"], 4)
+            c = sigmoid(f) * carry[1] + sigmoid(i) * act(g)
+            h = sigmoid(o) * act(c)
+            return (h, c), h
+        r, z = gru_gates(p, h, xw)
+        w_n, b_n = p["w_h"][:, 2 * H:], p["b_h"][2 * H:]
+        hu = r * (h @ w_n + b_n) if reset_after else (r * h) @ w_n + b_n
+        n = act(mi(p, xw[..., 2 * H:], hu, slice(2 * H, None)) + p["b_x"][2 * H:])
+        h = (1 - z) * n + z * h
+        return h, h
+
+    def step(params, carry, x):
+        return recur(params, carry, project(params, x))
+
+    def gates(params, carry, x):
+        h = carry[0] if kind == "lstm" else carry
+        p, xw = base.cast(params, h.dtype), project(params, x)
+        if kind == "gru":
+            r, z = gru_gates(p, h, xw)
+            return {"reset": r, "update": z}
+        i, f, _, o = _blocks(mi(p, xw, h @ p["w_h"]) + p["b"], 4)
+        return {"input": sigmoid(i), "forget": sigmoid(f), "output": sigmoid(o)}
+
+    return base.Cell(init_fn, initial_carry, step, project, recur, H, H,
+                     None if kind == "elman" else gates)
