@@ -83,6 +83,8 @@ def _bits(x: jax.Array) -> jax.Array:
         return x.astype(jnp.uint32)
     if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
         x = jax.random.key_data(x)
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):  # (an LRU's carry): its two parts
+        x = jnp.stack([jnp.real(x), jnp.imag(x)], axis=-1)
     size = x.dtype.itemsize
     unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[size]
     return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)

@@ -99,7 +99,8 @@ def state_gradients(loss_fn: Callable[[], jax.Array], *, last_step: bool = False
     out = {}
     for name in shapes.layers:  # in the order the layers run
         leaves = jax.tree_util.tree_leaves(grads[name])
-        squares = sum(jnp.sum(jnp.square(leaf.astype(jnp.float32)), axis=-1) for leaf in leaves)
+        squares = sum(jnp.sum(jnp.square(jnp.abs(leaf)).astype(jnp.float32), axis=-1)
+                      for leaf in leaves)  # (abs: an LRU's state is complex)
         examples = int(np.prod(leaves[0].shape[1:-1]))
         out[name] = jnp.sqrt(squares) * examples
     return out

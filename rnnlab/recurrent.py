@@ -296,7 +296,8 @@ def _parallel_scan(cell, params, carry, carry0, xs, reset, mask, backwards):
     h -> a_t h + b_t: (carry after the window, ys [T, B..., H])."""
     if backwards:  # a reversed layer without lengths: the same scan over flipped time
         xs, reset, mask = jax.tree_util.tree_map(lambda v: jnp.flip(v, 0), (xs, reset, mask))
-    a, b = cell.project(params, xs)
+    projected = cell.project(params, xs)
+    a, b = projected[:2]
     if reset is not None:  # the step reads carry0 instead: h_t = a_t carry0 + b_t
         r = reset[..., None]
         a, b = jnp.where(r, 0.0, a), jnp.where(r, a * carry0 + b, b)
@@ -309,7 +310,8 @@ def _parallel_scan(cell, params, carry, carry0, xs, reset, mask, backwards):
 
     a, b = jax.lax.associative_scan(compose, (a, b), axis=0)
     hs = a * carry + b
-    ys = hs if mask is None else jnp.where(mask[..., None], hs, 0.0)
+    ys = hs if cell.emit is None else cell.emit(params, hs, projected)
+    ys = ys if mask is None else jnp.where(mask[..., None], ys, 0.0)
     if backwards:
         ys = jnp.flip(ys, 0)
     return hs[-1], ys

@@ -178,6 +178,14 @@ def np_mi_gru(p, h, x, reset_after=True):
     return h, h
 
 
+def np_lru(p, h, x):  # Orvieto et al. 2023, in row layout: h = lambda h + gamma (x B)
+    lam = np.exp(-np.exp(p["nu_log"]) + 1j * np.exp(p["theta_log"]))
+    if "w_in" in p:
+        x = x @ p["w_in"] + p["b_in"]
+    h = lam * h + np.exp(p["gamma_log"]) * (x @ (p["B_re"] + 1j * p["B_im"]))
+    return h, np.real(h @ (p["C_re"] + 1j * p["C_im"])) + p["D"] * x
+
+
 # id -> (name, options, reference, input size, parameter count formula)
 def greff_count(variant):
     k = 3 if variant in ("nig", "nfg", "nog", "cifg") else 4
@@ -196,6 +204,8 @@ ZOO = {
     "indrnn": ("indrnn", {}, np_indrnn, F, F * H + 2 * H),
     "ln_lstm": ("ln_lstm", {}, np_ln_lstm, F, 4 * H * (F + H) + 22 * H),
     "mingru": ("mingru", {}, np_mingru, F, 2 * H * (F + 1)),
+    "lru": ("lru", {"state_size": 6}, np_lru, H, 3 * 6 + 4 * 6 * H + H),
+    "lru_projected": ("lru", {}, np_lru, F, 3 * H + 4 * H * H + H + F * H + H),
     "elman_mi": ("elman", {"integration": "multiplicative"}, np_mi_elman, F,
                  H * (F + H) + 4 * H),
     "lstm_mi": ("lstm", {"integration": "multiplicative"}, np_mi_lstm, F,
@@ -223,8 +233,14 @@ def setup(case, seed=0):
     cell = get_cell(name, hidden_size=H, **options)
     params = cell.init(jax.random.key(0), f)
     p = {k: rand(rng, *v.shape) for k, v in params.items()}  # non-zero biases, peepholes too
-    carry = jax.tree.map(lambda c: rand(rng, *c.shape), cell.initial_carry(params, (B,)))
+    carry = jax.tree.map(lambda c: rand(rng, *c.shape) + (
+        1j * rand(rng, *c.shape) if jnp.iscomplexobj(c) else 0), cell.initial_carry(params, (B,)))
     return cell, ref, p, carry, rand(rng, T, B, f)
+
+
+def to_jax(tree):
+    return jax.tree.map(lambda a: jnp.asarray(a, jnp.complex64 if np.iscomplexobj(a)
+                                              else jnp.float32), tree)
 
 
 @pytest.mark.parametrize("path", ["step", "recur"])
@@ -232,7 +248,7 @@ def setup(case, seed=0):
 def test_matches_numpy_reference(case, path):
     cell, ref, p, carry, xs = setup(case)
     step = cell.step if path == "step" else (lambda q, c, x: cell.recur(q, c, cell.project(q, x)))
-    jp, jcarry = jax.tree.map(jnp.float32, p), jax.tree.map(jnp.float32, carry)
+    jp, jcarry = to_jax(p), to_jax(carry)
     for t in range(T):
         jcarry, y = step(jp, jcarry, jnp.float32(xs[t]))
         carry, y_ref = ref(p, carry, xs[t])
@@ -252,7 +268,8 @@ def test_gradients_match_finite_differences(case):
     cell, _, p, carry, xs = setup(case, seed=1)
     jax.config.update("jax_enable_x64", True)
     try:
-        p64, c64, x64 = (jax.tree.map(jnp.float64, a) for a in (p, carry, xs))
+        p64, c64, x64 = (jax.tree.map(lambda v: jnp.asarray(
+            v, jnp.complex128 if np.iscomplexobj(v) else jnp.float64), a) for a in (p, carry, xs))
 
         def loss(params, carry, xs):
             total = 0.0
@@ -261,7 +278,8 @@ def test_gradients_match_finite_differences(case):
                 total = total + jnp.sum(jnp.sin(y))
             return total
 
-        check_grads(loss, (p64, c64, x64), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
+        check_grads(loss, (p64, c64, x64), order=1, modes=["rev"], eps=1e-6, atol=1e-6,
+                    rtol=1e-6)
     finally:
         jax.config.update("jax_enable_x64", False)
 
@@ -333,7 +351,7 @@ def test_vmapped_trials_with_a_budget_record_the_size_chosen_and_the_count(tmp_p
         assert abs(result["num_params"] - 40_000) <= 800
 
 
-@pytest.mark.parametrize("name", ["mingru", "minlstm"])
+@pytest.mark.parametrize("name", ["mingru", "minlstm", "lru"])
 def test_the_parallel_scan_equals_the_sequential_one_at_4096_steps(name):
     """Forward and gradients in float32 over T = 4096 with resets and lengths. Measured on CPU:
     outputs differ by at most 5e-7, gradients by 2e-6 of their largest value (the scans add in
@@ -347,11 +365,11 @@ def test_the_parallel_scan_equals_the_sequential_one_at_4096_steps(name):
     xs = jax.random.normal(jax.random.key(1), (B_, T_long, 3))
     reset = jnp.zeros((B_, T_long), bool).at[0, 1000].set(True)
     lengths = jnp.array([T_long, 3000])
-    carry0 = jnp.full((B_, 8), 0.3)
+    carry0 = layers[True].initial_carry(params, (B_,)) + 0.3
 
     def loss(layer, params, carry0):
         carry, ys = layer.apply(params, carry0, xs, reset=reset, lengths=lengths)
-        return jnp.sum(jnp.sin(ys)) + jnp.sum(carry ** 2), (carry, ys)
+        return jnp.sum(jnp.sin(ys)) + jnp.sum(jnp.abs(carry) ** 2), (carry, ys)
 
     out = {p: jax.jit(jax.value_and_grad(partial(loss, layer), argnums=(0, 1), has_aux=True))(
         params, carry0) for p, layer in layers.items()}
@@ -375,3 +393,12 @@ def test_parallel_needs_a_linear_cell():
 
     with pytest.raises(ValueError, match="parallel=True needs a cell whose recurrence is linear"):
         recurrent.rnn(get_cell("gru", hidden_size=4), parallel=True)
+
+
+def test_the_lru_ring_initialisation():
+    p = get_cell("lru", hidden_size=4, state_size=4000, r_min=0.5, r_max=0.9).init(
+        jax.random.key(0), 4)
+    modulus = np.exp(-np.exp(np.asarray(p["nu_log"], np.float64)))
+    assert 0.5 <= modulus.min() and modulus.max() <= 0.9
+    assert abs(np.mean(modulus ** 2) - (0.25 + 0.81) / 2) < 0.01  # |lambda|^2 uniform
+    np.testing.assert_allclose(np.exp(p["gamma_log"]), np.sqrt(1 - modulus ** 2), rtol=1e-5)

@@ -35,6 +35,7 @@ CELLS: dict[str, Callable[..., Cell]] = {
     "ln_lstm": zoo.ln_lstm,
     "mingru": zoo.mingru,
     "minlstm": zoo.minlstm,
+    "lru": zoo.lru,
 }
 
 

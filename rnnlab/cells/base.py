@@ -33,9 +33,11 @@ class Cell(NamedTuple):
       gates: `(params, carry, x_t) -> {name: [B..., H]}`, the gate activations of the step
         that `step` computes from the same arguments (for diagnostics); None for a cell without
         gates.
-      linear: the recurrence is linear in the carry: `project(p, x_t)` gives `(a_t, b_t)` and
-        `recur` computes `h_t = a_t * h_{t-1} + b_t` (elementwise), `y_t = h_t`. A layer can
-        then evaluate a window with a parallel scan.
+      linear: the recurrence is linear in the carry: `project(p, x_t)` gives `(a_t, b_t, ...)`
+        and `recur` computes `h_t = a_t * h_{t-1} + b_t` (elementwise, real or complex) and
+        `y_t = emit(p, h_t, project(p, x_t))`. A layer can then evaluate a window with a
+        parallel scan.
+      emit: a linear cell's output from its state (None: `y_t = h_t`).
     """
 
     init: Callable[[jax.Array, int], Params]
@@ -47,6 +49,7 @@ class Cell(NamedTuple):
     output_size: int
     gates: Callable[[Params, Carry, Any], dict[str, jax.Array]] | None = None
     linear: bool = False
+    emit: Callable[[Params, Carry, Any], jax.Array] | None = None
 
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
