@@ -227,15 +227,23 @@ def test_the_cli_diagnoses_a_run_at_its_checkpoints_and_at_init(tmp_path):
     assert set(grads["spectra"]["layer_0"]) == {"input", "forget", "cell", "output"}
     gates = json.loads((tmp_path / "gates" / "gates.json").read_text())["saturation"]
     assert set(gates["layer_0"]) == {"input", "forget", "output"}
-    for args, message in (([f"--workdir={run}", "--checkpoint=5"], "no checkpoint of step 5"),
-                          ([f"--workdir={tmp_path}/none"], "holds no run"),
-                          (["--config=configs/adding.py:smoke", "--checkpoint=bestt"],
-                           "--checkpoint must be")):
-        done = diagnose_cli("gradients", *args, f"--out={tmp_path}/x")
-        assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
-        assert "Traceback" not in done.stderr
-    done = diagnose_cli("units", "--config=configs/adding.py:smoke", f"--out={tmp_path}/x")
-    assert done.returncode == 2 and "units reads a text" in done.stderr
+    done = diagnose_cli("gradients", f"--workdir={run}", "--checkpoint=5", f"--out={tmp_path}/x")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        f"error: {run} has no checkpoint of step 5 that reads back (its checkpoints: 4, 8)")
+    with pytest.raises(FileNotFoundError, match="holds no run"):
+        diagnose.load(workdir=tmp_path / "none")
+    with pytest.raises(ValueError, match="--checkpoint must be best, last, init or a step"):
+        diagnose.load(workdir=run, checkpoint="bestt")
+    with pytest.raises(ValueError, match="units reads a text through a character model"):
+        diagnose.units(diagnose.load(config=task_config("adding"), out=tmp_path / "x"))
+    # a fresh init of a config, with an override (the help text's last command, made small)
+    done = diagnose_cli("gradients", "--config=configs/adding.py:smoke",
+                        "--config.data.length=6", f"--out={tmp_path}/init")
+    assert done.returncode == 0, done.stderr[-2000:]
+    grads = json.loads((tmp_path / "init" / "gradients.json").read_text())
+    assert grads["at"] == "initialisation"
+    assert len(grads["objectives"]["last_step"]["layer_0"]["mean"]) == 6
 
 
 def test_gradients_of_every_task_at_init(tmp_path):
