@@ -39,6 +39,8 @@ def np_mgu(p, h, x):  # f = s(xW_xf + hW_hf + b_f); h~ = tanh(xW_xh + (f*h)W_hh 
 
 
 def np_mut(p, h, x, number):
+    if "w_in" in p:
+        x = x @ p["w_in"] + p["b_in"]
     b_z, b_r, b_h = split(p["b"], 3)
     if number == 1:
         W_xz, W_xr = split(p["w_x"], 2)
@@ -197,6 +199,7 @@ ZOO = {
     "mgu": ("mgu", {}, np_mgu, F, 2 * H * (F + H) + 2 * H),
     "mut1": ("mut1", {}, partial(np_mut, number=1), H, 4 * H * H + 3 * H),
     "mut2": ("mut2", {}, partial(np_mut, number=2), H, 2 * H * H + 3 * H * H + 3 * H),
+    "mut1_projected": ("mut1", {}, partial(np_mut, number=1), F, 4 * H * H + 3 * H + F * H + H),
     "mut3": ("mut3", {}, partial(np_mut, number=3), F, 3 * F * H + 3 * H * H + 3 * H),
     "ugrnn": ("ugrnn", {}, np_ugrnn, F, 2 * H * (F + H) + 2 * H),
     "plus_rnn": ("plus_rnn", {}, np_plus_rnn, H, 8 * H * H + 4 * H),
@@ -296,12 +299,6 @@ def test_the_plain_lstm_is_unchanged_and_peepholes_are_the_vanilla_variant():
         get_cell("lstm", hidden_size=H, variant="np", peepholes=True)
 
 
-def test_mut1_and_mut2_need_the_input_size_of_the_hidden_state():
-    for name in ("mut1", "mut2"):
-        with pytest.raises(ValueError, match=f"{name} adds its raw input"):
-            get_cell(name, hidden_size=H).init(jax.random.key(0), F)
-
-
 def test_a_learned_leak_starts_at_its_rate_and_a_bad_rate_is_refused():
     p = get_cell("elman", hidden_size=H, leak=0.2, learn_leak=True).init(jax.random.key(0), F)
     assert np.allclose(jax.nn.sigmoid(p["leak_logit"]), 0.2)
@@ -316,10 +313,7 @@ def test_indrnn_draws_its_recurrent_weights_from_zero_to_one_or_the_bound():
     assert float(u.max()) <= 0.2
 
 
-BUDGET_CELLS = sorted(set(CELLS) - {"mut1", "mut2"})  # those need embed_size == hidden_size
-
-
-@pytest.mark.parametrize("cell", BUDGET_CELLS)
+@pytest.mark.parametrize("cell", sorted(CELLS))
 def test_a_parameter_budget_picks_a_hidden_size_within_two_percent(cell, tmp_path):
     from test_tasks import task_config
 

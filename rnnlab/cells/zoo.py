@@ -91,15 +91,19 @@ def _mut(number: int):
         n_x, n_h = {1: (2, 2), 2: (2, 3), 3: (3, 3)}[number]
 
         def init_fn(key, input_size):
-            if number in (1, 2) and input_size != H:
-                raise ValueError(f"mut{number} adds its raw input to a hidden-size sum, so the "
-                                 f"input size must equal hidden_size={H}, got {input_size} "
-                                 "(set model.embed_size to the hidden size)")
-            return {**_kernels(key, input_size, H, n_x, n_h, w_init, param_dtype),
-                    "b": jnp.zeros((3 * H,), param_dtype)}
+            k, k_in = jax.random.split(key)
+            raw = number in (1, 2)  # the raw input enters a hidden-size sum: it must be H wide
+            params = {**_kernels(k, H if raw else input_size, H, n_x, n_h, w_init, param_dtype),
+                      "b": jnp.zeros((3 * H,), param_dtype)}
+            if raw and input_size != H:
+                params["w_in"] = base.input_kernel(k_in, input_size, H, param_dtype)
+                params["b_in"] = jnp.zeros((H,), param_dtype)
+            return params
 
         def project(params, x):
             p, x = _cast_x(params, x, dtype)
+            if "w_in" in p:
+                x = x @ p["w_in"] + p["b_in"]
             b_z, b_r, b_h = _blocks(p["b"], 3)
             if number == 1:  # (x @ W_xz + b_z, x @ W_xr + b_r, tanh(x) + b_h)
                 x_z, x_r = _blocks(x @ p["w_x"], 2)
@@ -149,7 +153,9 @@ def _mut(number: int):
               h' = tanh((r * h) @ W_hh + x @ W_xh + b_h) * z + h * (1 - z)
 
     z gates the NEW candidate (the opposite of the paper's GRU listing). MUT1 and MUT2 add the raw
-    input (tanh(x), x) without a weight, so their input size must equal H. Params (this one):
+    input (tanh(x), x) without a weight, so it must be H wide: an input of another size F is
+    first projected, `x <- x @ w_in + b_in` (params `w_in [F, H]`, `b_in [H]`, as the +RNN's).
+    Params (this one):
     {dict({1: "w_x [F, 2H] (z, r), w_h [H, 2H] (r, h)",
            2: "w_x [F, 2H] (z, h), w_h [H, 3H] (z, r, h)",
            3: "w_x [F, 3H] (z, r, h), w_h [H, 3H] (z, r, h)"})[number]}, b [3H] (z, r, h).
