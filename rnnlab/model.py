@@ -65,8 +65,9 @@ def check_model_config(m: ml_collections.ConfigDict, *, causal: bool = True,
                          f"got {m.param_budget!r}")
     if m.embed_size < 0:
         raise ValueError(f"model.embed_size must be >= 0 (0: one-hot inputs), got {m.embed_size}")
-    if not 0.0 <= m.dropout < 1.0:
-        raise ValueError(f"model.dropout must be in [0, 1), got {m.dropout}")
+    for key in ("dropout", "zoneout", "zoneout_c", "weight_drop"):
+        if m.get(key) is not None and not 0.0 <= m[key] < 1.0:
+            raise ValueError(f"model.{key} must be a rate in [0, 1), got {m[key]}")
     if m.projection not in recurrent.PROJECTIONS:
         raise ValueError(
             f"model.projection must be one of {recurrent.PROJECTIONS}, got {m.projection!r}"
@@ -117,8 +118,9 @@ def make_body(m: ml_collections.ConfigDict, vocab_size: int | None = None) -> re
     bidirectional when asked, with dropout and residual connections between layers.
     `vocab_size` is a Jordan cell's output size."""
     rnn_options = dict(
-        unroll=m.scan_unroll, projection=m.projection, learn_initial_carry=m.learn_initial_carry
-    )
+        unroll=m.scan_unroll, projection=m.projection, learn_initial_carry=m.learn_initial_carry,
+        zoneout=m.get("zoneout", 0.0) if m.get("zoneout_c") is None else (m.zoneout, m.zoneout_c),
+        weight_drop=m.get("weight_drop", 0.0))
     layers = []
     for _ in range(m.num_layers):
         if m.bidirectional:

@@ -169,6 +169,8 @@ def rnn(
     projection: str = "fused",
     learn_initial_carry: bool = False,
     parallel: bool | None = None,
+    zoneout: float | Sequence[float] = 0.0,
+    weight_drop: float = 0.0,
 ) -> Layer:
     """A cell scanned over time with `jax.lax.scan`, or for a linear cell with a parallel scan.
 
@@ -189,12 +191,27 @@ def rnn(
         depth) instead of T sequential steps; None (default) chooses it for linear cells, False
         forces the sequential scan. Resets, lengths and reverse mean the same in both. (While a
         diagnostics Tap watches, the sequential form runs.)
+      zoneout: Krueger et al. 2016: with a `key` (training), each unit of the carry keeps its
+        previous value with this probability, afresh at every step; without one (evaluation),
+        the carry is the mixture `z * previous + (1 - z) * new`. One rate for the whole carry,
+        or one per carry part (an LSTM's `(z_h, z_c)`). The layer emits the cell's un-zoned
+        output. Zoneout makes the layer sequential.
+      weight_drop: DropConnect on the recurrent matrix `w_h` (Merity et al. 2017): with a
+        `key`, each entry is dropped with this probability (and the rest scaled by 1/(1-p)),
+        one mask for the whole window; nothing at evaluation.
 
     Params: `{"cell": cell params, "carry0": carry (only when learned)}`.
     """
     if parallel and not cell.linear:
         raise ValueError("parallel=True needs a cell whose recurrence is linear (cell.linear)")
-    parallel = cell.linear if parallel is None else parallel
+    rates = (zoneout,) if isinstance(zoneout, (int, float)) else tuple(zoneout)
+    if not all(0.0 <= z < 1.0 for z in rates) or not 0.0 <= weight_drop < 1.0:
+        raise ValueError(f"zoneout and weight_drop must be rates in [0, 1), got {zoneout} and "
+                         f"{weight_drop}")
+    zoning = any(rates)
+    if parallel and zoning:
+        raise ValueError("zoneout needs the sequential scan: set parallel=False (or None)")
+    parallel = cell.linear and not zoning if parallel is None else parallel
     if projection not in PROJECTIONS:
         raise ValueError(f"unknown projection {projection!r}; choose one of {PROJECTIONS}")
     if not isinstance(unroll, int) or unroll < 1:
@@ -216,8 +233,14 @@ def rnn(
         return cell.initial_carry(params["cell"], batch_shape)
 
     def apply(params, carry, xs, *, reset=None, lengths=None, key=None):
-        del key  # a single rnn layer draws no randomness
         cell_params = params["cell"]
+        if key is not None and weight_drop > 0.0 and "w_h" in cell_params:
+            w_h = cell_params["w_h"]
+            keep = jax.random.bernoulli(jax.random.fold_in(key, 1), 1.0 - weight_drop,
+                                        w_h.shape)
+            cell_params = {**cell_params,
+                           "w_h": jnp.where(keep, w_h / (1.0 - weight_drop), 0.0).astype(
+                               w_h.dtype)}
         # The input kernel (an input projection `w_in` first) tells the input size expected.
         kernel = cell_params.get("w_in", cell_params.get("w_x"))
         input_size = None if kernel is None else kernel.shape[0]
@@ -260,12 +283,29 @@ def rnn(
         if probe is not None and reverse and lengths is not None:  # probe[t]: the step at t
             probe = jax.tree_util.tree_map(lambda a: _flip_time_major(a, lengths), probe)
         raw_tm = xs_tm if tap is not None and tap.wants_steps else None
+        zone = None
+        if zoning:  # per carry part, its rate, and with a key the masks of every step
+            parts = jax.tree_util.tree_leaves(carry)
+            part_rates = rates if len(rates) == len(parts) else rates[:1] * len(parts)
+            if len(rates) not in (1, len(parts)):
+                raise ValueError(f"zoneout has {len(rates)} rates for a carry of {len(parts)} "
+                                 "parts: give one rate, or one per part")
+            zone = [None if key is None else jax.random.bernoulli(
+                jax.random.fold_in(key, 2 + i), z, (T, *part.shape))
+                for i, (z, part) in enumerate(zip(part_rates, parts))]
         if hoisted:
             xs_tm = cell.project(cell_params, xs_tm)
         step = cell.recur if hoisted else cell.step
 
+        def zoneout_carry(old, new, zone_t):
+            olds, treedef = jax.tree_util.tree_flatten(old)
+            news = jax.tree_util.tree_leaves(new)
+            mixed = [jnp.where(d, o, n) if d is not None else z * o + (1 - z) * n
+                     for o, n, d, z in zip(olds, news, zone_t, part_rates)]
+            return jax.tree_util.tree_unflatten(treedef, mixed)
+
         def body(carry, inputs):
-            x_t, reset_t, mask_t, probe_t = inputs
+            x_t, reset_t, mask_t, probe_t, zone_t = inputs
             if probe_t is not None:
                 carry = jax.tree_util.tree_map(jnp.add, carry, probe_t)
             old = carry
@@ -273,14 +313,16 @@ def rnn(
                 carry = _where(reset_t, carry0, carry)
             carry_in = carry
             carry, y_t = step(cell_params, carry, x_t)
+            if zone_t is not None:
+                carry = zoneout_carry(carry_in, carry, zone_t)
             if mask_t is not None:
                 carry = _where(mask_t, carry, old)
                 y_t = _where(mask_t, y_t, jax.tree_util.tree_map(jnp.zeros_like, y_t))
             return carry, (y_t, (carry_in, carry) if raw_tm is not None else None)
 
         carry, (ys, states) = jax.lax.scan(
-            body, carry, (xs_tm, reset_tm, mask, probe), reverse=scan_reverse, unroll=unroll
-        )
+            body, carry, (xs_tm, reset_tm, mask, probe, zone), reverse=scan_reverse,
+            unroll=unroll)
         if reverse and lengths is not None:
             ys, states, raw_tm, mask = jax.tree_util.tree_map(
                 lambda a: _flip_time_major(a, lengths), (ys, states, raw_tm, mask))
@@ -406,10 +448,13 @@ def bidirectional(
 
     def apply(params, carry, xs, *, reset=None, lengths=None, key=None):
         carry_f, carry_b = (None, None) if carry is None else carry
+        key_f, key_b = (None, None) if key is None else jax.random.split(key)
         with scope("fwd"):
-            carry_f, ys_f = fwd.apply(params["fwd"], carry_f, xs, reset=reset, lengths=lengths)
+            carry_f, ys_f = fwd.apply(params["fwd"], carry_f, xs, reset=reset, lengths=lengths,
+                                      key=key_f)
         with scope("bwd"):
-            carry_b, ys_b = bwd.apply(params["bwd"], carry_b, xs, reset=reset, lengths=lengths)
+            carry_b, ys_b = bwd.apply(params["bwd"], carry_b, xs, reset=reset, lengths=lengths,
+                                      key=key_b)
         ys = jnp.concatenate([ys_f, ys_b], axis=-1) if merge == "concat" else ys_f + ys_b
         return (carry_f, carry_b), ys
 

@@ -396,3 +396,76 @@ def test_the_lru_ring_initialisation():
     assert 0.5 <= modulus.min() and modulus.max() <= 0.9
     assert abs(np.mean(modulus ** 2) - (0.25 + 0.81) / 2) < 0.01  # |lambda|^2 uniform
     np.testing.assert_allclose(np.exp(p["gamma_log"]), np.sqrt(1 - modulus ** 2), rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- regularisers
+
+
+def test_zoneout_keeps_units_with_its_rate_and_evaluates_as_the_mixture():
+    from rnnlab import recurrent
+
+    z, N = 0.3, 20000
+    cell = get_cell("elman", hidden_size=H)
+    layer = recurrent.rnn(cell, zoneout=z)
+    params = layer.init(jax.random.key(0), F)
+    x = jnp.broadcast_to(jax.random.normal(jax.random.key(1), (1, 1, F)), (N, 1, F))
+    old = jnp.full((N, H), 0.7)
+    new = recurrent.rnn(cell).apply(params, old, x)[0]  # the plain step's carry
+    key = jax.random.key(2)
+    zoned = layer.apply(params, old, x, key=key)[0]
+    kept = np.asarray(zoned == old)
+    assert np.all(np.where(kept, zoned == old, zoned == new))  # each unit: old or new
+    assert abs(kept.mean() - z) < 4 * np.sqrt(z * (1 - z) / kept.size)
+    mixture = layer.apply(params, old, x)[0]  # no key: evaluation
+    assert_allclose(mixture, z * old + (1 - z) * new, rtol=1e-6)
+    assert_allclose(zoned.mean(0), mixture[0], atol=4 * float(jnp.abs(new - old).max())
+                    * np.sqrt(z * (1 - z) / N))  # E[zoned] = the mixture
+    assert np.array_equal(layer.apply(params, old, x, key=key)[0], zoned)  # same key, masks
+
+
+def test_zoneout_rates_per_part_of_an_lstm_carry():
+    from rnnlab import recurrent
+
+    cell = get_cell("lstm", hidden_size=H)
+    params = recurrent.rnn(cell).init(jax.random.key(0), F)
+    xs = jax.random.normal(jax.random.key(1), (64, 3, F))
+    plain = recurrent.rnn(cell).apply(params, None, xs)
+    h_only = recurrent.rnn(cell, zoneout=(0.5, 0.0)).apply(params, None, xs,
+                                                           key=jax.random.key(3))
+    assert not np.allclose(h_only[0][0], plain[0][0])  # h zoned
+    # c = f c + i g reads h only through the gates, so with h zoned c still differs after
+    # step 1; at the first step (from zeros) it is the plain c exactly
+    first = recurrent.rnn(cell, zoneout=(0.5, 0.0)).apply(params, None, xs[:, :1],
+                                                          key=jax.random.key(3))
+    assert_allclose(first[0][1], recurrent.rnn(cell).apply(params, None, xs[:, :1])[0][1])
+    with pytest.raises(ValueError, match="zoneout has 3 rates for a carry of 2 parts"):
+        recurrent.rnn(cell, zoneout=(0.1, 0.1, 0.1)).apply(params, None, xs, key=None)
+
+
+def test_weight_drop_drops_recurrent_entries_with_its_rate_and_is_off_at_evaluation():
+    """Recovers the recurrent matrix a step used from its outputs (identity activation, x = 0:
+    y = h0 @ W + b), independently of how the layer draws its mask."""
+    from rnnlab import recurrent
+
+    p, Hw = 0.4, 64
+    cell = get_cell("elman", hidden_size=Hw, activation="identity")
+    layer = recurrent.rnn(cell, weight_drop=p)
+    params = layer.init(jax.random.key(0), 2)
+    params["cell"]["b"] = jnp.zeros((Hw,))
+    h0 = jnp.eye(Hw)  # row i: unit i on
+    x = jnp.zeros((Hw, 1, 2))
+    w = np.asarray(params["cell"]["w_h"])
+    used = np.asarray(layer.apply(params, h0, x, key=jax.random.key(5))[0])
+    dropped = np.isclose(used, 0.0, atol=1e-7)
+    assert_allclose(used[~dropped], w[~dropped] / (1 - p), rtol=1e-5)
+    assert abs(dropped.mean() - p) < 4 * np.sqrt(p * (1 - p) / dropped.size)
+    assert_allclose(layer.apply(params, h0, x)[0], w, rtol=1e-6)  # evaluation: all of it
+
+
+def test_regulariser_rates_are_checked():
+    from rnnlab import recurrent
+
+    with pytest.raises(ValueError, match="zoneout and weight_drop must be rates in"):
+        recurrent.rnn(get_cell("gru", hidden_size=H), zoneout=1.0)
+    with pytest.raises(ValueError, match="zoneout needs the sequential scan"):
+        recurrent.rnn(get_cell("mingru", hidden_size=H), zoneout=0.1, parallel=True)
