@@ -181,6 +181,7 @@ def test_vmap_executor_matches_trials_run_alone(tmp_path):
     ("experiments/vanishing_gradients/config.py:leaky", 15, 5),
     ("experiments/tbptt_many_to_one/config.py", 10, 5),
     ("experiments/elman_vs_jordan/config.py", 10, 5),
+    ("experiments/greff_variants/config.py", 39, 13),
 ])
 def test_every_experiment_plans_valid_trials_whose_seeds_train_together(
         spec, trials, groups, tmp_path, monkeypatch):
