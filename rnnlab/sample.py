@@ -74,12 +74,31 @@ def decode_input(workdir: str | os.PathLike, text: str, *, beam_size: int = 1,
 
 
 def load_run(workdir) -> tuple[ml_collections.ConfigDict, dict]:
-    """A run's config and its task's record (vocab.json)."""
+    """A run's config and its task's record (vocab.json). Keys added to the library since the
+    run was made take their defaults (which keep the behaviour from before they existed)."""
     workdir = storage.path(workdir)
     resolved = layout.read_json(workdir / layout.CONFIG_FILE)
     if resolved is None:
         raise FileNotFoundError(f"{workdir} holds no run (no config.json); pass a run's --workdir")
-    return ml_collections.ConfigDict(resolved), rundir.read_record(workdir)
+    return with_defaults(resolved), rundir.read_record(workdir)
+
+
+def with_defaults(resolved: dict) -> ml_collections.ConfigDict:
+    """`resolved` (a config as a dict) over the defaults of `configs.base`."""
+    from configs import base
+
+    config = base.get_config()
+
+    def merge(section, values):
+        for key, value in values.items():
+            if isinstance(value, dict) and isinstance(section.get(key), ml_collections.ConfigDict):
+                merge(section[key], value)
+            else:
+                section[key] = value
+
+    with config.unlocked():
+        merge(config, resolved)
+    return ml_collections.ConfigDict(config.to_dict())
 
 
 def load_state(workdir, config: ml_collections.ConfigDict, model: model_lib.Model, *,

@@ -268,3 +268,15 @@ def test_logged_gradient_flow_is_that_of_the_checkpoint_of_its_step(tmp_path):
     with pytest.raises(validation.ConfigError, match="train.log_gradients measures"):
         validation.check_config(task_config("classify", **{"train.log_gradients": True,
                                                            "train.bptt_len": 4}))
+
+
+def test_a_run_made_before_a_key_existed_reads_with_its_default(tmp_path):
+    from rnnlab import sample
+
+    config = json.loads(task_config("adding").to_json_best_effort())
+    del config["model"]["zoneout"], config["train"]["log_gradients"]  # an older run's config
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "vocab.json").write_text(json.dumps({}))
+    loaded, _ = sample.load_run(tmp_path)
+    assert loaded.model.zoneout == 0.0 and loaded.train.log_gradients is False
+    assert loaded.data.length == config["data"]["length"]

@@ -8,13 +8,13 @@ checkpoint, on a log scale.
 Writes gradient_curves_T<length>.png and .json (the numbers drawn) into --out.
 """
 
+import argparse
 import json
 import pathlib
 
 import jax
 import matplotlib
 import numpy as np
-from absl import app, flags
 
 from launch import report
 from rnnlab import diagnose, diagnostics, storage
@@ -22,9 +22,6 @@ from rnnlab import diagnose, diagnostics, storage
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-_SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "The sweep directory.", required=True)
-_LENGTH = flags.DEFINE_integer("length", 100, "The adding problem's T to draw.")
-_OUT = flags.DEFINE_string("out", None, "Where to write.", required=True)
 
 
 def curve(workdir, checkpoint):
@@ -34,16 +31,21 @@ def curve(workdir, checkpoint):
     return np.asarray(norms["last_step"]["layer_0"], np.float64).mean(1).tolist()
 
 
-def main(argv):
-    del argv
-    trials = [t for t in report.load_sweep(_SWEEP_DIR.value)
-              if t.overrides.get("data.length") == _LENGTH.value and t.overrides.get("seed") == 0]
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sweep_dir", required=True, help="The sweep directory.")
+    parser.add_argument("--length", type=int, default=100, help="The adding problem's T.")
+    parser.add_argument("--out", required=True, help="Where to write.")
+    args = parser.parse_args()
+    trials = [t for t in report.load_sweep(args.sweep_dir)
+              if t.overrides.get("data.length") == args.length and t.overrides.get("seed") == 0]
     if not trials:
-        raise app.UsageError(f"no seed-0 trial of length {_LENGTH.value} in {_SWEEP_DIR.value}")
+        parser.error(f"no seed-0 trial of length {args.length} in {args.sweep_dir}")
     curves = {t.overrides["model.cell"]: {"init": curve(t.workdir, "init"),
                                          "trained": curve(t.workdir, "best")} for t in trials}
-    out = pathlib.Path(_OUT.value)
-    name = f"gradient_curves_T{_LENGTH.value}"
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"gradient_curves_T{args.length}"
     storage.write_atomic(storage.path(out) / f"{name}.json", json.dumps(curves, indent=1) + "\n")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, when in zip(axes, ("init", "trained")):
@@ -55,10 +57,10 @@ def main(argv):
         ax.set_title("at initialisation" if when == "init" else "after training (best)")
     axes[0].set_ylabel("mean ||dL/dh_t|| (loss at the last step)")
     axes[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    fig.suptitle(f"adding problem, T = {_LENGTH.value}, seed 0")
+    fig.suptitle(f"adding problem, T = {args.length}, seed 0")
     fig.savefig(out / f"{name}.png", dpi=110, bbox_inches="tight")
     print(f"wrote {out / name}.png")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    main()
