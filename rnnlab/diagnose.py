@@ -99,8 +99,8 @@ def load(workdir=None, config=None, checkpoint: str = "best", out=None) -> Subje
 
 def gradients(subject: Subject) -> dict:
     task = subject.task
-    norms = jax.jit(lambda state, data: diagnostics.gradient_norms(task, state, data))(subject.state,
-                                                                           task.data)
+    norms = jax.jit(lambda state, data: diagnostics.gradient_norms(task, state, data))(
+        subject.state, task.data)
     result = {"at": subject.label,
               "objectives": {obj: {layer: diagnostics.summarize(n) for layer, n in by.items()}
                              for obj, by in norms.items()},

@@ -2,7 +2,8 @@
 reference for a teacher-forced Jordan network (which, fed the previous target, sees only the
 current character: a first-order Markov chain over the alphabet, i.e. a bigram model).
 
-    python -m experiments.elman_vs_jordan.bigram [--config=experiments/elman_vs_jordan/config.py:FILE]
+    python -m experiments.elman_vs_jordan.bigram \
+        [--config=experiments/elman_vs_jordan/config.py:FILE]
 
 Counts from the train split with add-k smoothing (k chosen on the valid split from a small
 grid, as an n-gram modeller would); prints valid and test bpc for n = 1 (unigram) and 2.

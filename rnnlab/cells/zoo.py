@@ -2,7 +2,9 @@
 
 Greff et al. 2015's peephole LSTM and its eight variants (through `classic.lstm(variant=...)`),
 Jozefowicz et al. 2015's MUT1-3, Collins et al. 2017's UGRNN and +RNN, the minimal gated unit,
-IndRNN and the layer-normalised LSTM. Shapes and conventions as in `rnnlab.cells.classic`: `w_x [F, k*H]` and
+IndRNN, the layer-normalised LSTM, multiplicative integration (through `integration=` of the
+classic cells), and the linear recurrences minGRU, minLSTM and LRU (which a layer scans in
+parallel). Shapes and conventions as in `rnnlab.cells.classic`: `w_x [F, k*H]` and
 `w_h [H, k*H]` hold one column block per gate, in the order each docstring gives; every cell
 splits its step into `project` (the input terms, hoistable out of the scan) and `recur`.
 """
@@ -27,7 +29,7 @@ def _kernels(key, input_size, H, n_x, n_h, init, dtype):
             "w_h": base.recurrent_kernel(kh, init, H, n_h, dtype)}
 
 
-def _simple_cell(H, init_fn, project, recur, gates=None, output_size=None, dtype=None):
+def _simple_cell(H, init_fn, project, recur, gates=None, dtype=None):
     """A Cell whose carry is h [B..., H] (zeros) and whose step is recur(project(x))."""
 
     def initial_carry(params, batch_shape):
@@ -36,7 +38,7 @@ def _simple_cell(H, init_fn, project, recur, gates=None, output_size=None, dtype
     def step(params, carry, x):
         return recur(params, carry, project(params, x))
 
-    return base.Cell(init_fn, initial_carry, step, project, recur, H, output_size or H, gates)
+    return base.Cell(init_fn, initial_carry, step, project, recur, H, H, gates)
 
 
 def _cast_x(params, x, dtype):
@@ -421,13 +423,12 @@ def ln_lstm(hidden_size: int, *, forget_bias: float = 1.0, init="orthogonal",
     w_init = base.recurrent_init(init, init_scale)
 
     def init_fn(key, input_size):
-        ones, zeros = (lambda n: jnp.ones((n,), param_dtype)), (
-            lambda n: jnp.zeros((n,), param_dtype))
-        return {**_kernels(key, input_size, H, 4, 4, w_init, param_dtype),
-                "b": zeros(4 * H).at[H:2 * H].set(forget_bias),
-                "ln_x_scale": ones(4 * H), "ln_x_bias": zeros(4 * H),
-                "ln_h_scale": ones(4 * H), "ln_h_bias": zeros(4 * H),
-                "ln_c_scale": ones(H), "ln_c_bias": zeros(H)}
+        params = {**_kernels(key, input_size, H, 4, 4, w_init, param_dtype),
+                  "b": jnp.zeros((4 * H,), param_dtype).at[H:2 * H].set(forget_bias)}
+        for name, size in (("x", 4 * H), ("h", 4 * H), ("c", H)):
+            params[f"ln_{name}_scale"] = jnp.ones((size,), param_dtype)
+            params[f"ln_{name}_bias"] = jnp.zeros((size,), param_dtype)
+        return params
 
     def initial_carry(params, batch_shape):
         dt = base.compute_dtype(params, dtype)
@@ -581,9 +582,10 @@ def multiplicative(kind: str, hidden_size: int, *, activation="tanh", reset_afte
                 + p["mi_beta_x"][..., at] * xw)
 
     def initial_carry(params, batch_shape):
-        dt = base.compute_dtype(params, dtype)
-        zeros = (lambda: jnp.zeros((*batch_shape, H), dt))
-        return (zeros(), zeros()) if kind == "lstm" else zeros()
+        shape, dt = (*batch_shape, H), base.compute_dtype(params, dtype)
+        if kind == "lstm":  # (two buffers, as the plain LSTM's)
+            return (jnp.zeros(shape, dt), jnp.zeros(shape, dt))
+        return jnp.zeros(shape, dt)
 
     def project(params, x):
         p, x = _cast_x(params, x, dtype)
