@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rnnlab import cells, recurrent
-from rnnlab.cells.zoo import GREFF_VARIANTS
+from rnnlab.cells.variants import GREFF_VARIANTS
 
 B, T, F, H = 3, 7, 5, 4
 # Every registry cell (a new one is tested by being registered), with the options it needs,

@@ -15,7 +15,7 @@ from jax.test_util import check_grads
 from numpy.testing import assert_allclose
 
 from rnnlab.cells import CELLS, get_cell
-from rnnlab.cells.zoo import GREFF_VARIANTS
+from rnnlab.cells.variants import GREFF_VARIANTS
 
 B, F, H, T = 3, 5, 4, 4
 TOL = dict(atol=1e-5, rtol=1e-5)

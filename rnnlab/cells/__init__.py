@@ -15,7 +15,7 @@ import importlib
 import inspect
 from typing import Callable
 
-from rnnlab.cells import classic, zoo
+from rnnlab.cells import classic, gated, linear
 from rnnlab.cells.base import ACTIVATIONS, Cell, get_activation  # noqa: F401  (public names)
 from rnnlab.cells.classic import jordan_inputs  # noqa: F401
 
@@ -25,17 +25,17 @@ CELLS: dict[str, Callable[..., Cell]] = {
     "lstm": classic.lstm,
     "gru": classic.gru,
     "jordan": classic.jordan,
-    "mgu": zoo.mgu,
-    "mut1": zoo.mut1,
-    "mut2": zoo.mut2,
-    "mut3": zoo.mut3,
-    "ugrnn": zoo.ugrnn,
-    "plus_rnn": zoo.plus_rnn,
-    "indrnn": zoo.indrnn,
-    "ln_lstm": zoo.ln_lstm,
-    "mingru": zoo.mingru,
-    "minlstm": zoo.minlstm,
-    "lru": zoo.lru,
+    "mgu": gated.mgu,
+    "mut1": gated.mut1,
+    "mut2": gated.mut2,
+    "mut3": gated.mut3,
+    "ugrnn": gated.ugrnn,
+    "plus_rnn": gated.plus_rnn,
+    "indrnn": gated.indrnn,
+    "ln_lstm": gated.ln_lstm,
+    "mingru": linear.mingru,
+    "minlstm": linear.minlstm,
+    "lru": linear.lru,
 }
 
 

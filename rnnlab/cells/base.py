@@ -151,3 +151,21 @@ def compute_dtype(params: Params, dtype) -> Any:
 
 def cast(params: Params, dtype) -> Params:
     return {k: v.astype(dtype) for k, v in params.items()}
+
+
+def blocks(v, n: int) -> list:
+    """`v` split into n equal blocks along its last axis (one per gate)."""
+    return jnp.split(v, n, axis=-1)
+
+
+def kernels(key, input_size: int, H: int, n_x: int, n_h: int, init: Callable, dtype) -> Params:
+    """`w_x [F, n_x*H]` (LeCun normal) and `w_h [H, n_h*H]` (`init` per block)."""
+    kx, kh = jax.random.split(key)
+    return {"w_x": input_kernel(kx, input_size, n_x * H, dtype),
+            "w_h": recurrent_kernel(kh, init, H, n_h, dtype)}
+
+
+def cast_inputs(params: Params, x, dtype) -> tuple[Params, Any]:
+    """The params and the input in the dtype a step computes in."""
+    dt = compute_dtype(params, dtype)
+    return cast(params, dt), x.astype(dt)

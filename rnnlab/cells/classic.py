@@ -13,14 +13,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rnnlab.cells import base, zoo
+from rnnlab.cells import base, variants
 
 
 def _multiplicative(integration: str, conflict: bool) -> bool:
     """Whether `integration` asks for multiplicative integration (which has no variants)."""
-    if integration not in zoo.INTEGRATIONS:
+    if integration not in variants.INTEGRATIONS:
         raise ValueError(f"unknown integration {integration!r}; choose one of "
-                         f"{', '.join(zoo.INTEGRATIONS)}")
+                         f"{', '.join(variants.INTEGRATIONS)}")
     if integration == "multiplicative" and conflict:
         raise ValueError("integration='multiplicative' combines with none of the options "
                          "leak, learn_leak, variant, peepholes or another gate_activation")
@@ -57,12 +57,12 @@ def elman(
     Lewandowski & Pascanu 2013): `leak=a` in (0, 1] fixes the rate; `learn_leak=True` learns one
     rate per unit, `a = sigmoid(leak_logit)` (param `leak_logit [H]`, starting at `leak`, default
     0.5). Without them the cell is exactly the plain Elman cell. `integration="multiplicative"`
-    builds `zoo.multiplicative("elman", ...)` (Wu et al. 2016).
+    builds `variants.multiplicative("elman", ...)` (Wu et al. 2016).
 
     Elman, "Finding structure in time", Cognitive Science 14 (1990).
     """
     if _multiplicative(integration, leak is not None or learn_leak):
-        return zoo.multiplicative("elman", hidden_size, activation=activation, init=init,
+        return variants.multiplicative("elman", hidden_size, activation=activation, init=init,
                                   init_scale=init_scale, param_dtype=param_dtype, dtype=dtype)
     H = base.check_size("hidden_size", hidden_size)
     act = base.get_activation(activation)
@@ -153,15 +153,15 @@ def lstm(
     order; Flax's `LSTMCell` carries `(c, h)`).
 
     `variant=` one of Greff et al.'s (`vanilla`, `nig`, `nfg`, `nog`, `niaf`, `noaf`, `np`,
-    `cifg`, `fgr`), or `peepholes=True` (= `vanilla`), builds `zoo.greff_lstm` instead;
-    `integration="multiplicative"` builds `zoo.multiplicative("lstm", ...)` (Wu et al. 2016).
+    `cifg`, `fgr`), or `peepholes=True` (= `vanilla`), builds `variants.greff_lstm` instead;
+    `integration="multiplicative"` builds `variants.multiplicative("lstm", ...)` (Wu et al. 2016).
 
     Hochreiter & Schmidhuber, "Long short-term memory", Neural Computation 9 (1997); forget gate:
     Gers, Schmidhuber & Cummins (2000).
     """
     if _multiplicative(integration, variant is not None or peepholes
                        or gate_activation != "sigmoid"):
-        return zoo.multiplicative("lstm", hidden_size, activation=activation,
+        return variants.multiplicative("lstm", hidden_size, activation=activation,
                                   forget_bias=forget_bias, init=init, init_scale=init_scale,
                                   param_dtype=param_dtype, dtype=dtype)
     if variant is not None or peepholes:
@@ -171,7 +171,7 @@ def lstm(
         if peepholes and variant not in (None, "vanilla"):
             raise ValueError(f"peepholes=True is the vanilla variant; variant={variant!r} "
                              "says its own peepholes")
-        return zoo.greff_lstm(hidden_size, variant=variant or "vanilla",
+        return variants.greff_lstm(hidden_size, variant=variant or "vanilla",
                               forget_bias=forget_bias, init=init, init_scale=init_scale,
                               param_dtype=param_dtype, dtype=dtype)
     H = base.check_size("hidden_size", hidden_size)
@@ -246,13 +246,13 @@ def gru(
 
     Params: `w_x [F, 3H]`, `w_h [H, 3H]`, `b_x [3H]`, `b_h [3H]`, gate order r, z, n (PyTorch's
     `bias_ih`, `bias_hh`). Carry: `h [B..., H]`, zeros. `integration="multiplicative"` builds
-    `zoo.multiplicative("gru", ...)` (Wu et al. 2016).
+    `variants.multiplicative("gru", ...)` (Wu et al. 2016).
 
     Cho et al., "Learning phrase representations using RNN encoder-decoder for statistical
     machine translation", EMNLP 2014.
     """
     if _multiplicative(integration, gate_activation != "sigmoid"):
-        return zoo.multiplicative("gru", hidden_size, activation=activation,
+        return variants.multiplicative("gru", hidden_size, activation=activation,
                                   reset_after=reset_after, init=init, init_scale=init_scale,
                                   param_dtype=param_dtype, dtype=dtype)
     H = base.check_size("hidden_size", hidden_size)
