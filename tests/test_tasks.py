@@ -209,6 +209,34 @@ def test_tbptt_cuts_the_gradient_at_window_boundaries_but_not_the_forward_pass()
     assert (grads[2][:3] != 0).any() and (grads[2][3:] == 0).all()
 
 
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_full_length_tbptt_equals_the_general_path_and_keeps_memory_to_the_window(pooling):
+    T, window = 64, 8
+    config = task_config("adding", **{"train.bptt_len": window, "data.length": T,
+                                      "task.pooling": pooling})
+    fast = encoder.many_to_one(config, output_size=1, input_size=2, full_length=True)
+    general = encoder.many_to_one(config, output_size=1, input_size=2)
+    params = fast.init(jax.random.key(0))
+    xs = jax.random.normal(jax.random.key(1), (3, T, 2))
+    lengths = jnp.full((3,), T)
+
+    def loss(net):
+        return lambda p, x: jnp.sum(net.apply(p, None, x, lengths=lengths)[1] ** 2)
+
+    np.testing.assert_allclose(loss(fast)(params, xs), loss(general)(params, xs), rtol=1e-6)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                           jax.grad(loss(fast), argnums=(0, 1))(params, xs),
+                           jax.grad(loss(general), argnums=(0, 1))(params, xs))
+
+    def temp_bytes(net):  # XLA's own accounting of the gradient's temporary buffers
+        compiled = jax.jit(jax.grad(loss(net))).lower(params, xs).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    full = encoder.many_to_one(task_config("adding", **{"train.bptt_len": 0, "data.length": T}),
+                               output_size=1, input_size=2)
+    assert temp_bytes(fast) < 0.5 * temp_bytes(full) < temp_bytes(general)
+
+
 def test_pooling_reads_only_valid_steps():
     ys = jnp.arange(2 * 4 * 2, dtype=jnp.float32).reshape(2, 4, 2)
     lengths = jnp.array([4, 2])

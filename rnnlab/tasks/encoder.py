@@ -45,14 +45,34 @@ def check(config: ml_collections.ConfigDict, length: int | None = None) -> None:
             "without the rest of the sequence. Set train.bptt_len=0 (full BPTT).")
 
 
-def encode(body, params, xs, lengths, bptt_len: int, key):
+def encode(body, params, xs, lengths, bptt_len: int, key, *, full_length: bool = False):
     """The body's outputs `[B, T, H]` over `xs [B, T, F]`, in windows of `bptt_len` steps
     (0 or >= T: one pass, full BPTT), the gradient cut where a sequence goes on past a window.
-    Returns (carry after each sequence's last valid step, outputs)."""
+    Returns (carry after each sequence's last valid step, outputs).
+
+    `full_length`: every sequence fills all T steps, so only the last window carries gradient:
+    the windows before it run without any (and keep no activations for the backward pass), so
+    memory grows with the window, not with T."""
     B, T = xs.shape[0], xs.shape[1]
     if not bptt_len or bptt_len >= T:
         return body.apply(params, None, xs, lengths=lengths, key=key)
     n = -(-T // bptt_len)
+    if full_length and T % bptt_len == 0:
+        windows = jnp.moveaxis(xs.reshape(B, n, bptt_len, *xs.shape[2:]), 1, 0)
+        frozen = jax.lax.stop_gradient(params)
+
+        def forward(carry, window):
+            x, w = window
+            window_key = None if key is None else jax.random.fold_in(key, w)
+            return body.apply(frozen, carry, x, key=window_key)
+
+        carry, head = jax.lax.scan(forward, body.initial_carry(params, (B,)),
+                                   (jax.lax.stop_gradient(windows[:-1]), jnp.arange(n - 1)))
+        last_key = None if key is None else jax.random.fold_in(key, n - 1)
+        carry, last = body.apply(params, jax.lax.stop_gradient(carry), windows[-1],
+                                 key=last_key)
+        head = jax.lax.stop_gradient(jnp.moveaxis(head, 0, 1).reshape(B, -1, *head.shape[3:]))
+        return carry, jnp.concatenate([head, last], axis=1)
     xs = jnp.pad(xs, [(0, 0), (0, n * bptt_len - T)] + [(0, 0)] * (xs.ndim - 2))
     windows = jnp.moveaxis(xs.reshape(B, n, bptt_len, *xs.shape[2:]), 1, 0)
 
@@ -88,8 +108,10 @@ def pool(ys, lengths, pooling: str, bidirectional: bool):
 
 
 def many_to_one(config: ml_collections.ConfigDict, *, output_size: int,
-                vocab_size: int | None = None, input_size: int | None = None) -> model_lib.Model:
+                vocab_size: int | None = None, input_size: int | None = None,
+                full_length: bool = False) -> model_lib.Model:
     """The model: tokens of `vocab_size` (or features of `input_size`) -> `output_size`.
+    `full_length`: every sequence has all T steps (see `encode`).
 
     `apply(params, carry, inputs, *, lengths, key=None) -> (None, outputs [B, output_size])`;
     there is no carry between batches (`initial_carry` is None).
@@ -110,7 +132,8 @@ def many_to_one(config: ml_collections.ConfigDict, *, output_size: int,
         body_key = out_key = None
         if key is not None:
             body_key, out_key = jax.random.split(key)
-        _, ys = encode(body, params["body"], xs, lengths, t.bptt_len, body_key)
+        _, ys = encode(body, params["body"], xs, lengths, t.bptt_len, body_key,
+                       full_length=full_length)
         pooled = pool(ys, lengths, config.task.pooling, m.bidirectional)
         pooled = model_lib.output_dropout(pooled, m.dropout, out_key)
         return None, base.dense(params["readout"], pooled)

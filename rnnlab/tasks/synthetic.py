@@ -116,11 +116,11 @@ def model(config: ml_collections.ConfigDict, record: dict | None = None) -> mode
     del record
     name = config.task.name
     if name == "adding":
-        return encoder.many_to_one(config, output_size=1, input_size=2)
+        return encoder.many_to_one(config, output_size=1, input_size=2, full_length=True)
     if _per_step(config):
         return encoder.per_step(config, output_size=COPY_CLASSES if name == "copy" else 2,
                                 vocab_size=COPY_SYMBOLS if name == "copy" else 2)
-    return encoder.many_to_one(config, output_size=2, vocab_size=2)
+    return encoder.many_to_one(config, output_size=2, vocab_size=2, full_length=True)
 
 
 def _scores(config, net, params, b, key):
