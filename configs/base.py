@@ -96,8 +96,9 @@ def get_config(arg=None):
     c.train.sample_length = 200  # characters sampled at each evaluation (0: none)
     c.train.sample_temperature = 0.8  # temperature of those samples
     c.train.sample_prime = ""  # text the samples start from ("" : the start of valid)
-    # At each evaluation, a "gradients" line in metrics.jsonl: the mean norm of dL/dh_t of the
-    # first recurrent layer at t=1 and t=T-1 of a train batch, and their ratio (vanishing < 1).
+    # At each evaluation, a "gradients" line in metrics.jsonl: the mean norm of dL/dh_t (L: the
+    # last step's loss) of the first recurrent layer at t=1 and t=T-1 of a train batch, and
+    # their ratio (vanishing: << 1).
     c.train.log_gradients = False
 
     c.optim = config_dict.ConfigDict()

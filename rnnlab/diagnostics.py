@@ -140,10 +140,13 @@ def gradient_norms(task, state, data) -> dict[str, dict[str, jax.Array]]:
 
 
 def flow_metrics(task, state, data) -> dict[str, jax.Array]:
-    """`flow_scalars` of the first recurrent layer for the summed loss on the state's train
-    batch (what `train.log_gradients` logs)."""
+    """`flow_scalars` of the first recurrent layer for the loss of the last step on the
+    state's train batch (what `train.log_gradients` logs). The last step's loss, not the summed
+    one: with a loss at every step an early state collects gradient from more terms, which
+    hides how much each one loses on its way back."""
     batch = train_batch(task, state, data)
-    norms = state_gradients(lambda: task.loss(state.params, state.carry, batch, None)[0])
+    norms = state_gradients(lambda: task.loss(state.params, state.carry, batch, None)[0],
+                            last_step=True)
     return flow_scalars(next(iter(norms.values())))
 
 
