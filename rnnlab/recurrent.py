@@ -235,12 +235,7 @@ def rnn(
     def apply(params, carry, xs, *, reset=None, lengths=None, key=None):
         cell_params = params["cell"]
         if key is not None and weight_drop > 0.0 and "w_h" in cell_params:
-            w_h = cell_params["w_h"]
-            keep = jax.random.bernoulli(jax.random.fold_in(key, 1), 1.0 - weight_drop,
-                                        w_h.shape)
-            cell_params = {**cell_params,
-                           "w_h": jnp.where(keep, w_h / (1.0 - weight_drop), 0.0).astype(
-                               w_h.dtype)}
+            cell_params = _drop_connect(cell_params, jax.random.fold_in(key, 1), weight_drop)
         # The input kernel (an input projection `w_in` first) tells the input size expected.
         kernel = cell_params.get("w_in", cell_params.get("w_x"))
         input_size = None if kernel is None else kernel.shape[0]
@@ -283,26 +278,10 @@ def rnn(
         if probe is not None and reverse and lengths is not None:  # probe[t]: the step at t
             probe = jax.tree_util.tree_map(lambda a: _flip_time_major(a, lengths), probe)
         raw_tm = xs_tm if tap is not None and tap.wants_steps else None
-        zone = None
-        if zoning:  # per carry part, its rate, and with a key the masks of every step
-            parts = jax.tree_util.tree_leaves(carry)
-            part_rates = rates if len(rates) == len(parts) else rates[:1] * len(parts)
-            if len(rates) not in (1, len(parts)):
-                raise ValueError(f"zoneout has {len(rates)} rates for a carry of {len(parts)} "
-                                 "parts: give one rate, or one per part")
-            zone = [None if key is None else jax.random.bernoulli(
-                jax.random.fold_in(key, 2 + i), z, (T, *part.shape))
-                for i, (z, part) in enumerate(zip(part_rates, parts))]
+        part_rates, zone = _zoneout_masks(carry, rates, key, T) if zoning else (None, None)
         if hoisted:
             xs_tm = cell.project(cell_params, xs_tm)
         step = cell.recur if hoisted else cell.step
-
-        def zoneout_carry(old, new, zone_t):
-            olds, treedef = jax.tree_util.tree_flatten(old)
-            news = jax.tree_util.tree_leaves(new)
-            mixed = [jnp.where(d, o, n) if d is not None else z * o + (1 - z) * n
-                     for o, n, d, z in zip(olds, news, zone_t, part_rates)]
-            return jax.tree_util.tree_unflatten(treedef, mixed)
 
         def body(carry, inputs):
             x_t, reset_t, mask_t, probe_t, zone_t = inputs
@@ -314,7 +293,7 @@ def rnn(
             carry_in = carry
             carry, y_t = step(cell_params, carry, x_t)
             if zone_t is not None:
-                carry = zoneout_carry(carry_in, carry, zone_t)
+                carry = _zoneout(carry_in, carry, part_rates, zone_t)
             if mask_t is not None:
                 carry = _where(mask_t, carry, old)
                 y_t = _where(mask_t, y_t, jax.tree_util.tree_map(jnp.zeros_like, y_t))
@@ -331,6 +310,35 @@ def rnn(
         return carry, jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, 0, nb), ys)
 
     return Layer(init, initial_carry, apply, cell.output_size)
+
+
+def _drop_connect(cell_params, key, rate):
+    """The cell's params with entries of `w_h` dropped (and the rest scaled by 1/(1-rate))."""
+    w_h = cell_params["w_h"]
+    keep = jax.random.bernoulli(key, 1.0 - rate, w_h.shape)
+    return {**cell_params, "w_h": jnp.where(keep, w_h / (1.0 - rate), 0.0).astype(w_h.dtype)}
+
+
+def _zoneout_masks(carry, rates, key, T):
+    """Per part of the carry: its rate, and its keep-masks of every step `[T, ...]` (None
+    without a key: evaluation)."""
+    parts = jax.tree_util.tree_leaves(carry)
+    if len(rates) not in (1, len(parts)):
+        raise ValueError(f"zoneout has {len(rates)} rates for a carry of {len(parts)} parts: "
+                         "give one rate, or one per part")
+    rates = rates if len(rates) == len(parts) else rates * len(parts)
+    return rates, [None if key is None else jax.random.bernoulli(
+        jax.random.fold_in(key, 2 + i), z, (T, *part.shape))
+        for i, (z, part) in enumerate(zip(rates, parts))]
+
+
+def _zoneout(old, new, rates, keep_t):
+    """Each part of the carry: the old value where its mask keeps it (training), else the new
+    one; without masks the mixture z * old + (1 - z) * new (evaluation)."""
+    olds, treedef = jax.tree_util.tree_flatten(old)
+    mixed = [z * o + (1 - z) * n if keep is None else jnp.where(keep, o, n)
+             for o, n, z, keep in zip(olds, jax.tree_util.tree_leaves(new), rates, keep_t)]
+    return jax.tree_util.tree_unflatten(treedef, mixed)
 
 
 def _parallel_scan(cell, params, carry, carry0, xs, reset, mask, backwards):
