@@ -67,7 +67,7 @@ def check_model_config(m: ml_collections.ConfigDict, *, causal: bool = True,
         raise ValueError(f"model.embed_size must be >= 0 (0: one-hot inputs), got {m.embed_size}")
     for key in ("dropout", "zoneout", "zoneout_c", "weight_drop"):
         if m.get(key) is not None and not 0.0 <= m[key] < 1.0:
-            raise ValueError(f"model.{key} must be a rate in [0, 1), got {m[key]}")
+            raise ValueError(f"model.{key} must be in [0, 1), got {m[key]}")
     if m.projection not in recurrent.PROJECTIONS:
         raise ValueError(
             f"model.projection must be one of {recurrent.PROJECTIONS}, got {m.projection!r}"
