@@ -281,7 +281,7 @@ def test_gradients_match_finite_differences(case):
                 total = total + jnp.sum(jnp.sin(y))
             return total
 
-        check_grads(loss, (p64, c64, x64), order=1, modes=["rev"], eps=1e-6, atol=1e-6,
+        check_grads(jax.jit(loss), (p64, c64, x64), order=1, modes=["rev"], eps=1e-6, atol=1e-6,
                     rtol=1e-6)
     finally:
         jax.config.update("jax_enable_x64", False)
@@ -353,7 +353,7 @@ def test_the_parallel_scan_equals_the_sequential_one_at_4096_steps(name):
     from rnnlab import recurrent
 
     cell = get_cell(name, hidden_size=8)
-    T_long, B_ = 4096, 2
+    T_long, B_ = 4096, 2  # (the length the issue names)
     layers = {p: recurrent.rnn(cell, parallel=p) for p in (True, False)}
     params = layers[True].init(jax.random.key(0), 3)
     xs = jax.random.normal(jax.random.key(1), (B_, T_long, 3))
