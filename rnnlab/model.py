@@ -65,7 +65,7 @@ def check_model_config(m: ml_collections.ConfigDict, *, causal: bool = True,
                          f"got {m.param_budget!r}")
     if m.embed_size < 0:
         raise ValueError(f"model.embed_size must be >= 0 (0: one-hot inputs), got {m.embed_size}")
-    for key in ("dropout", "zoneout", "zoneout_c", "weight_drop"):
+    for key in ("dropout", "zoneout", "zoneout_c", "weight_drop", "recurrent_dropout"):
         if m.get(key) is not None and not 0.0 <= m[key] < 1.0:
             raise ValueError(f"model.{key} must be in [0, 1), got {m[key]}")
     if m.projection not in recurrent.PROJECTIONS:
@@ -103,7 +103,15 @@ def check_model_config(m: ml_collections.ConfigDict, *, causal: bool = True,
                                  "(inverse_sigmoid: k >= 1; linear: k > 0 steps; exponential: "
                                  "0 < k < 1)")
     # Builds the cell (cheap, no compute): unknown names and options fail here, with the lists.
-    _make_cell(m, vocab_size=2)
+    cell = _make_cell(m, vocab_size=2)
+    if m.get("recurrent_dropout") and not cell.variational:
+        raise ValueError(f"model.recurrent_dropout needs a cell that masks its recurrent input "
+                         f"(elman, irnn, lstm and its variants, gru), not {m.cell}")
+    if m.get("parallel_scan") and not cell.linear:
+        raise ValueError(f"model.parallel_scan=True needs a cell whose recurrence is linear "
+                         f"(mingru, minlstm, lru), not {m.cell}")
+    if m.get("parallel_scan") and (m.get("zoneout") or m.get("zoneout_c")):
+        raise ValueError("model.zoneout needs the sequential scan: set model.parallel_scan=False")
 
 
 def _make_cell(m, vocab_size):
@@ -120,7 +128,8 @@ def make_body(m: ml_collections.ConfigDict, vocab_size: int | None = None) -> re
     rnn_options = dict(
         unroll=m.scan_unroll, projection=m.projection, learn_initial_carry=m.learn_initial_carry,
         zoneout=m.get("zoneout", 0.0) if m.get("zoneout_c") is None else (m.zoneout, m.zoneout_c),
-        weight_drop=m.get("weight_drop", 0.0))
+        weight_drop=m.get("weight_drop", 0.0), parallel=m.get("parallel_scan"),
+        recurrent_dropout=m.get("recurrent_dropout", 0.0))
     layers = []
     for _ in range(m.num_layers):
         if m.bidirectional:

@@ -2,7 +2,7 @@
 
 A Layer has `init(key, input_size) -> params`, `initial_carry(params, batch_shape) -> carry` and
 
-    apply(params, carry, xs, *, reset=None, lengths=None, key=None) -> (carry, ys)
+    apply(params, carry, xs, *, reset=None, lengths=None, key=None, window=None) -> (carry, ys)
 
 over batch-major `xs [B..., T, F]` (any number of leading batch dimensions, including none).
 - `carry=None` starts from the initial carry.
@@ -10,7 +10,13 @@ over batch-major `xs [B..., T, F]` (any number of leading batch dimensions, incl
   step: a new stream starts there, inside the window.
 - `lengths [B...]` (int): right-padded sequences. Past a sequence's length the carry stops
   changing and the outputs are zero, so the returned carry is the one after the last valid step.
-- `key`: randomness for dropout between stacked layers; none is used when it is None.
+- `key`: randomness (training only: none is used when it is None): dropout between stacked
+  layers, zoneout, weight drop, variational recurrent dropout.
+- `window`: the index of this window within a sequence that runs over several windows
+  (truncated BPTT of one long sequence). The layer then draws its per-window randomness from
+  `fold_in(key, window)` and keeps what belongs to the whole sequence (the variational
+  recurrent dropout mask) from `key` alone, so pass the same `key` to every window of a
+  sequence. None: the window is the sequence.
 
 `rnn` holds the one `jax.lax.scan` of the library; `stack` and `bidirectional` compose layers.
 
@@ -171,6 +177,7 @@ def rnn(
     parallel: bool | None = None,
     zoneout: float | Sequence[float] = 0.0,
     weight_drop: float = 0.0,
+    recurrent_dropout: float = 0.0,
 ) -> Layer:
     """A cell scanned over time with `jax.lax.scan`, or for a linear cell with a parallel scan.
 
@@ -188,8 +195,11 @@ def rnn(
         used at the start and at every reset.
       parallel: for a cell whose recurrence is linear (`cell.linear`: h_t = a_t h_{t-1} + b_t),
         evaluate a window with `jax.lax.associative_scan` over the (a_t, b_t) pairs (log T
-        depth) instead of T sequential steps; None (default) chooses it for linear cells, False
-        forces the sequential scan. Resets, lengths and reverse mean the same in both. (While a
+        depth) instead of T sequential steps; True forces it, False forces the sequential scan,
+        None (default) chooses the parallel scan for linear cells on accelerators and the
+        sequential one on CPU, where it measured faster at training sizes (1.0-2.2x at B=16,
+        H=128, T=256-4096; the parallel scan won only for latency-bound tiny layers, B=1, H=32:
+        benchmarks/README.md). Resets, lengths and reverse mean the same in both. (While a
         diagnostics Tap watches, the sequential form runs.)
       zoneout: Krueger et al. 2016: with a `key` (training), each unit of the carry keeps its
         previous value with this probability, afresh at every step; without one (evaluation),
@@ -199,9 +209,22 @@ def rnn(
       weight_drop: DropConnect on the recurrent matrix `w_h` (Merity et al. 2017): with a
         `key`, each entry is dropped with this probability (and the rest scaled by 1/(1-p)),
         one mask for the whole window; nothing at evaluation.
+      recurrent_dropout: variational recurrent dropout (Gal and Ghahramani 2016): with a `key`,
+        one mask per sequence over the units of h (each dropped with this probability, the rest
+        scaled by 1/(1-p)), the same at every step, applied to h_{t-1} where it enters the
+        recurrent matmuls only (the carry, an LSTM's c and a GRU's interpolation stay
+        unmasked); nothing at evaluation. The mask comes from `key` (see `window`): the
+        windows of one sequence share it, and a language model's streams, whose windows each
+        get a new key, draw a new one per window as in Gal's PTB setup. Needs a cell that
+        reads the mask (`cell.variational`: elman, irnn, lstm and its variants, gru).
 
     Params: `{"cell": cell params, "carry0": carry (only when learned)}`.
     """
+    if recurrent_dropout and not cell.variational:
+        raise ValueError("recurrent_dropout needs a cell that masks its recurrent input "
+                         "(elman, irnn, lstm and its variants, gru)")
+    if not 0.0 <= recurrent_dropout < 1.0:
+        raise ValueError(f"recurrent_dropout must be a rate in [0, 1), got {recurrent_dropout}")
     if parallel and not cell.linear:
         raise ValueError("parallel=True needs a cell whose recurrence is linear (cell.linear)")
     rates = (zoneout,) if isinstance(zoneout, (int, float)) else tuple(zoneout)
@@ -211,7 +234,8 @@ def rnn(
     zoning = any(rates)
     if parallel and zoning:
         raise ValueError("zoneout needs the sequential scan: set parallel=False (or None)")
-    parallel = cell.linear and not zoning if parallel is None else parallel
+    if parallel is None:
+        parallel = cell.linear and not zoning and jax.default_backend() != "cpu"
     if projection not in PROJECTIONS:
         raise ValueError(f"unknown projection {projection!r}; choose one of {PROJECTIONS}")
     if not isinstance(unroll, int) or unroll < 1:
@@ -232,8 +256,9 @@ def rnn(
             )
         return cell.initial_carry(params["cell"], batch_shape)
 
-    def apply(params, carry, xs, *, reset=None, lengths=None, key=None):
+    def apply(params, carry, xs, *, reset=None, lengths=None, key=None, window=None):
         cell_params = params["cell"]
+        sequence_key, key = key, _window_key(key, window)
         if key is not None and weight_drop > 0.0 and "w_h" in cell_params:
             cell_params = _drop_connect(cell_params, jax.random.fold_in(key, 1), weight_drop)
         # The input kernel (an input projection `w_in` first) tells the input size expected.
@@ -241,6 +266,9 @@ def rnn(
         input_size = None if kernel is None else kernel.shape[0]
         batch_shape, T = _check_inputs(xs, reset, lengths, input_size)
         nb = len(batch_shape)
+        if sequence_key is not None and recurrent_dropout > 0.0:
+            cell_params = {**cell_params, "h_mask": variational_mask(
+                sequence_key, (*batch_shape, cell.hidden_size), recurrent_dropout)}
         carry0 = initial_carry(params, batch_shape)
         if carry is None:
             carry = carry0
@@ -310,6 +338,17 @@ def rnn(
         return carry, jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, 0, nb), ys)
 
     return Layer(init, initial_carry, apply, cell.output_size)
+
+
+def _window_key(key, window):
+    return key if key is None or window is None else jax.random.fold_in(key, window)
+
+
+def variational_mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> jax.Array:
+    """The variational recurrent dropout mask an `rnn` layer draws from its sequence key:
+    0 where a unit is dropped, 1/(1-rate) where kept (float32)."""
+    keep = jax.random.bernoulli(jax.random.fold_in(key, 3), 1.0 - rate, shape)
+    return jnp.where(keep, 1.0 / (1.0 - rate), 0.0)
 
 
 def _drop_connect(cell_params, key, rate):
@@ -396,20 +435,21 @@ def stack(layers: Sequence[Layer], *, dropout: float = 0.0, residual: bool = Fal
             layer.initial_carry(params[f"layer_{i}"], batch_shape) for i, layer in enumerate(layers)
         )
 
-    def apply(params, carry, xs, *, reset=None, lengths=None, key=None):
+    def apply(params, carry, xs, *, reset=None, lengths=None, key=None, window=None):
         carries = []
         tap = _TAPS[-1] if _TAPS else None
         for i, layer in enumerate(layers):
             layer_key = None
             if key is not None:
                 drop_key, layer_key = jax.random.split(jax.random.fold_in(key, i))
+                drop_key = _window_key(drop_key, window)
                 if i > 0 and dropout > 0.0:
                     keep = jax.random.bernoulli(drop_key, 1.0 - dropout, xs.shape)
                     xs = jnp.where(keep, xs / (1.0 - dropout), 0.0).astype(xs.dtype)
             layer_carry = None if carry is None else carry[i]
             with scope(f"layer_{i}"):
                 c, ys = layer.apply(params[f"layer_{i}"], layer_carry, xs, reset=reset,
-                                    lengths=lengths, key=layer_key)
+                                    lengths=lengths, key=layer_key, window=window)
             if residual and ys.shape == _main_input(xs).shape:
                 ys = ys + _main_input(xs)
             carries.append(c)
@@ -454,15 +494,15 @@ def bidirectional(
             bwd.initial_carry(params["bwd"], batch_shape),
         )
 
-    def apply(params, carry, xs, *, reset=None, lengths=None, key=None):
+    def apply(params, carry, xs, *, reset=None, lengths=None, key=None, window=None):
         carry_f, carry_b = (None, None) if carry is None else carry
         key_f, key_b = (None, None) if key is None else jax.random.split(key)
         with scope("fwd"):
             carry_f, ys_f = fwd.apply(params["fwd"], carry_f, xs, reset=reset, lengths=lengths,
-                                      key=key_f)
+                                      key=key_f, window=window)
         with scope("bwd"):
             carry_b, ys_b = bwd.apply(params["bwd"], carry_b, xs, reset=reset, lengths=lengths,
-                                      key=key_b)
+                                      key=key_b, window=window)
         ys = jnp.concatenate([ys_f, ys_b], axis=-1) if merge == "concat" else ys_f + ys_b
         return (carry_f, carry_b), ys
 

@@ -33,6 +33,8 @@ IDS = ids(CELL_SPECS)
 
 def make(name, options, *, key=0, **rnn_options):
     cell = cells.get_cell(name, hidden_size=H, **options)
+    if cell.linear and not rnn_options.get("zoneout"):
+        rnn_options.setdefault("parallel", True)  # (None would choose the sequential scan on CPU)
     layer = recurrent.rnn(cell, **rnn_options)
     params = layer.init(jax.random.key(key), INPUT_SIZE.get(name, F))
     # Non-zero biases so that a wrong bias path cannot hide.

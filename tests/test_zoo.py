@@ -469,3 +469,147 @@ def test_regulariser_rates_are_checked():
         recurrent.rnn(get_cell("gru", hidden_size=H), zoneout=1.0)
     with pytest.raises(ValueError, match="zoneout needs the sequential scan"):
         recurrent.rnn(get_cell("mingru", hidden_size=H), zoneout=0.1, parallel=True)
+
+
+def np_lstm(p, carry, x, m):  # the PyTorch form; h enters only through h @ w_h
+    h, c = carry
+    i, f, g, o = split(x @ p["w_x"] + (h * m) @ p["w_h"] + p["b"], 4)
+    c = sig(f) * c + sig(i) * np.tanh(g)
+    h = sig(o) * np.tanh(c)
+    return (h, c), h
+
+
+def np_gru(p, h, x, m, reset_after=True):  # Gal's GRU: masked h in every matmul, not in the mix
+    x_r, x_z, x_n = split(x @ p["w_x"] + p["b_x"], 3)
+    W_hr, W_hz, W_hn = split(p["w_h"], 3)
+    b_hr, b_hz, b_hn = split(p["b_h"], 3)
+    r, z = sig(x_r + (h * m) @ W_hr + b_hr), sig(x_z + (h * m) @ W_hz + b_hz)
+    n = np.tanh(x_n + (r * ((h * m) @ W_hn + b_hn) if reset_after
+                       else (r * (h * m)) @ W_hn + b_hn))
+    h = (1 - z) * n + z * h
+    return h, h
+
+
+def np_masked_leaky_elman(p, h, x, m, a=0.3):
+    h = (1 - a) * h + a * np.tanh(x @ p["w_x"] + (h * m) @ p["w_h"] + p["b"])
+    return h, h
+
+
+def through_matmul_only(ref):
+    """For cells whose h_{t-1} enters only the recurrent matmul (Elman, the LSTM family), the
+    masked step is the step from the masked h."""
+    def masked(p, carry, x, m):
+        if isinstance(carry, tuple):
+            return ref(p, (carry[0] * m, *carry[1:]), x)
+        return ref(p, carry * m, x)
+    return masked
+
+
+VARIATIONAL = {
+    "lstm": ("lstm", {}, np_lstm),
+    "gru": ("gru", {}, np_gru),
+    "gru_before": ("gru", {"reset_after": False}, partial(np_gru, reset_after=False)),
+    "elman_leak": ("elman", {"leak": 0.3}, np_masked_leaky_elman),
+    "lstm_vanilla": ("lstm", {"variant": "vanilla"},
+                     through_matmul_only(partial(np_greff, variant="vanilla"))),
+    "lstm_fgr": ("lstm", {"variant": "fgr"}, through_matmul_only(partial(np_greff, variant="fgr"))),
+    "lstm_mi": ("lstm", {"integration": "multiplicative"}, through_matmul_only(np_mi_lstm)),
+    "elman_mi": ("elman", {"integration": "multiplicative"}, through_matmul_only(np_mi_elman)),
+}
+
+
+@pytest.mark.parametrize("path", ["step", "recur"])
+@pytest.mark.parametrize("case", list(VARIATIONAL))
+def test_variational_dropout_masks_h_only_where_it_enters_the_recurrent_matmuls(case, path):
+    name, options, ref = VARIATIONAL[case]
+    rng = np.random.default_rng(1)
+    cell = get_cell(name, hidden_size=H, **options)
+    assert cell.variational
+    params = cell.init(jax.random.key(0), F)
+    p = {k: rand(rng, *v.shape) for k, v in params.items()}
+    carry = jax.tree.map(lambda c: rand(rng, *c.shape), cell.initial_carry(params, (B,)))
+    xs, m = rand(rng, T, B, F), (rng.random((B, H)) < 0.5) * 2.0
+    step = cell.step if path == "step" else (lambda q, c, x: cell.recur(q, c, cell.project(q, x)))
+    jp, jcarry = to_jax({**p, "h_mask": m}), to_jax(carry)
+    for t in range(T):
+        jcarry, y = step(jp, jcarry, jnp.float32(xs[t]))
+        carry, y_ref = ref(p, carry, xs[t], m)
+        assert_allclose(y, y_ref, **TOL)
+        jax.tree.map(lambda a, d: assert_allclose(a, d, **TOL), jcarry, carry)
+
+
+def test_variational_dropout_keeps_one_mask_for_every_step_and_each_sequence_its_own():
+    """A linear Elman cell with w_h = I and no input: h_T = mask^T * h_0 exactly when the same
+    mask serves every step (a mask drawn per step would leave a unit alive with (1-p)^T)."""
+    from rnnlab import recurrent
+
+    p, N, Tm = 0.25, 4000, 6
+    cell = get_cell("elman", hidden_size=H, activation="identity", init="identity")
+    layer = recurrent.rnn(cell, recurrent_dropout=p)
+    params = layer.init(jax.random.key(0), 2)
+    params["cell"]["b"] = jnp.zeros((H,))
+    xs = jnp.zeros((N, Tm, 2))
+    h0 = jnp.ones((N, H))
+    key = jax.random.key(7)
+    h_T, ys = layer.apply(params, h0, xs, key=key)
+    alive = np.asarray(h_T != 0)
+    assert_allclose(np.asarray(h_T)[alive], (1 / (1 - p)) ** Tm, rtol=1e-5)
+    assert abs(1 - alive.mean() - p) < 4 * np.sqrt(p * (1 - p) / alive.size)
+    assert np.array_equal(np.asarray(ys[:, 0] != 0), alive)  # dropped from the first step on
+    assert len({tuple(r) for r in alive[:64]}) >= 12  # each sequence its own (of 16 patterns)
+    assert np.array_equal(layer.apply(params, h0, xs, key=key)[0], h_T)  # same key, same mask
+    assert_allclose(layer.apply(params, h0, xs)[0], h0)  # evaluation (no key): no mask
+
+
+@pytest.mark.parametrize("cell_name", ["lstm", "gru"])
+def test_variational_dropout_keeps_its_mask_across_the_windows_of_a_sequence(cell_name):
+    """The windows of one sequence (truncated BPTT of a long sequence) share the mask: an
+    encoder in windows of 4 computes what one pass computes, with dropout on."""
+    from rnnlab import recurrent
+    from rnnlab.tasks import encoder
+
+    body = recurrent.stack([recurrent.rnn(get_cell(cell_name, hidden_size=H),
+                                          recurrent_dropout=0.5)] * 2)
+    params = body.init(jax.random.key(0), F)
+    xs = jax.random.normal(jax.random.key(1), (B, 12, F))
+    lengths, key = jnp.full((B,), 12), jax.random.key(2)
+    whole = encoder.encode(body, params, xs, lengths, 0, key)
+    for full_length in (False, True):
+        windows = encoder.encode(body, params, xs, lengths, 4, key, full_length=full_length)
+        jax.tree.map(lambda a, b: assert_allclose(a, b, atol=1e-5), windows, whole)
+    plain = encoder.encode(body, params, xs, lengths, 0, None)
+    assert not np.allclose(whole[1], plain[1])  # (the mask is on)
+
+
+def test_variational_dropout_is_refused_where_no_recurrent_matmul_reads_it():
+    from rnnlab import model, recurrent
+    from configs import base
+
+    with pytest.raises(ValueError, match="recurrent_dropout needs a cell that masks"):
+        recurrent.rnn(get_cell("mingru", hidden_size=H), recurrent_dropout=0.1)
+    with pytest.raises(ValueError, match=r"recurrent_dropout must be a rate in \[0, 1\)"):
+        recurrent.rnn(get_cell("lstm", hidden_size=H), recurrent_dropout=1.0)
+    c = base.get_config()
+    c.model.cell, c.model.recurrent_dropout = "ugrnn", 0.2
+    with pytest.raises(ValueError, match="model.recurrent_dropout needs a cell .* not ugrnn"):
+        model.check_model_config(c.model)
+    c.model.cell, c.model.parallel_scan = "gru", True
+    c.model.recurrent_dropout = 0.0
+    with pytest.raises(ValueError, match="model.parallel_scan=True needs a cell whose"):
+        model.check_model_config(c.model)
+
+
+def test_the_parallel_scan_is_chosen_off_cpu_and_forced_by_the_option(monkeypatch):
+    from rnnlab import recurrent
+
+    cell = get_cell("mingru", hidden_size=H)
+    params = recurrent.rnn(cell).init(jax.random.key(0), F)
+    xs = jnp.zeros((B, T, F))
+
+    def uses_scan(**options):
+        jaxpr = jax.make_jaxpr(lambda p: recurrent.rnn(cell, **options).apply(p, None, xs))(params)
+        return "scan[" in str(jaxpr) or " scan" in str(jaxpr)
+
+    assert uses_scan() and uses_scan(parallel=False) and not uses_scan(parallel=True)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert not uses_scan() and uses_scan(parallel=False)

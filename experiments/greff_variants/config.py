@@ -12,7 +12,7 @@ corpus (`:python_source` for the second corpus).
         --executor=vmap
 
 One layer, `model.param_budget` = 100k parameters (embedding 32 and readout included: each
-architecture gets the hidden size closest to it), B=32 streams, T=64, 3,000 Adam updates at
+architecture gets the hidden size closest to it), B=32 streams, T=64, 1,500 Adam updates at
 3e-3 with a cosine decay, clip 1. Results and what they say: README.md here.
 """
 
@@ -32,13 +32,13 @@ def get_config(arg=None):
     c.model.param_budget = 100_000
     c.model.num_layers = 1
     c.model.embed_size = 32
-    c.train.steps = 3000
+    c.train.steps = 1500
     c.train.batch_size = 32
     c.train.bptt_len = 64
     c.train.log_every = 100
-    c.train.eval_every = 1000
+    c.train.eval_every = 500
     c.train.eval_batches = 20
-    c.train.ckpt_every = 1000
+    c.train.ckpt_every = 500
     c.train.sample_length = 0
     c.optim.name = "adam"
     c.optim.lr = 3e-3

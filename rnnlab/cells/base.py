@@ -38,6 +38,8 @@ class Cell(NamedTuple):
         `y_t = emit(p, h_t, project(p, x_t))`. A layer can then evaluate a window with a
         parallel scan.
       emit: a linear cell's output from its state (None: `y_t = h_t`).
+      variational: the step reads `params["h_mask"]` through `recurrent_input`, so a layer can
+        apply variational recurrent dropout (Gal and Ghahramani 2016) to it.
     """
 
     init: Callable[[jax.Array, int], Params]
@@ -50,6 +52,7 @@ class Cell(NamedTuple):
     gates: Callable[[Params, Carry, Any], dict[str, jax.Array]] | None = None
     linear: bool = False
     emit: Callable[[Params, Carry, Any], jax.Array] | None = None
+    variational: bool = False
 
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -163,6 +166,14 @@ def kernels(key, input_size: int, H: int, n_x: int, n_h: int, init: Callable, dt
     kx, kh = jax.random.split(key)
     return {"w_x": input_kernel(kx, input_size, n_x * H, dtype),
             "w_h": recurrent_kernel(kh, init, H, n_h, dtype)}
+
+
+def recurrent_input(params: Params, h: jax.Array) -> jax.Array:
+    """`h_{t-1}` as the recurrent matmuls see it: times the layer's variational dropout mask
+    `params["h_mask"] [B..., H]` (Gal and Ghahramani 2016) while training with one. The carry
+    itself, and every other use of h (a GRU's interpolation, a leaky mix), stay unmasked."""
+    mask = params.get("h_mask")
+    return h if mask is None else h * mask.astype(h.dtype)
 
 
 def cast_inputs(params: Params, x, dtype) -> tuple[Params, Any]:

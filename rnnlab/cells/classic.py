@@ -98,15 +98,17 @@ def elman(
         return x.astype(dt) @ params["w_x"].astype(dt) + params["b"].astype(dt)
 
     def recur(params, h, xp):
-        h = mix(params, h, act(xp + h @ params["w_h"].astype(h.dtype)))
+        h_in = base.recurrent_input(params, h)
+        h = mix(params, h, act(xp + h_in @ params["w_h"].astype(h.dtype)))
         return h, h
 
     def step(params, h, x):
         p = base.cast(params, h.dtype)
-        h = mix(p, h, act(_concat_matmul(x.astype(h.dtype), h, p["w_x"], p["w_h"]) + p["b"]))
+        h_in = base.recurrent_input(p, h)
+        h = mix(p, h, act(_concat_matmul(x.astype(h.dtype), h_in, p["w_x"], p["w_h"]) + p["b"]))
         return h, h
 
-    return base.Cell(init_fn, initial_carry, step, project, recur, H, H)
+    return base.Cell(init_fn, initial_carry, step, project, recur, H, H, variational=True)
 
 
 def irnn(
@@ -203,10 +205,11 @@ def lstm(
 
     def recur(params, carry, xp):
         h, c = carry
-        return gates(xp + h @ params["w_h"].astype(h.dtype), c)
+        return gates(xp + base.recurrent_input(params, h) @ params["w_h"].astype(h.dtype), c)
 
     def preactivations(params, h, x):
         p = base.cast(params, h.dtype)
+        h = base.recurrent_input(p, h)
         return _concat_matmul(x.astype(h.dtype), h, p["w_x"], p["w_h"]) + p["b"]
 
     def step(params, carry, x):
@@ -217,7 +220,8 @@ def lstm(
         i, f, _, o = jnp.split(preactivations(params, carry[0], x), 4, axis=-1)
         return {"input": gate(i), "forget": gate(f), "output": gate(o)}
 
-    return base.Cell(init_fn, initial_carry, step, project, recur, H, H, gate_values)
+    return base.Cell(init_fn, initial_carry, step, project, recur, H, H, gate_values,
+                     variational=True)
 
 
 def gru(
@@ -279,6 +283,7 @@ def gru(
     def reset_update(params, h, xp):
         w_h, b_h = params["w_h"].astype(h.dtype), params["b_h"].astype(h.dtype)
         x_r, x_z, _ = jnp.split(xp, 3, axis=-1)
+        h = base.recurrent_input(params, h)
         h_r, h_z = jnp.split(h @ w_h[:, : 2 * H] + b_h[: 2 * H], 2, axis=-1)
         return gate(x_r + h_r), gate(x_z + h_z)
 
@@ -286,10 +291,11 @@ def gru(
         w_h, b_h = params["w_h"].astype(h.dtype), params["b_h"].astype(h.dtype)
         r, z = reset_update(params, h, xp)
         x_n = xp[..., 2 * H:]
+        h_in = base.recurrent_input(params, h)
         if reset_after:
-            n = act(x_n + r * (h @ w_h[:, 2 * H:] + b_h[2 * H:]))
+            n = act(x_n + r * (h_in @ w_h[:, 2 * H:] + b_h[2 * H:]))
         else:
-            n = act(x_n + (r * h) @ w_h[:, 2 * H:] + b_h[2 * H:])
+            n = act(x_n + (r * h_in) @ w_h[:, 2 * H:] + b_h[2 * H:])
         h = (1 - z) * n + z * h
         return h, h
 
@@ -300,7 +306,8 @@ def gru(
         r, z = reset_update(params, h, project(params, x))
         return {"reset": r, "update": z}
 
-    return base.Cell(init_fn, initial_carry, step, project, recur, H, H, gate_values)
+    return base.Cell(init_fn, initial_carry, step, project, recur, H, H, gate_values,
+                     variational=True)
 
 
 def jordan(

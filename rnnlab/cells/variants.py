@@ -79,7 +79,7 @@ def greff_lstm(hidden_size: int, *, variant: str = "vanilla", forget_bias: float
     def _gates(params, carry, xp):
         h, c_prev = carry[0], carry[1]
         p = base.cast(params, h.dtype)
-        a = dict(zip(names, base.blocks(xp + h @ p["w_h"], n)))
+        a = dict(zip(names, base.blocks(xp + base.recurrent_input(p, h) @ p["w_h"], n)))
         if variant == "fgr":
             extra = dict(zip("ifo", base.blocks(carry[2] @ p["r_gates"], 3)))
             a = {name: v + extra.get(name, 0.0) for name, v in a.items()}
@@ -107,7 +107,8 @@ def greff_lstm(hidden_size: int, *, variant: str = "vanilla", forget_bias: float
         out = {"input": i, "forget": f, "output": o}
         return {name: v for name, v in out.items() if not isinstance(v, float)}
 
-    return base.Cell(init_fn, initial_carry, step, project, recur, H, H, gate_values)
+    return base.Cell(init_fn, initial_carry, step, project, recur, H, H, gate_values,
+                     variational=True)
 
 
 INTEGRATIONS = ("additive", "multiplicative")
@@ -163,24 +164,25 @@ def multiplicative(kind: str, hidden_size: int, *, activation="tanh", reset_afte
         return x @ p["w_x"]
 
     def gru_gates(p, h, xw):
-        hu = h @ p["w_h"][:, :2 * H] + p["b_h"][:2 * H]
+        hu = base.recurrent_input(p, h) @ p["w_h"][:, :2 * H] + p["b_h"][:2 * H]
         return base.blocks(sigmoid(mi(p, xw[..., :2 * H], hu, slice(0, 2 * H)) + p["b_x"][:2 * H]),
                        2)
 
     def recur(params, carry, xw):
         h = carry[0] if kind == "lstm" else carry
         p = base.cast(params, h.dtype)
+        h_in = base.recurrent_input(p, h)
         if kind == "elman":
-            h = act(mi(p, xw, h @ p["w_h"]) + p["b"])
+            h = act(mi(p, xw, h_in @ p["w_h"]) + p["b"])
             return h, h
         if kind == "lstm":
-            i, f, g, o = base.blocks(mi(p, xw, h @ p["w_h"]) + p["b"], 4)
+            i, f, g, o = base.blocks(mi(p, xw, h_in @ p["w_h"]) + p["b"], 4)
             c = sigmoid(f) * carry[1] + sigmoid(i) * act(g)
             h = sigmoid(o) * act(c)
             return (h, c), h
         r, z = gru_gates(p, h, xw)
         w_n, b_n = p["w_h"][:, 2 * H:], p["b_h"][2 * H:]
-        hu = r * (h @ w_n + b_n) if reset_after else (r * h) @ w_n + b_n
+        hu = r * (h_in @ w_n + b_n) if reset_after else (r * h_in) @ w_n + b_n
         n = act(mi(p, xw[..., 2 * H:], hu, slice(2 * H, None)) + p["b_x"][2 * H:])
         h = (1 - z) * n + z * h
         return h, h
@@ -198,4 +200,4 @@ def multiplicative(kind: str, hidden_size: int, *, activation="tanh", reset_afte
         return {"input": sigmoid(i), "forget": sigmoid(f), "output": sigmoid(o)}
 
     return base.Cell(init_fn, initial_carry, step, project, recur, H, H,
-                     None if kind == "elman" else gates)
+                     None if kind == "elman" else gates, variational=True)

@@ -63,14 +63,12 @@ def encode(body, params, xs, lengths, bptt_len: int, key, *, full_length: bool =
 
         def forward(carry, window):
             x, w = window
-            window_key = None if key is None else jax.random.fold_in(key, w)
-            return body.apply(frozen, carry, x, key=window_key)
+            return body.apply(frozen, carry, x, key=key, window=w)
 
         carry, head = jax.lax.scan(forward, body.initial_carry(params, (B,)),
                                    (jax.lax.stop_gradient(windows[:-1]), jnp.arange(n - 1)))
-        last_key = None if key is None else jax.random.fold_in(key, n - 1)
-        carry, last = body.apply(params, jax.lax.stop_gradient(carry), windows[-1],
-                                 key=last_key)
+        carry, last = body.apply(params, jax.lax.stop_gradient(carry), windows[-1], key=key,
+                                 window=n - 1)
         head = jax.lax.stop_gradient(jnp.moveaxis(head, 0, 1).reshape(B, -1, *head.shape[3:]))
         return carry, jnp.concatenate([head, last], axis=1)
     xs = jnp.pad(xs, [(0, 0), (0, n * bptt_len - T)] + [(0, 0)] * (xs.ndim - 2))
@@ -80,8 +78,7 @@ def encode(body, params, xs, lengths, bptt_len: int, key, *, full_length: bool =
         x, w = window
         start = w * bptt_len
         inside = jnp.clip(lengths - start, 0, bptt_len)
-        window_key = None if key is None else jax.random.fold_in(key, w)
-        carry, ys = body.apply(params, carry, x, lengths=inside, key=window_key)
+        carry, ys = body.apply(params, carry, x, lengths=inside, key=key, window=w)
         goes_on = lengths > start + bptt_len  # this is not the example's last window
         cut = lambda a: jnp.where(  # noqa: E731
             goes_on.reshape((B,) + (1,) * (a.ndim - 1)), jax.lax.stop_gradient(a), a)
