@@ -613,3 +613,77 @@ def test_the_parallel_scan_is_chosen_off_cpu_and_forced_by_the_option(monkeypatc
     assert uses_scan() and uses_scan(parallel=False) and not uses_scan(parallel=True)
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     assert not uses_scan() and uses_scan(parallel=False)
+
+
+# ------------------------------------------------------- every cell in every task and executor
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_every_cell_builds_and_traces_in_every_task_and_vmapped(name):
+    """The train step of every task with this cell traces (shapes, carries, bridges, complex
+    states); and the vmapped step of two trials, as `launch.sweep --executor=vmap` runs it."""
+    from rnnlab import optim, state as state_lib, steps, tasks
+    from test_tasks import TASK_CONFIGS, task_config
+
+    for task_name in sorted(TASK_CONFIGS) if name != "jordan" else ["lm"]:
+        config = task_config(task_name, **{"model.cell": name})
+        task = tasks.build(config)
+        tx = optim.make_optimizer(config.optim, config.train.steps)
+        state = state_lib.init_state(config, task.model, tx, task.metrics)
+        step = steps.make_train_step(task, tx, lambda b: b)
+        out = jax.eval_shape(step, state, task.data)
+        assert jax.tree.map(lambda a: (a.shape, a.dtype), out.params) == jax.tree.map(
+            lambda a: (a.shape, a.dtype), state.params)
+        if task_name == "lm":
+            two = jax.tree.map(lambda a: jax.ShapeDtypeStruct((2, *a.shape), a.dtype), state)
+            out = jax.eval_shape(jax.vmap(step, in_axes=(0, None)), two, task.data)
+            assert jax.tree.map(lambda a: a.shape, out.params) == jax.tree.map(
+                lambda a: a.shape, two.params)
+
+
+EVERY_CELL_ON_EIGHT = """
+import json
+import jax
+import numpy as np
+from rnnlab import cells, optim, parallel, state as state_lib, steps, tasks
+from test_tasks import task_config
+out = {}
+mesh = parallel.make_mesh()
+for name in sorted(cells.CELLS):
+    config = task_config("lm", **{"model.cell": name, "train.batch_size": 8,
+                                  "model.hidden_size": 8})
+    task = tasks.build(config)
+    tx = optim.make_optimizer(config.optim, config.train.steps)
+    state = state_lib.init_state(config, task.model, tx, task.metrics)
+    shardings = parallel.state_shardings(state, mesh, 0)
+    state = parallel.put(state, shardings)
+    data = parallel.put(task.data, {k: parallel.split(mesh, 0) for k in task.data})
+    step = jax.jit(steps.make_train_step(task, tx, lambda b: parallel.constrain_rows(b, mesh)),
+                   in_shardings=(shardings, {k: v.sharding for k, v in data.items()}),
+                   out_shardings=shardings)
+    new = step(state, data)
+    out[name] = {"rows": sorted({leaf.sharding.shard_shape(leaf.shape)[0]
+                                 for leaf in jax.tree_util.tree_leaves(new.carry)}),
+                 "finite": all(bool(np.isfinite(np.asarray(p)).all())
+                               for p in jax.tree_util.tree_leaves(new.params))}
+print(json.dumps(out))
+"""
+
+
+def test_every_cell_trains_a_step_data_parallel_on_eight_devices():
+    """Each cell's language model on 8 simulated devices: one stream a device, the carry split
+    by rows (complex LRU states and three-part carries too), finite params after the step."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from test_parallel import EIGHT
+    from test_train import ROOT
+
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT / "tests"), **EIGHT)
+    done = subprocess.run([sys.executable, "-c", EVERY_CELL_ON_EIGHT], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(out) == set(CELLS)
+    assert all(v == {"rows": [1], "finite": True} for v in out.values()), out
