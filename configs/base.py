@@ -67,6 +67,7 @@ def get_config(arg=None):
     c.model.parallel_scan = placeholder(bool)  # linear cells: True/False; None: not on CPU
     c.model.projection = "fused"  # input projection: fused into each step, or hoisted
     c.model.learn_initial_carry = False  # a learned initial state instead of zeros
+    c.model.jordan_mu = 0.0  # jordan: decay of its context, s_t = f_t + mu s_{t-1} (0: none)
     c.model.jordan_feedback = "teacher"  # jordan feeds back: teacher (previous target) | output
     # (its softmax, free running) | sample (of its output) | scheduled (sampling, Bengio 2015)
     c.model.sampling_schedule = "inverse_sigmoid"  # scheduled: P(target) by step | linear | exponential

@@ -88,6 +88,9 @@ def check_model_config(m: ml_collections.ConfigDict, *, causal: bool = True,
                 f"so it is a single layer: set model.num_layers=1 (got {m.num_layers}) and "
                 "model.bidirectional=False"
             )
+        if not 0.0 <= m.get("jordan_mu", 0.0) <= 1.0:
+            raise ValueError(f"model.jordan_mu must be in [0, 1] (the context's decay), got "
+                             f"{m.jordan_mu}")
         if m.jordan_feedback not in JORDAN_FEEDBACK:
             raise ValueError(
                 f"model.jordan_feedback must be one of {JORDAN_FEEDBACK}, got {m.jordan_feedback!r}"
@@ -118,6 +121,7 @@ def _make_cell(m, vocab_size):
     options = _cell_options(m)
     if m.cell == "jordan":
         options["output_size"] = vocab_size
+        options["mu"] = m.get("jordan_mu", 0.0)
     return cells.get_cell(m.cell, hidden_size=m.hidden_size, **options)
 
 

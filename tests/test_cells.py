@@ -1,5 +1,7 @@
 """Tests of the classic cells (rnnlab/cells) against float64 NumPy restatements of the published
-equations (CELLS.md sections 1-4 and 6) and against Flax's cells with the weights copied across.
+equations (Elman 1990; Jordan 1986; Hochreiter and Schmidhuber 1997 in PyTorch's `nn.LSTM`
+form; Cho et al. 2014 and PyTorch's `nn.GRU` form) and against Flax's cells with the weights
+copied across.
 
 The NumPy references below are written from the equations, not from the library: they must not
 call rnnlab code.
@@ -47,13 +49,13 @@ NP_ACT = {
 
 
 def np_elman(p, h, x, act="tanh"):
-    # CELLS.md 1: h_t = act(x_t W_xh + h_{t-1} W_hh + b)
+    # Elman 1990: h_t = act(x_t W_xh + h_{t-1} W_hh + b)
     h = NP_ACT[act](x @ p["w_x"] + h @ p["w_h"] + p["b"])
     return h, h
 
 
 def np_lstm(p, carry, x):
-    # CELLS.md 4 (PyTorch form, gate order i, f, g, o), carry (h, c)
+    # PyTorch's nn.LSTM documentation (gate order i, f, g, o), carry (h, c)
     h, c = carry
     i, f, g, o = np.split(x @ p["w_x"] + h @ p["w_h"] + p["b"], 4, axis=-1)
     c = np_sigmoid(f) * c + np_sigmoid(i) * np.tanh(g)
@@ -62,7 +64,7 @@ def np_lstm(p, carry, x):
 
 
 def np_gru(p, h, x, reset_after=True, act="tanh"):
-    # CELLS.md 6, form A (reset_after) and form B (Cho et al. 2014), gate order r, z, n
+    # PyTorch's nn.GRU form (reset_after) and Cho et al. 2014's (reset before), order r, z, n
     W_ir, W_iz, W_in = np.split(p["w_x"], 3, axis=1)
     W_hr, W_hz, W_hn = np.split(p["w_h"], 3, axis=1)
     b_ir, b_iz, b_in = np.split(p["b_x"], 3)
@@ -78,7 +80,7 @@ def np_gru(p, h, x, reset_after=True, act="tanh"):
 
 
 def np_jordan(p, carry, x, mu=0.0, out="softmax"):
-    # CELLS.md 2: s_t = f_t + mu s_{t-1}; h_t = tanh(x W_xh + s_t W_sh + b); logits = h W_hy + b_y.
+    # Jordan 1986, with a state decay mu: s_t = f_t + mu s_{t-1}; h_t = tanh(x W_xh + s_t W_sh + b); logits = h W_hy + b_y.
     # f_t is the given feedback (teacher forcing) or out(previous logits), kept in the carry.
     s, fed = carry
     f = fed

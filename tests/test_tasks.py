@@ -339,6 +339,9 @@ def test_a_jordan_model_trains_with_scheduled_sampling(tmp_path):
     ({"model.cell": "jordan", "model.jordan_feedback": "scheduled",
       "model.sampling_schedule": "exponential", "model.sampling_k": 2.0},
      r"does not suit the exponential schedule"),
+    ({"model.cell": "jordan", "model.jordan_mu": 1.5}, r"model.jordan_mu must be in \[0, 1\]"),
+    ({"model.cell": "lstm", "model.recurrent_dropout": 1.0},
+     r"model.recurrent_dropout must be in \[0, 1\)"),
 ])
 def test_bad_task_configs_fail_before_any_compute(changes, message):
     config = task_config(changes.get("task.name", "lm"))
@@ -434,3 +437,24 @@ def test_seq2seq_reads_a_parallel_text_file_and_vec2seq_feeds_its_vector(tmp_pat
     assert isinstance(seq2seq.translate(config, record, params, "hello", beam_size=2), str)
     fed = task_config("vec2seq", **{"task.feed_vector": True, "eval.beam_size": 2})
     assert np.isfinite(train.train(fed, tmp_path / "fed")["test"]["exact_match"])
+
+
+@pytest.mark.parametrize("mu", [0.0, 0.5])
+def test_a_teacher_forced_jordan_model_with_mu_zero_sees_only_the_current_token(mu):
+    """The fed-back previous target is the current input: with mu = 0 the logits at step t
+    depend on the token at t alone (a bigram model); with mu > 0 on the earlier ones too."""
+    config = task_config("lm", **{"model.cell": "jordan", "model.num_layers": 1,
+                                  "model.jordan_mu": mu})
+    V, T = 7, 6
+    lm = model_lib.build_model(config.model, V)
+    params = lm.init(jax.random.key(1))
+    tokens = jax.random.randint(jax.random.key(0), (1, T), 0, V)
+    logits = jax.jit(lambda toks: lm.apply(params, None, toks)[1])
+    changed = tokens.at[0, :T - 1].set((tokens[0, :T - 1] + 1) % V)  # all but the last token
+    same_last = np.allclose(logits(tokens)[0, -1], logits(changed)[0, -1], atol=1e-6)
+    assert same_last == (mu == 0.0)
+    # (and the Markov chain's logits are a function of the token: equal tokens, equal logits)
+    if mu == 0.0:
+        repeated = jnp.full((1, T), 3)
+        out = logits(repeated)[0]
+        np.testing.assert_allclose(out[1:], jnp.broadcast_to(out[1], out[1:].shape), atol=1e-6)

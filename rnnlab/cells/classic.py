@@ -338,7 +338,11 @@ def jordan(
       - `{"x", "feedback", "key", "teacher": bool}`: scheduled sampling (Bengio et al. 2015),
         the given `f_t` where `teacher` is true, the model's own sample elsewhere.
     `jordan_inputs` builds these. `mu` is the fixed self-connection of the context units in
-    Jordan's original (default 0, the common simplified form).
+    Jordan's original (default 0, the common simplified form). With `mu = 0` and teacher
+    forcing, the fed-back previous target IS the current input character, so the logits at
+    step t depend on the token at t alone: the network is a first-order Markov chain over the
+    alphabet (a learned bigram model), however large H is. With `mu > 0` the context is an
+    exponentially decaying sum of the previous characters, its only memory.
 
     Params: `w_x [F, H]`, `w_s [O, H]`, `b [H]`, `w_y [H, O]`, `b_y [O]`.
     Carry: `(s, y)`, each `[B..., O]`, zeros: the context and the previous fed-back output.
