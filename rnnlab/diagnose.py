@@ -330,4 +330,6 @@ if __name__ == "__main__":
     flags.DEFINE_integer("batches", 20, "gates: validation batches (0: the whole split).")
     flags.DEFINE_float("low", 0.1, "gates: a gate value below this is saturated near 0.")
     flags.DEFINE_float("high", 0.9, "gates: a gate value above this is saturated near 1.")
-    app.run(main)
+    from rnnlab import overrides
+
+    app.run(main, flags_parser=overrides.parse_flags)

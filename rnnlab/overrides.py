@@ -28,3 +28,43 @@ def apply(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> ml_co
         except TypeError as e:
             raise ValueError(f"override {key!r}: {value!r} has the wrong type ({e})") from e
     return config
+
+
+def known_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    """Every dotted key of `config` (`model.cell`, `optim.lr`, ...)."""
+    keys = []
+    for name, value in config.items():
+        path = f"{prefix}{name}"
+        if isinstance(value, ml_collections.ConfigDict):
+            keys += known_keys(value, path + ".")
+        else:
+            keys.append(path)
+    return keys
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's `flags_parser` for the commands that take `--config`: a misspelt
+    `--config.key=value` (which ml_collections reports with a traceback) or a value of the wrong
+    type gets one line, naming the key and the closest known ones, and exit code 2."""
+    import difflib
+    import sys
+
+    from absl import flags
+
+    from configs import base
+
+    try:
+        return flags.FLAGS(argv)
+    except (AttributeError, KeyError):  # ml_collections, on a key the config does not have
+        known = known_keys(base.get_config())
+        unknown = [a[len("--config."):].split("=")[0] for a in argv[1:]
+                   if a.startswith("--config.") and a[len("--config."):].split("=")[0] not in known]
+        message = "; ".join(
+            f"--config.{key} is not a config key"
+            + (f" (did you mean {', '.join(difflib.get_close_matches(key, known, n=3))}?)"
+               if difflib.get_close_matches(key, known, n=3) else "") for key in unknown
+        ) or "an unknown --config key"
+    except flags.Error as e:
+        message = str(e)
+    print(f"error: bad config: {message}", file=sys.stderr)
+    sys.exit(2)

@@ -288,6 +288,15 @@ def test_cli_overrides_and_bad_config_exit_code(tmp_path):
     assert bad.returncode == 2
     assert "unknown cell 'nosuchcell'" in bad.stderr and "lstm" in bad.stderr
     assert not (tmp_path / "bad").exists()
+    for flag, line in [
+        ("--config.model.hiden_size=3", "error: bad config: --config.model.hiden_size is not a "
+                                        "config key (did you mean model.hidden_size,"),
+        ("--config.model.hidden_size=abc", "error: bad config: flag --config.model.hidden_size=abc"),
+    ]:
+        bad = run_main(tmp_path / "bad", flag)
+        assert bad.returncode == 2 and line in bad.stderr, bad.stderr[-2000:]
+        assert "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) <= 2
+    assert not (tmp_path / "bad").exists()
     ok = run_main(tmp_path / "gru", "--config.model.cell=gru", "--config.train.steps=4",
                   "--config.data.max_chars=12000")
     assert ok.returncode == 0, ok.stderr[-2000:]
