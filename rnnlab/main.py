@@ -92,7 +92,9 @@ def _run_trials(config, path) -> int:
             code = code or 1
             continue
         for i, result in zip(group, results):
-            logging.info("%s: %s", names[i], (result or {}).get("status"))
+            result = result or {}
+            logging.info("%s: %s%s", names[i], result.get("status"),
+                         f": {result['message']}" if result.get("message") else "")
     return code
 
 

@@ -154,6 +154,13 @@ class _Loop:
                                      {self.best_key: None, "best_step": None})
         for i, result in done.items():
             self.trials[i].result, self.trials[i].active = result, False
+            name = self.task.best[0]
+            scores = ", ".join(f"{split} {name} {result[split][name]:.4f}"
+                               for split in ("valid", "test") if name in result.get(split, {}))
+            logging.info("%s is finished (step %d of %d%s): its results are in status.json and "
+                         "metrics.jsonl there; to train it again, use another --workdir or "
+                         "remove this one", runs[i].path, result.get("step", self.t.steps),
+                         self.t.steps, f"; {scores}" if scores else "")
         self.todo = [self.trials[i] for i in starts]
         if not self.todo:
             return None
@@ -310,7 +317,8 @@ class _Loop:
                        f"step {int(first[k]) + 1} ({n} such updates so far); {kept}. Lower "
                        "optim.lr, clip gradients (optim.clip_norm), or set "
                        "train.skip_nonfinite=True to skip such updates.")
-            logging.error("%s", message)
+            if self.vmapped:  # (a single run raises DivergenceError with it: said once)
+                logging.error("%s", message)
             run.set_status(layout.DIVERGED, int(first[k]) + 1, nonfinite=n, message=message)
             trial.active = False
 
@@ -367,11 +375,15 @@ class _Loop:
             for split, scores in extra.items():
                 trial.run.write(self.step, split, scores[k][0])
             best = trial.meta[self.best_key]
-            logging.info("%sstep %d  valid %s %.4f  (best %s)", self._tag(trial), self.step,
-                         name, scalars[name], best)
             if best is None or (scalars[name] < best if mode == "min" else scalars[name] > best):
+                note = "new best"
                 trial.meta = {self.best_key: scalars[name], "best_step": self.step}
                 trial.run.save(self.step, self._of(state, trial), trial.meta, best=True)
+            else:
+                note = f"best {best:.4f} at step {trial.meta['best_step']}"
+            logging.info("%sstep %d  valid %s %.4f on %s  (%s)", self._tag(trial), self.step,
+                         name, scalars[name], "the whole split" if capped == windows else
+                         f"{capped} of {windows} batches", note)
             if params is not None:
                 self._sample(trial, self._of(params, trial), k == 0)
             if final:
@@ -387,8 +399,9 @@ class _Loop:
                 for name, text in self.task.files(split, sums).items():
                     trial.run.write_file(name, text)
         name = self.task.best[0]
-        logging.info("%sfinal: valid %s %.4f, test %s %.4f", self._tag(trial), name,
-                     whole["valid"][0][name], name, whole["test"][0][name])
+        logging.info("%sfinal, on the whole splits: valid %s %.4f, test %s %.4f",
+                     self._tag(trial), name, whole["valid"][0][name], name,
+                     whole["test"][0][name])
         # The lines just written: a report can trust them even if metrics.jsonl is cut.
         return {**{split: s for split, (s, _) in whole.items()},
                 "records": {split: s for split, (s, _) in scores.items()}}
