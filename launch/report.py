@@ -334,8 +334,9 @@ def pivot(results: Sequence[TrialResult], metric: str, mode: str, a: str, b: str
         i, j = index_a[tables.canon(row.setting[a])], index_b[tables.canon(row.setting[b])]
         cells[i][j] = row
         best = (i, j) if k == t.best else best
-    notes = [(f"best {metric} (mean ± std over seeds): {t.names[a]} down, {t.names[b]} "
-              "across; † some trials diverged (see the table).")] + t.notes[1:]
+    diverged = any(row.diverged for row in t.rows)
+    notes = [(f"best {metric} (mean ± std over seeds): {t.names[a]} down, {t.names[b]} across"
+              + ("; † some trials diverged (see the table)." if diverged else "."))] + t.notes[1:]
     return Pivot(metric, t.mode, a, b, t.names, row_values, col_values, cells, best, notes)
 
 

@@ -146,6 +146,8 @@ def test_nonfinite_metric_counts_as_diverged(tmp_path):
     make_2x2(tmp_path, skip={0: {"valid": [3.0, float("nan")], "status": None}})
     row = _row(report.table(report.load_sweep(tmp_path), "valid/bpc"), "elman", 10)
     assert (row.diverged, row.best.n) == (1, 2)
+    p = report.pivot(report.load_sweep(tmp_path), "valid/bpc", "min", "cell", "train.bptt_len")
+    assert "some trials diverged" in p.notes[0] and " †" in report.to_markdown(p)
 
 
 def test_missing_trials_are_reported_and_rows_kept(tmp_path):
@@ -225,6 +227,7 @@ def test_pivot_2x2(tmp_path):
     md = report.to_markdown(p)
     assert [line for line in md.splitlines() if "★" in line and line.startswith("|")] == [
         "| lstm | **1.550 ± 0.050** ★ | 1.70 ± 0.30 |"]
+    assert "†" not in md  # none diverged: no footnote saying some did
     transposed = report.pivot(results, "valid/bpc", "min", "bptt_len", "cell")
     assert transposed.best == (0, 1)
     rows = list(csv.DictReader(io.StringIO(report.to_csv(p))))
