@@ -24,7 +24,7 @@ import time
 
 from absl import logging
 
-from launch import trials as trials_lib
+from launch import progress as progress_lib, trials as trials_lib
 from rnnlab import layout, storage
 
 _PR_SET_PDEATHSIG = 1
@@ -56,7 +56,7 @@ def run(trials: list[trials_lib.Trial], sweep_dir: str, *, max_parallel: int = 1
     """Runs the trials not yet done, one process each; returns {id: outcome} for every trial."""
     outcomes, todo = _split_done(trials)
     jobs = [(t.id, t.command, [t]) for t in todo]
-    outcomes.update(run_jobs(jobs, sweep_dir, max_parallel=max_parallel))
+    outcomes.update(run_jobs(jobs, sweep_dir, max_parallel=max_parallel, done=outcomes))
     return outcomes
 
 
@@ -78,13 +78,16 @@ def _busy(job_trials) -> list[tuple[str, int]]:
     return [(i, pid) for i, pid in holders if pid is not None]
 
 
-def run_jobs(jobs, sweep_dir: str, *, max_parallel: int = 1) -> dict:
+def run_jobs(jobs, sweep_dir: str, *, max_parallel: int = 1, done: dict | None = None,
+             progress_every: float = 30.0) -> dict:
     """Runs `(name, command, trials)` jobs as subprocesses, at most `max_parallel` at once.
 
     Each job logs to SWEEP_DIR/logs/<name>.log; when it exits, each of its trials is recorded
     with the outcome its run directory reports ("failed" when it reports none). A job whose
-    trials another process is training waits until that process ends.
+    trials another process is training waits until that process ends. The console shows the
+    progress (`launch.progress`) of these trials and of those already `done` ({id: outcome}).
     """
+    done = dict(done or {})
     if max_parallel < 1:
         raise ValueError(f"--max_parallel must be >= 1, got {max_parallel}")
     logs = pathlib.Path(sweep_dir) / "logs"
@@ -93,6 +96,13 @@ def run_jobs(jobs, sweep_dir: str, *, max_parallel: int = 1) -> dict:
     stopping = []
     previous = signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     running: dict[str, tuple[list, subprocess.Popen]] = {}
+    progress = progress_lib.Progress(len(done) + sum(len(j[2]) for j in jobs),
+                                     every=progress_every)
+
+    def show(force=False):
+        progress.update({**done, **outcomes},
+                        [t for job_trials, _ in running.values() for t in job_trials],
+                        len(outcomes), force=force)
 
     def finish(job_trials, proc):
         for trial in job_trials:
@@ -126,6 +136,7 @@ def run_jobs(jobs, sweep_dir: str, *, max_parallel: int = 1) -> dict:
                 if proc.poll() is not None:
                     del running[name]
                     finish(job_trials, proc)
+            show()
             time.sleep(0.2)
     except KeyboardInterrupt:
         stopping.append(True)
@@ -136,6 +147,8 @@ def run_jobs(jobs, sweep_dir: str, *, max_parallel: int = 1) -> dict:
         for job_trials, proc in running.values():
             proc.wait()
             finish(job_trials, proc)
+        running.clear()
+        show(force=True)
     return outcomes
 
 
@@ -150,5 +163,5 @@ def run_vmapped(trials: list[trials_lib.Trial], config: str, sweep_dir: str, *,
         storage.write_atomic(storage.path(spec), json.dumps(
             [{"id": t.id, "overrides": t.overrides, "workdir": t.workdir} for t in todo], indent=2))
         command = [python, "-m", "rnnlab.main", f"--config={config}", f"--trials={spec}"]
-        outcomes.update(run_jobs([("vmap", command, todo)], sweep_dir))
+        outcomes.update(run_jobs([("vmap", command, todo)], sweep_dir, done=outcomes))
     return outcomes

@@ -71,7 +71,7 @@ from typing import NamedTuple
 
 from absl import logging
 
-from launch import trials as trials_lib
+from launch import progress as progress_lib, trials as trials_lib
 
 CODE_DIR = "rnnlab"  # on every worker, relative to the home directory
 INSTALL = (f"cd ~/{CODE_DIR} && python3 -m pip install --user --quiet uv && "
@@ -305,7 +305,10 @@ def run(trials: list[trials_lib.Trial], config: str, sweep_dir: str,
     logs = pathlib.Path(sweep_dir) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
 
+    progress, here = progress_lib.Progress(len(trials)), []
+
     def record(trial: trials_lib.Trial, returncode: int) -> None:
+        here.append(trial.id)
         outcomes[trial.id] = trials_lib.outcome(trial)
         trials_lib.record_outcome(sweep_dir, trial, outcomes[trial.id], returncode)
         logging.info("%s: %s (exit code %d)", trial.id, outcomes[trial.id], returncode)
@@ -317,6 +320,7 @@ def run(trials: list[trials_lib.Trial], config: str, sweep_dir: str,
             if step.kind == "wait":
                 _wait_active(step.argv, options.poll_seconds)
             elif step.kind == "trial":
+                progress.update(outcomes, [step.trial], len(here), force=True)
                 returncode = _run_trial(step, logs / f"{step.trial.id}.log")
             elif step.kind == "fetch":
                 try:  # also after a failure: a diverged run exits 1 and says so in its dir
@@ -324,6 +328,7 @@ def run(trials: list[trials_lib.Trial], config: str, sweep_dir: str,
                 except subprocess.CalledProcessError:
                     logging.warning("%s: nothing fetched", step.trial.id)
                 record(step.trial, returncode)
+                progress.update(outcomes, [], len(here), force=True)
             else:
                 subprocess.run(step.argv, check=True)
     finally:

@@ -101,6 +101,7 @@ def test_local_sweep_2x2_runs_and_the_report_prints_four_rows(tmp_path):
     done = launch(f"--sweep={sweep}", f"--workdir={out}", "--max_parallel=2")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "4 trials: 4 finished" in done.stdout
+    assert "4/4 trials done (0 failed), 0 running" in done.stderr  # the progress, at the end
     report = subprocess.run([sys.executable, "-m", "launch.report", f"--sweep_dir={out}",
                              "--metric=valid/bpc", "--nofigures"], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
@@ -205,3 +206,45 @@ def test_the_single_run_experiments_have_valid_configs(monkeypatch):
 
     monkeypatch.chdir(ROOT)
     validation.check_config(trials_lib.load_config("experiments/interpretable_cells/config.py"))
+
+
+def test_progress_shows_counts_each_trials_step_and_eta_and_the_sweeps(tmp_path):
+    import collections
+    import io
+    import json as json_
+
+    from launch import progress
+
+    Trial = collections.namedtuple("Trial", "id workdir")
+    run = tmp_path / "a"
+    run.mkdir()
+    (run / "config.json").write_text(json_.dumps({"train": {"steps": 100}}))
+
+    def at_step(step):
+        with open(run / "metrics.jsonl", "a") as f:
+            f.write(json_.dumps({"step": step, "split": "train", "loss": 1.0}) + "\n")
+            f.write(json_.dumps({"step": step, "split": "valid", "loss": 1.0}) + "\n")
+
+    now, out = [0.0], io.StringIO()
+    shown = progress.Progress(4, stream=out, every=30, clock=lambda: now[0])
+    at_step(10)
+    shown.update({"x": "finished"}, [Trial("a", run)], 1)  # first seen: step 10 at t = 0
+    now[0] = 10.0
+    at_step(20)
+    shown.update({"x": "finished"}, [Trial("a", run)], 1)  # (not drawn: every 30 s)
+    now[0] = 40.0
+    at_step(50)
+    shown.update({"x": "finished", "y": "diverged"}, [Trial("a", run)], 2)
+    # trial: 40 steps in 40 s, 50 to go: 50 s. Sweep: 2 trials + 0.4 of one done here in 40 s,
+    # 4 - 2 - 0.5 = 1.5 trials left: 1.5 * 40 / 2.4 = 25 s.
+    assert out.getvalue().splitlines() == [
+        "1/4 trials done (0 failed), 1 running | a: step 10/100, ETA ? | sweep ETA ?",
+        "2/4 trials done (1 failed), 1 running | a: step 50/100, ETA 0:00:50 | sweep ETA 0:00:25"]
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    bar = progress.Progress(4, stream=Terminal(), clock=lambda: now[0])
+    bar.update({"x": "finished"}, [], 1, force=True)
+    assert bar.stream.getvalue().startswith("\r\033[K[#####...............] 1/4 trials done")
