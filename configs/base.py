@@ -92,6 +92,7 @@ def get_config(arg=None):
     c.train.eval_every = 1000  # validation (and a sample) interval, in steps
     c.train.eval_batches = 0  # validation windows per evaluation; 0: the whole split
     c.train.eval_batch_size = 0  # streams for evaluation; 0: train.batch_size
+    c.train.final_eval_streams = 16  # lm: the final evaluation scores every character from S starts
     c.train.ckpt_every = 1000  # checkpoint interval, in steps (and always at the end)
     c.train.keep_checkpoints = 3  # keep the last K checkpoints (and the best one apart)
     c.train.skip_nonfinite = False  # skip non-finite updates and count them instead of stopping

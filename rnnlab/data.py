@@ -285,6 +285,31 @@ def make_streams(ids: np.ndarray, batch_size: int) -> np.ndarray:
     return np.asarray(ids)[: batch_size * length].reshape(batch_size, length)
 
 
+def whole_streams(ids: np.ndarray, num_streams: int, bptt_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every (input, next character) pair of a split, as S contiguous streams for a final
+    evaluation that scores all of it: `(inputs, targets)`, int32 `[S, n * T]`.
+
+    The N - 1 pairs are cut into S = min(num_streams, N - 1) consecutive chunks of
+    ceil((N - 1) / S) (the last one shorter), each padded to whole windows of T; padding has
+    target -1 (not scored). Stream s starts cold at pair s * ceil((N - 1) / S).
+    """
+    pairs = len(ids) - 1
+    if pairs < 1:
+        raise ValueError(f"a split of {len(ids)} chars has no character to predict")
+    S = max(1, min(num_streams, pairs))
+    chunk = -(-pairs // S)
+    length = -(-chunk // bptt_len) * bptt_len
+    inputs = np.zeros((S, length), np.int32)
+    targets = np.full((S, length), -1, np.int32)
+    ids = np.asarray(ids)
+    for s in range(S):
+        n = min(chunk, pairs - s * chunk)
+        if n > 0:
+            inputs[s, :n] = ids[s * chunk: s * chunk + n]
+            targets[s, :n] = ids[s * chunk + 1: s * chunk + n + 1]
+    return inputs, targets
+
+
 def num_windows(stream_length: int, bptt_len: int) -> int:
     """Windows of T = `bptt_len` steps in one pass over streams of length L: (L - 1) // T.
 

@@ -350,7 +350,8 @@ class _Loop:
 
     def _evaluate(self, state, final=False):
         """Valid over `eval_batches` batches (best checkpoint, sample); at the end also the
-        whole valid split (if that was capped) and the whole test split."""
+        whole valid and test splits (`task.evaluate(..., None)`: every example, every character
+        of a text)."""
         windows = self.task.eval_windows["valid"]
         capped = min(self.t.eval_batches or windows, windows)
         valid = self._scores(state, "valid", capped)
@@ -358,8 +359,7 @@ class _Loop:
         extra = {}
         if final:
             extra["test"] = self._scores(state, "test", None)
-            if capped < windows:
-                extra["valid_full"] = self._scores(state, "valid", None)
+            extra["valid_full"] = self._scores(state, "valid", None)
         name, mode = self.task.best
         # Replicated, so every process holds them whole; samples are drawn on process 0.
         sampling = self.task.sample is not None and parallel.is_primary()
@@ -372,8 +372,8 @@ class _Loop:
             trial.run.write(self.step, "valid", scalars)
             if flow is not None:
                 trial.run.write(self.step, "gradients", flow[k])
-            for split, scores in extra.items():
-                trial.run.write(self.step, split, scores[k][0])
+            for split, (scalars_, sums) in ((s, v[k]) for s, v in extra.items()):
+                trial.run.write(self.step, split, {**scalars_, "count": int(sums["count"])})
             best = trial.meta[self.best_key]
             if best is None or (scalars[name] < best if mode == "min" else scalars[name] > best):
                 note = "new best"
@@ -382,7 +382,7 @@ class _Loop:
             else:
                 note = f"best {best:.4f} at step {trial.meta['best_step']}"
             logging.info("%sstep %d  valid %s %.4f on %s  (%s)", self._tag(trial), self.step,
-                         name, scalars[name], "the whole split" if capped == windows else
+                         name, scalars[name], f"all {windows} batches" if capped == windows else
                          f"{capped} of {windows} batches", note)
             if params is not None:
                 self._sample(trial, self._of(params, trial), k == 0)
@@ -399,9 +399,10 @@ class _Loop:
                 for name, text in self.task.files(split, sums).items():
                     trial.run.write_file(name, text)
         name = self.task.best[0]
-        logging.info("%sfinal, on the whole splits: valid %s %.4f, test %s %.4f",
-                     self._tag(trial), name, whole["valid"][0][name], name,
-                     whole["test"][0][name])
+        logging.info("%sfinal, on the whole splits: valid %s %.4f over %s, test %s %.4f over %s",
+                     self._tag(trial), name, whole["valid"][0][name],
+                     f"{int(whole['valid'][1]['count']):,}", name, whole["test"][0][name],
+                     f"{int(whole['test'][1]['count']):,}")
         # The lines just written: a report can trust them even if metrics.jsonl is cut.
         return {**{split: s for split, (s, _) in whole.items()},
                 "records": {split: s for split, (s, _) in scores.items()}}

@@ -20,7 +20,7 @@ class ConfigError(ValueError):
 def check_train_config(t: ml_collections.ConfigDict) -> None:
     """Raises ValueError for a bad `config.train`, before any compute."""
     for key in ("steps", "batch_size", "log_every", "eval_every", "ckpt_every",
-                "keep_checkpoints", "max_nonfinite"):
+                "keep_checkpoints", "max_nonfinite", "final_eval_streams"):
         if not isinstance(t[key], int) or t[key] <= 0:
             raise ValueError(f"train.{key} must be a positive integer, got {t[key]!r}")
     if not isinstance(t.bptt_len, int) or t.bptt_len < 0:

@@ -458,3 +458,35 @@ def test_a_teacher_forced_jordan_model_with_mu_zero_sees_only_the_current_token(
         repeated = jnp.full((1, T), 3)
         out = logits(repeated)[0]
         np.testing.assert_allclose(out[1:], jnp.broadcast_to(out[1], out[1:].shape), atol=1e-6)
+
+
+@pytest.mark.parametrize("streams", [1, 3])
+def test_the_final_evaluation_scores_every_character_like_one_pass(streams):
+    """`evaluate(..., None)` (the final evaluation) against the model run over the whole split
+    in one call per stream (no windows, no padding), cross-entropy summed in float64: every
+    one of the N - 1 next characters is scored, the tail included."""
+    from rnnlab import data as data_lib
+
+    config = task_config("lm", **{"train.final_eval_streams": streams, "train.bptt_len": 7,
+                                  "train.eval_batch_size": 4})
+    task = tasks.build(config)
+    params = task.model.init(jax.random.key(0))
+    ids = np.asarray(data_lib.load_corpus(config.data).splits["valid"], np.int64)
+    got = jax.device_get(jax.jit(lambda p, d: task.evaluate(p, d, "valid", None))(
+        params, task.data))
+    chunk = -(-(len(ids) - 1) // streams)
+    loss, hits = 0.0, 0
+    for start in range(0, len(ids) - 1, chunk):
+        piece = ids[start:min(start + chunk + 1, len(ids))]
+        logits = np.asarray(task.model.apply(params, None, jnp.asarray(piece[None, :-1]))[1][0],
+                            np.float64)
+        logp = logits - logits.max(-1, keepdims=True)
+        logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+        loss -= logp[np.arange(len(piece) - 1), piece[1:]].sum()
+        hits += int((logits.argmax(-1) == piece[1:]).sum())
+    assert got["count"] == len(ids) - 1
+    np.testing.assert_allclose(got["loss"], loss, rtol=1e-5)
+    assert got["accuracy"] == hits
+    # the periodic evaluation's streams drop the tail and start B streams cold
+    periodic = jax.device_get(task.evaluate(params, task.data, "valid", task.eval_windows["valid"]))
+    assert periodic["count"] < len(ids) - 1

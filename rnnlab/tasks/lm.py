@@ -118,6 +118,9 @@ def build(config: ml_collections.ConfigDict) -> base.Task:
     for split in ("valid", "test"):
         streams[split], windows[split] = _streams(corpus.splits[split], eval_batch, t.bptt_len,
                                                   split)
+        # The final evaluation scores every character, from `train.final_eval_streams` starts.
+        streams[f"{split}_inputs"], streams[f"{split}_targets"] = data.whole_streams(
+            corpus.splits[split], t.final_eval_streams, t.bptt_len)
     default_prime = data.decode(corpus.vocab, corpus.splits["valid"][:PRIME_CHARS])
     prime = encode_prime(corpus.vocab, t.sample_prime or default_prime)
     T = t.bptt_len
@@ -142,8 +145,10 @@ def build(config: ml_collections.ConfigDict) -> base.Task:
         return ce, (carry, {"loss": ce, "accuracy": accuracy})
 
     def evaluate(params, d, split, count):
-        return evaluate_streams(lm, params, d[split], T, t.carry_state, windows[split],
-                                windows[split] if count is None else count)
+        if count is None:  # the whole split: every character
+            return evaluate_whole(lm, params, d[f"{split}_inputs"], d[f"{split}_targets"], T,
+                                  t.carry_state)
+        return evaluate_streams(lm, params, d[split], T, t.carry_state, windows[split], count)
 
     def sample(params, key):
         tokens = generate(lm, params, prime, t.sample_length,
@@ -172,6 +177,30 @@ def record_digest(corpus: data.Corpus) -> dict:
 def derive(scalars: dict[str, float]) -> dict[str, float]:
     """bpc and perplexity from the loss (nats per character)."""
     return {**scalars, **metrics_lib.lm_scalars(scalars["loss"], scalars["accuracy"], 1.0)}
+
+
+def evaluate_whole(lm, params, inputs, targets, bptt_len, carry_state):
+    """`{"loss", "accuracy", "count"}` sums over every scored pair of `data.whole_streams`
+    (targets >= 0), window by window with the carry passed on, in one scan."""
+    S, T = inputs.shape[0], bptt_len
+
+    def body(acc, w):
+        carry, loss_sum, correct, count = acc
+        x = jax.lax.dynamic_slice(inputs, (0, w * T), (S, T))
+        y = jax.lax.dynamic_slice(targets, (0, w * T), (S, T))
+        reset = jnp.zeros((S, T), bool).at[:, 0].set(w == 0)
+        carry, logits = lm.apply(params, carry, x, reset=_reset(reset, carry_state))
+        scored = y >= 0
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(y, 0))
+        hits = (jnp.argmax(logits, -1) == y) & scored
+        return (carry, loss_sum + jnp.sum(jnp.where(scored, ce, 0.0)),
+                correct + jnp.sum(hits), count + jnp.sum(scored)), None
+
+    init = (lm.initial_carry(params, (S,)), jnp.zeros((), jnp.float32),
+            jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+    (_, loss_sum, correct, count), _ = jax.lax.scan(body, init,
+                                                    jnp.arange(inputs.shape[1] // T))
+    return {"loss": loss_sum, "accuracy": correct, "count": count.astype(jnp.float32)}
 
 
 def evaluate_streams(lm, params, streams, bptt_len, carry_state, num_windows, count):
