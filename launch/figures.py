@@ -22,6 +22,32 @@ if TYPE_CHECKING:
     from launch.report import Table
 
 
+# Ten well-separated colours (matplotlib's tab10); past ten series the dash changes, so no two
+# series look alike (tab20 comes in light/dark pairs of one hue, which look alike).
+TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+         "#bcbd22", "#17becf")
+DASHES = ("-", "--", ":", "-.")
+
+
+def style(k: int) -> dict[str, str]:
+    """The colour and line style of series k."""
+    return {"color": TAB10[k % len(TAB10)], "linestyle": DASHES[k // len(TAB10) % len(DASHES)]}
+
+
+def legend_outside(ax) -> None:
+    """The legend to the right of the axes, where it covers no data."""
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+
+
+def box_scale(values: Sequence[float]) -> str:
+    """"log" when the largest value is over 5x the median (and all are positive), else
+    "linear"."""
+    finite = sorted(v for v in values if math.isfinite(v))
+    if not finite or finite[0] <= 0:
+        return "linear"
+    return "log" if finite[-1] > 5 * finite[len(finite) // 2] else "linear"
+
+
 def axis_kind(values: Sequence[Any]) -> str:
     """How to lay out a factor's values: log (numeric, > 0, spanning > 10x), linear, categorical."""
     numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
@@ -52,13 +78,11 @@ def write(t: Table, curves: Mapping[str, Sequence[tuple[int, float]]],
 
     def save(fig, name: str) -> None:
         fig.tight_layout()
-        fig.savefig(out_dir / name, dpi=120)
+        fig.savefig(out_dir / name, dpi=120, bbox_inches="tight")  # (the legend outside)
         plt.close(fig)
         paths.append(out_dir / name)
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    # Past ten settings the default colour cycle repeats: take 20 colours and vary the dash.
-    colours = plt.get_cmap("tab20").colors if len(t.rows) > 10 else [None] * len(t.rows)
     for k, row in enumerate(t.rows):  # mean over the seeds that logged each step, band min-max
         per_step = collections.defaultdict(list)
         for trial_id in row.included:
@@ -67,14 +91,15 @@ def write(t: Table, curves: Mapping[str, Sequence[tuple[int, float]]],
         steps = sorted(per_step)
         if steps:
             (line,) = ax.plot(steps, [statistics.fmean(per_step[s]) for s in steps],
-                              label=_label(t, row.setting, t.factors), color=colours[k % 20],
-                              linestyle=("-", "--", ":")[k // 20 % 3] if len(t.rows) > 10 else "-")
+                              label=_label(t, row.setting, t.factors), **style(k))
             ax.fill_between(steps, [min(per_step[s]) for s in steps],
                             [max(per_step[s]) for s in steps], color=line.get_color(),
                             alpha=0.2, linewidth=0)
     ax.set(xlabel="step", ylabel=metric, title=f"{metric}: mean over seeds, min–max band")
     if ax.lines:
-        ax.legend(fontsize="small", ncol=1 + len(ax.lines) // 8)
+        legend_outside(ax)
+        if box_scale([y for line in ax.lines for y in line.get_ydata()]) == "log":
+            ax.set_yscale("log")
     save(fig, "curves.png")
 
     for factor in t.factors:
@@ -88,6 +113,7 @@ def write(t: Table, curves: Mapping[str, Sequence[tuple[int, float]]],
             lines[tuple(tables.canon(row.setting[k]) for k in others)].append(row)
         fig, ax = plt.subplots(figsize=(6, 4))
         for g, rows in enumerate(lines.values()):
+            colour = style(g)["color"]
             rows = sorted((r for r in rows if r.best.n),
                           key=lambda r: x_of[tables.canon(r.setting[factor])])
             if not rows:
@@ -97,18 +123,17 @@ def write(t: Table, curves: Mapping[str, Sequence[tuple[int, float]]],
             xs = [x_of[tables.canon(r.setting[factor])] + dodge for r in rows]
             bars = ax.errorbar(xs, [r.best.mean for r in rows], capsize=3, marker="o",
                                yerr=[r.best.std or 0.0 for r in rows],
-                               linestyle="none" if kind == "categorical" else "-",
-                               label=_label(t, rows[0].setting, others))
+                               linestyle="none" if kind == "categorical" else style(g)["linestyle"],
+                               color=colour, label=_label(t, rows[0].setting, others))
             for x, r in zip(xs, rows):
-                ax.scatter([x] * r.best.n, r.best_values, s=10, alpha=0.4,
-                           color=bars.lines[0].get_color())
+                ax.scatter([x] * r.best.n, r.best_values, s=10, alpha=0.4, color=colour)
         if kind == "log":
             ax.set_xscale("log")
         if kind == "categorical":
             ax.set_xticks(range(len(values)), [tables.value_text(v) for v in values])
         ax.set(xlabel=t.names[factor], ylabel=f"best {metric}")
         if others and ax.lines:
-            ax.legend(fontsize="small")
+            legend_outside(ax)
         save(fig, f"vs_{re.sub(r'[^A-Za-z0-9_.-]+', '_', t.names[factor])}.png")
 
     fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(t.rows)), 4.5))
@@ -119,5 +144,7 @@ def write(t: Table, curves: Mapping[str, Sequence[tuple[int, float]]],
     ax.set_xticks(range(1, len(t.rows) + 1), [_label(t, r.setting, t.factors) for r in t.rows],
                   rotation=30 if crowded else 0, ha="right" if crowded else "center")
     ax.set(ylabel=f"best {metric}", title=f"best {metric} per setting over seeds")
+    if box_scale([v for r in t.rows for v in r.best_values]) == "log":
+        ax.set_yscale("log")  # an outlier setting would flatten all the others' boxes
     save(fig, "box.png")
     return paths

@@ -258,6 +258,27 @@ def test_axis_kind():
     assert figures.axis_kind([True, False]) == "categorical"
 
 
+def test_figure_series_look_apart_legends_sit_outside_and_outliers_get_a_log_box():
+    styles = [tuple(figures.style(k).values()) for k in range(40)]
+    assert len(set(styles)) == 40  # no two of 40 series alike
+    assert all(figures.style(k)["color"] != figures.style(k + 1)["color"] for k in range(39))
+    assert figures.box_scale([2.0, 2.1, 2.05, 25.0]) == "log"  # (Greff's NOAF at 25 bpc)
+    assert figures.box_scale([2.0, 2.1, 2.8]) == "linear"
+    assert figures.box_scale([-1.0, 30.0]) == "linear"
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1], label="a")
+    figures.legend_outside(ax)
+    fig.canvas.draw()
+    legend, axes = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.x0 > axes.x1  # right of the data, covering none of it
+    plt.close(fig)
+
+
 def test_stats_text():
     assert tables.stats_text(report.Stats(1.9007, 0.0123, 3)) == "1.901 ± 0.012"
     assert tables.stats_text(report.Stats(1.9007, None, 1)) == "1.901"
