@@ -1,6 +1,6 @@
 """Sweeps of rnnlab runs and the ablation tables that compare them.
 
-    python -m launch.sweep --config=configs/quickstart.py:smoke --sweep=experiments/x/sweep.py \
+    python -m launch.sweep --config=configs/quickstart.py:smoke --sweep=experiments/relu_unroll/config.py \
         --workdir=runs/NAME --executor=local|vmap|tpu_vm
     python -m launch.report --sweep_dir=runs/NAME --metric=valid/bpc
 

@@ -1,6 +1,6 @@
 """The TPU VM executor: a sweep on one Cloud TPU VM through the real `gcloud` CLI.
 
-    python -m launch.sweep --config=configs/quickstart.py:smoke --sweep=experiments/x/sweep.py \
+    python -m launch.sweep --config=configs/quickstart.py:smoke --sweep=experiments/relu_unroll/config.py \
         --workdir=runs/x --executor=tpu_vm --tpu_project=my-project --tpu_zone=us-central2-b \
         [--tpu_type=v4-8] [--tpu_spot] [--tpu_queued] [--tpu_repo=URL [--tpu_ref=SHA]] \
         [--tpu_workdir=~/runs/x | gs://BUCKET/runs/x] [--tpu_keep] [--dry_run]
