@@ -277,17 +277,22 @@ class _Loop:
         for k, trial in enumerate(self.todo):
             if not trial.active:
                 continue
-            # Averages over the updates applied (NaN when every one was skipped).
+            # Averages over the updates applied; none when every one was skipped (a NaN
+            # there would read as a diverged run).
             trial_sums = self._of(sums, trial)
-            count = int(trial_sums["count"]) or float("nan")
+            count = int(trial_sums["count"])
             scalars = self.task.derive({name: float(trial_sums[name]) / count
-                                        for name in self.task.metrics})
+                                        for name in self.task.metrics}) if count else {}
             shown = [*self.task.metrics, *[n for n in scalars if n not in self.task.metrics][:1]]
-            scalars.update(grad_norm=float(trial_sums["grad_norm"]) / count,
-                           lr=float(np.atleast_1d(lr)[k]), nonfinite=int(nonfinite[k]),
+            if count:
+                scalars["grad_norm"] = float(trial_sums["grad_norm"]) / count
+            scalars.update(lr=float(np.atleast_1d(lr)[k]), nonfinite=int(nonfinite[k]),
                            steps_per_sec=rate, **{unit: rate * per_step})
             trial.run.write(self.step, "train", scalars)
-            if k == 0 or len(self.todo) <= 4:
+            if not count:
+                logging.info("%sstep %d/%d  every update of the interval was skipped (non-finite; "
+                             "%d so far)", self._tag(trial), self.step, t.steps, nonfinite[k])
+            elif k == 0 or len(self.todo) <= 4:
                 eta = (t.steps - self.step) / rate if rate > 0 else float("nan")
                 logging.info("%sstep %d/%d  %s  |g| %.2f  lr %.2e  %.1f steps/s  %.0f %s  ETA %s",
                              self._tag(trial), self.step, t.steps, "  ".join(

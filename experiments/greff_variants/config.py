@@ -8,7 +8,7 @@ corpus (`:python_source` for the second corpus).
     python -m launch.report --sweep_dir=runs/greff_variants --metric=valid/bpc \
         --out=experiments/greff_variants/results
     python -m launch.sweep --config=experiments/greff_variants/config.py:python_source \
-        --sweep=experiments/greff_variants/config.py --workdir=runs/greff_variants_source \
+        --sweep=experiments/greff_variants/config.py:2 --workdir=runs/greff_variants_source \
         --executor=vmap
 
 One layer, `model.param_budget` = 100k parameters (embedding 32 and readout included: each
@@ -51,6 +51,8 @@ def get_config(arg=None):
 
 
 def get_sweep(arg=None):
+    """Every architecture x seeds 0, 1, 2 (`:2`: seeds 0 and 1 only)."""
+    seeds = list(range(int(arg))) if arg else [0, 1, 2]
     return dsl.product(dsl.chain(*[dsl.product(*[dsl.fixed(k, v) for k, v in a.items()])
                                    for a in ARCHITECTURES]),
-                       dsl.sweep("seed", [0, 1, 2]))
+                       dsl.sweep("seed", seeds))
