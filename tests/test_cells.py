@@ -19,6 +19,7 @@ import pytest
 from jax.test_util import check_grads
 from numpy.testing import assert_allclose, assert_array_equal
 
+from rnnlab import interop
 from rnnlab.cells import Cell, classic, get_cell, jordan_inputs
 
 B, F, H, O, T = 3, 5, 6, 4, 4
@@ -194,42 +195,21 @@ def test_matches_numpy_reference(case, path):
 # 2. Flax's cells with their weights copied across
 
 
-def _cat(fp, names, leaf):
-    return jnp.concatenate([fp[n][leaf] for n in names], axis=-1)
-
-
-def lstm_from_flax(fp):
-    return {"w_x": _cat(fp, ["ii", "if", "ig", "io"], "kernel"),
-            "w_h": _cat(fp, ["hi", "hf", "hg", "ho"], "kernel"),
-            "b": _cat(fp, ["hi", "hf", "hg", "ho"], "bias")}
-
-
-def gru_from_flax(fp):
-    return {"w_x": _cat(fp, ["ir", "iz", "in"], "kernel"),
-            "w_h": _cat(fp, ["hr", "hz", "hn"], "kernel"),
-            "b_x": _cat(fp, ["ir", "iz", "in"], "bias"),
-            "b_h": jnp.concatenate([jnp.zeros(2 * H), fp["hn"]["bias"]])}
-
-
-def elman_from_flax(fp):
-    return {"w_x": fp["i"]["kernel"], "w_h": fp["h"]["kernel"], "b": fp["i"]["bias"]}
-
-
 def swap(carry):  # rnnlab LSTM carry (h, c) <-> Flax (c, h)
     return carry[::-1]
 
 
-FLAX = {
-    "LSTMCell": (nn.LSTMCell, "lstm", lstm_from_flax, swap),
-    "OptimizedLSTMCell": (nn.OptimizedLSTMCell, "lstm", lstm_from_flax, swap),
-    "GRUCell": (nn.GRUCell, "gru", gru_from_flax, lambda c: c),
-    "SimpleCell": (nn.SimpleCell, "elman", elman_from_flax, lambda c: c),
+FLAX = {  # (rnnlab.interop.from_flax converts the params: tested here against Flax itself)
+    "LSTMCell": (nn.LSTMCell, "lstm", swap),
+    "OptimizedLSTMCell": (nn.OptimizedLSTMCell, "lstm", swap),
+    "GRUCell": (nn.GRUCell, "gru", lambda c: c),
+    "SimpleCell": (nn.SimpleCell, "elman", lambda c: c),
 }
 
 
 @pytest.mark.parametrize("flax_name", list(FLAX))
 def test_matches_flax_cell(flax_name):
-    flax_cls, name, convert, to_flax_carry = FLAX[flax_name]
+    flax_cls, name, to_flax_carry = FLAX[flax_name]
     rng = np.random.default_rng(1)
     fcell = flax_cls(features=H)
     xs = to_jnp(rand(rng, T, B, F))
@@ -239,8 +219,8 @@ def test_matches_flax_cell(flax_name):
     fp = {mod: {k: (jnp.asarray(rand(rng, *v.shape), jnp.float32) if k == "bias" else v)
                 for k, v in leaves.items()}
           for mod, leaves in variables["params"].items()}
-    params = convert(fp)
-    cell = get_cell(name, hidden_size=H)
+    cell, params = interop.from_flax(fp, cell=flax_name)
+    assert cell.hidden_size == H
     assert jax.tree.map(jnp.shape, params) == param_shapes(name)
     carry = to_jnp(random_carry(rng, name))
     fcarry = to_flax_carry(carry)
