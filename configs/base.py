@@ -99,7 +99,7 @@ def get_config(arg=None):
     c.train.max_nonfinite = 100  # with skip_nonfinite: stop after this many skipped updates
     c.train.sample_length = 200  # characters sampled at each evaluation (0: none)
     c.train.sample_temperature = 0.8  # temperature of those samples
-    c.train.sample_prime = ""  # text the samples start from ("" : the start of valid)
+    c.train.sample_prime = ""  # text training's samples start from ("": a place in valid)
     # At each evaluation, a "gradients" line in metrics.jsonl: the mean norm of dL/dh_t (L: the
     # last step's loss) of the first recurrent layer at t=1 and t=T-1 of a train batch, and
     # their ratio (vanishing: << 1).

@@ -5,7 +5,8 @@ streams; step i trains on window i of every stream, and the carry flows from win
 through the train state (`train.carry_state`; the jit step boundary is the truncation point).
 Evaluation scores a split window by window with the carry passed along, in one scan. Metrics:
 loss (nats per character), bpc, perplexity, accuracy. Samples: `train.sample_length` characters
-from `train.sample_prime` (default: the start of the validation split) at every evaluation.
+at every evaluation, from `train.sample_prime`, or by default from 32 characters of the
+validation split at a place that changes from one evaluation to the next.
 """
 
 from __future__ import annotations
@@ -82,6 +83,13 @@ def encode_prime(vocab: data.Vocab, prime: str) -> np.ndarray:
     return data.encode(vocab, prime)
 
 
+def _prime_at(ids: np.ndarray, key: jax.Array) -> np.ndarray:
+    """PRIME_CHARS of `ids` from a place the key picks: each evaluation's sample during
+    training starts from another part of the validation split."""
+    start = int(jax.random.randint(key, (), 0, max(1, len(ids) - PRIME_CHARS)))
+    return ids[start:start + PRIME_CHARS]
+
+
 def generate(lm: model_lib.Model, params, prime: np.ndarray, length: int, *,
              temperature, key: jax.Array) -> jax.Array:
     """Feeds `prime` (token ids, at least one), then samples `length` tokens (`decode.sample`:
@@ -121,7 +129,8 @@ def build(config: ml_collections.ConfigDict) -> base.Task:
         # The final evaluation scores every character, from `train.final_eval_streams` starts.
         streams[f"{split}_inputs"], streams[f"{split}_targets"] = data.whole_streams(
             corpus.splits[split], t.final_eval_streams, t.bptt_len)
-    default_prime = data.decode(corpus.vocab, corpus.splits["valid"][:PRIME_CHARS])
+    valid_ids = np.asarray(corpus.splits["valid"])
+    default_prime = data.decode(corpus.vocab, valid_ids[:PRIME_CHARS])
     prime = encode_prime(corpus.vocab, t.sample_prime or default_prime)
     T = t.bptt_len
 
@@ -151,9 +160,10 @@ def build(config: ml_collections.ConfigDict) -> base.Task:
         return evaluate_streams(lm, params, d[split], T, t.carry_state, windows[split], count)
 
     def sample(params, key):
-        tokens = generate(lm, params, prime, t.sample_length,
+        start = prime if t.sample_prime else _prime_at(valid_ids, key)
+        tokens = generate(lm, params, start, t.sample_length,
                           temperature=t.sample_temperature, key=key)
-        return data.decode(corpus.vocab, prime) + data.decode(corpus.vocab, np.asarray(tokens))
+        return data.decode(corpus.vocab, start) + data.decode(corpus.vocab, np.asarray(tokens))
 
     for split, n in corpus.unknown.items():
         if n:
