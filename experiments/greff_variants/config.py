@@ -1,6 +1,6 @@
 """Greff et al.'s LSTM variants at CPU scale: the vanilla (peephole) LSTM, its eight variants,
-the GRU, MUT1, minGRU and the plain LSTM, parameter-matched, three seeds, on the offline pydoc
-corpus (`:python_source` for the second corpus).
+the GRU, MUT1, minGRU and the plain LSTM, parameter-matched, three seeds on the offline pydoc
+corpus (`:python_source` for the second corpus, where the sweep's `:2` runs two seeds).
 
     python -m launch.sweep --config=experiments/greff_variants/config.py \
         --sweep=experiments/greff_variants/config.py --workdir=runs/greff_variants \
