@@ -377,8 +377,10 @@ class _Loop:
             trial.run.write(self.step, "valid", scalars)
             if flow is not None:
                 trial.run.write(self.step, "gradients", flow[k])
-            for split, (scalars_, sums) in ((s, v[k]) for s, v in extra.items()):
-                trial.run.write(self.step, split, {**scalars_, "count": int(sums["count"])})
+            for split, scores in extra.items():
+                split_scalars, split_sums = scores[k]
+                trial.run.write(self.step, split,
+                                {**split_scalars, "count": int(split_sums["count"])})
             best = trial.meta[self.best_key]
             if best is None or (scalars[name] < best if mode == "min" else scalars[name] > best):
                 note = "new best"
