@@ -66,6 +66,7 @@ def get_config(arg=None):
     c.model.scan_unroll = 1  # lax.scan unroll factor (compiler knob, not the BPTT length)
     c.model.parallel_scan = placeholder(bool)  # linear cells: True/False; None: not on CPU
     c.model.projection = "fused"  # input projection: fused into each step, or hoisted
+    c.model.backward = "auto"  # custom (hand-derived, elman/lstm/gru) | autodiff | auto: custom if it can
     c.model.learn_initial_carry = False  # a learned initial state instead of zeros
     c.model.jordan_mu = 0.0  # jordan: decay of its context, s_t = f_t + mu s_{t-1} (0: none)
     c.model.jordan_feedback = "teacher"  # jordan feeds back: teacher (previous target) | output

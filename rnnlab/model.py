@@ -72,6 +72,9 @@ def check_model_config(m: ml_collections.ConfigDict, *, causal: bool = True,
         raise ValueError(
             f"model.projection must be one of {recurrent.PROJECTIONS}, got {m.projection!r}"
         )
+    if m.get("backward", "auto") not in recurrent.BACKWARDS:
+        raise ValueError(
+            f"model.backward must be one of {recurrent.BACKWARDS}, got {m.backward!r}")
     if m.bidirectional and causal:
         raise ValueError(
             "model.bidirectional=True sees the future: a next-character model would read the "
@@ -110,6 +113,12 @@ def check_model_config(m: ml_collections.ConfigDict, *, causal: bool = True,
     if m.get("recurrent_dropout") and not cell.variational:
         raise ValueError(f"model.recurrent_dropout needs a cell that masks its recurrent input "
                          f"(elman, irnn, lstm and its variants, gru), not {m.cell}")
+    if m.get("backward") == "custom" and (cell.kernel is None or m.get("zoneout")
+                                          or m.get("zoneout_c")):
+        raise ValueError(f"model.backward=custom needs a cell with a hand-derived backward (elman "
+                         f"or irnn with tanh or relu, lstm, gru; no variants, leak or other "
+                         f"activations) and no zoneout, not {m.cell} as configured: use "
+                         f"model.backward=auto")
     if m.get("parallel_scan") and not cell.linear:
         raise ValueError(f"model.parallel_scan=True needs a cell whose recurrence is linear "
                          f"(mingru, minlstm, lru), not {m.cell}")
@@ -133,7 +142,7 @@ def make_body(m: ml_collections.ConfigDict, vocab_size: int | None = None) -> re
         unroll=m.scan_unroll, projection=m.projection, learn_initial_carry=m.learn_initial_carry,
         zoneout=m.get("zoneout", 0.0) if m.get("zoneout_c") is None else (m.zoneout, m.zoneout_c),
         weight_drop=m.get("weight_drop", 0.0), parallel=m.get("parallel_scan"),
-        recurrent_dropout=m.get("recurrent_dropout", 0.0))
+        recurrent_dropout=m.get("recurrent_dropout", 0.0), backward=m.get("backward", "auto"))
     layers = []
     for _ in range(m.num_layers):
         if m.bidirectional:

@@ -32,13 +32,15 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from rnnlab.cells import base
+from rnnlab.cells import base, fused
 
 Params = dict[str, Any]
 Carry = Any
 
 PROJECTIONS = ("fused", "hoisted")
+BACKWARDS = ("auto", "custom", "autodiff")
 MERGES = ("concat", "sum")
 
 
@@ -178,6 +180,7 @@ def rnn(
     zoneout: float | Sequence[float] = 0.0,
     weight_drop: float = 0.0,
     recurrent_dropout: float = 0.0,
+    backward: str = "auto",
 ) -> Layer:
     """A cell scanned over time with `jax.lax.scan`, or for a linear cell with a parallel scan.
 
@@ -217,6 +220,12 @@ def rnn(
         windows of one sequence share it, and a language model's streams, whose windows each
         get a new key, draw a new one per window as in Gal's PTB setup. Needs a cell that
         reads the mask (`cell.variational`: elman, irnn, lstm and its variants, gru).
+      backward: how gradients are computed. "custom": the cell's hand-derived backward pass over
+        the whole window (`cell.kernel`, see `cells.fused`: elman and irnn with tanh or relu,
+        lstm, gru); "autodiff": autodiff through the scan of `cell.step`; "auto" (default):
+        custom when the cell has a kernel and no zoneout is asked for, else autodiff. Both
+        compute the same values and gradients (tested in float64). While a diagnostics Tap
+        watches, autodiff runs.
 
     Params: `{"cell": cell params, "carry0": carry (only when learned)}`.
     """
@@ -240,6 +249,13 @@ def rnn(
         raise ValueError(f"unknown projection {projection!r}; choose one of {PROJECTIONS}")
     if not isinstance(unroll, int) or unroll < 1:
         raise ValueError(f"unroll must be a positive integer, got {unroll!r}")
+    if backward not in BACKWARDS:
+        raise ValueError(f"unknown backward {backward!r}; choose one of {BACKWARDS}")
+    if backward == "custom" and (cell.kernel is None or zoning):
+        raise ValueError("backward='custom' needs a cell with a hand-derived backward (elman or "
+                         "irnn with tanh or relu, lstm, gru: no variants, leak or other "
+                         "activations) and no zoneout; use backward='auto' or 'autodiff'")
+    custom = backward != "autodiff" and cell.kernel is not None and not zoning
     hoisted = projection == "hoisted"
 
     def init(key, input_size):
@@ -301,6 +317,13 @@ def rnn(
             if reverse and lengths is not None:
                 ys = _flip_time_major(ys, lengths)
             return carry, jnp.moveaxis(ys, 0, nb)
+        if custom and tap is None:
+            carry, ys = _kernel_scan(cell.kernel, cell_params, carry, carry0, xs_tm, reset_tm,
+                                     mask, batch_shape, reverse=scan_reverse, hoisted=hoisted,
+                                     unroll=unroll)
+            if reverse and lengths is not None:
+                ys = _flip_time_major(ys, lengths)
+            return carry, jnp.moveaxis(ys, 0, nb)
         name = "/".join(_SCOPE) or "rnn"
         probe = None if tap is None else tap.probe(name, carry, T)
         if probe is not None and reverse and lengths is not None:  # probe[t]: the step at t
@@ -338,6 +361,22 @@ def rnn(
         return carry, jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, 0, nb), ys)
 
     return Layer(init, initial_carry, apply, cell.output_size)
+
+
+def _kernel_scan(kernel, params, carry, carry0, xs, reset, mask, batch_shape, **options):
+    """`fused.scan` over time-major `xs [T, B..., F]`, its batch dimensions made one."""
+    nb, B = len(batch_shape), int(np.prod(batch_shape, dtype=int))
+
+    def rows(a, lead):  # [lead..., B..., rest] -> [lead..., B, rest]
+        return None if a is None else a.reshape(*a.shape[:lead], B, *a.shape[lead + nb:])
+
+    if "h_mask" in params:
+        params = {**params, "h_mask": rows(params["h_mask"], 0)}
+    carry, carry0 = jax.tree_util.tree_map(lambda a: rows(a, 0), (carry, carry0))
+    carry, ys = fused.scan(kernel, params, carry, carry0, rows(xs, 1), rows(reset, 1),
+                           rows(mask, 1), **options)
+    unrows = lambda a, lead: a.reshape(*a.shape[:lead], *batch_shape, *a.shape[lead + 1:])
+    return jax.tree_util.tree_map(lambda a: unrows(a, 0), carry), unrows(ys, 1)
 
 
 def _window_key(key, window):

@@ -40,6 +40,8 @@ class Cell(NamedTuple):
       emit: a linear cell's output from its state (None: `y_t = h_t`).
       variational: the step reads `params["h_mask"]` through `recurrent_input`, so a layer can
         apply variational recurrent dropout (Gal and Ghahramani 2016) to it.
+      kernel: a `fused.Kernel` computing the same step with a hand-derived backward pass, which
+        a layer runs over a whole window (`fused.scan`); None: autodiff through the step.
     """
 
     init: Callable[[jax.Array, int], Params]
@@ -53,6 +55,7 @@ class Cell(NamedTuple):
     linear: bool = False
     emit: Callable[[Params, Carry, Any], jax.Array] | None = None
     variational: bool = False
+    kernel: Any = None
 
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
