@@ -66,6 +66,8 @@ def get_config(arg=None):
     c.model.scan_unroll = 1  # lax.scan unroll factor (compiler knob, not the BPTT length)
     c.model.parallel_scan = placeholder(bool)  # linear cells: True/False; None: not on CPU
     c.model.projection = "fused"  # input projection: fused into each step, or hoisted
+    c.model.dtype = "float32"  # compute dtype: float32 | bfloat16 (params, optimizer, loss, c: float32)
+    c.model.remat = 0  # rematerialise the scan every k steps: memory ~ T/k + k steps; 0: off
     c.model.backward = "auto"  # custom (hand-derived, elman/lstm/gru) | autodiff | auto: custom if it can
     c.model.learn_initial_carry = False  # a learned initial state instead of zeros
     c.model.jordan_mu = 0.0  # jordan: decay of its context, s_t = f_t + mu s_{t-1} (0: none)

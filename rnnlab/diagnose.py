@@ -38,6 +38,7 @@ import numpy as np
 from absl import logging
 
 from rnnlab import checkpoint as checkpoint_lib
+from rnnlab import compile_cache
 from rnnlab import data as data_lib
 from rnnlab import diagnostics, optim, recurrent, rundir, sample, storage, tasks, validation
 from rnnlab import state as state_lib
@@ -286,6 +287,7 @@ def main(argv):
 
     FLAGS = flags.FLAGS
     checkpoint_lib.quiet_orbax_logs()
+    compile_cache.enable()
     if len(argv) != 2 or argv[1] not in WHATS:
         print(f"error: say what to diagnose: python -m rnnlab.diagnose {{{'|'.join(WHATS)}}} "
               "--workdir=RUN (or --config=FILE)", file=sys.stderr)

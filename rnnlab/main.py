@@ -35,7 +35,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rnnlab import checkpoint, data, overrides, rundir, stopping, storage, train, validation
+from rnnlab import checkpoint, compile_cache, data, overrides, rundir, stopping, storage, train, validation
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A config file (configs/*.py), optionally FILE:ARG.", lock_config=True
@@ -102,6 +102,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     checkpoint.quiet_orbax_logs()
+    compile_cache.enable()
     if _DISTRIBUTED.value:
         import jax
 

@@ -72,6 +72,13 @@ def check_model_config(m: ml_collections.ConfigDict, *, causal: bool = True,
         raise ValueError(
             f"model.projection must be one of {recurrent.PROJECTIONS}, got {m.projection!r}"
         )
+    if not isinstance(m.get("remat", 0), int) or m.get("remat", 0) < 0:
+        raise ValueError(f"model.remat must be an integer >= 0 (steps per rematerialised chunk; "
+                         f"0: off), got {m.remat!r}")
+    if m.get("backward") == "custom" and m.get("remat"):
+        raise ValueError("model.remat runs the autodiff path: set model.backward=auto with it")
+    if m.get("dtype", "float32") not in DTYPES:
+        raise ValueError(f"model.dtype must be one of {DTYPES}, got {m.dtype!r}")
     if m.get("backward", "auto") not in recurrent.BACKWARDS:
         raise ValueError(
             f"model.backward must be one of {recurrent.BACKWARDS}, got {m.backward!r}")
@@ -126,8 +133,13 @@ def check_model_config(m: ml_collections.ConfigDict, *, causal: bool = True,
         raise ValueError("model.zoneout needs the sequential scan: set model.parallel_scan=False")
 
 
+DTYPES = ("float32", "bfloat16")
+
+
 def _make_cell(m, vocab_size):
     options = _cell_options(m)
+    if m.get("dtype", "float32") != "float32":
+        options["dtype"] = jnp.dtype(m.dtype)
     if m.cell == "jordan":
         options["output_size"] = vocab_size
         options["mu"] = m.get("jordan_mu", 0.0)
@@ -142,7 +154,8 @@ def make_body(m: ml_collections.ConfigDict, vocab_size: int | None = None) -> re
         unroll=m.scan_unroll, projection=m.projection, learn_initial_carry=m.learn_initial_carry,
         zoneout=m.get("zoneout", 0.0) if m.get("zoneout_c") is None else (m.zoneout, m.zoneout_c),
         weight_drop=m.get("weight_drop", 0.0), parallel=m.get("parallel_scan"),
-        recurrent_dropout=m.get("recurrent_dropout", 0.0), backward=m.get("backward", "auto"))
+        recurrent_dropout=m.get("recurrent_dropout", 0.0), backward=m.get("backward", "auto"),
+        remat=m.get("remat", 0))
     layers = []
     for _ in range(m.num_layers):
         if m.bidirectional:
@@ -215,8 +228,9 @@ def build_model(m: ml_collections.ConfigDict, vocab_size: int) -> Model:
             xs = _jordan_feedback(m.jordan_feedback, xs, tokens, V, key, teacher)
         carry, ys = body.apply(params["body"], carry, xs, reset=reset, key=body_key)
         if jordan:
-            return carry, ys
+            return carry, ys.astype(jnp.float32)
         ys = output_dropout(ys, m.dropout, out_key)
-        return carry, ys @ params["readout"]["w"] + params["readout"]["b"]
+        readout = jax.tree_util.tree_map(lambda a: a.astype(ys.dtype), params["readout"])
+        return carry, (ys @ readout["w"] + readout["b"]).astype(jnp.float32)
 
     return Model(init, initial_carry, apply, V)

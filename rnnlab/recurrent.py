@@ -181,6 +181,7 @@ def rnn(
     weight_drop: float = 0.0,
     recurrent_dropout: float = 0.0,
     backward: str = "auto",
+    remat: int = 0,
 ) -> Layer:
     """A cell scanned over time with `jax.lax.scan`, or for a linear cell with a parallel scan.
 
@@ -226,6 +227,10 @@ def rnn(
         custom when the cell has a kernel and no zoneout is asked for, else autodiff. Both
         compute the same values and gradients (tested in float64). While a diagnostics Tap
         watches, autodiff runs.
+      remat: rematerialise the scan every `remat` steps (`jax.checkpoint` around chunks of that
+        many steps): the backward pass keeps the carries at the chunk boundaries and recomputes
+        one chunk at a time, so memory grows with T / remat + remat steps instead of T, for
+        one more forward pass. 0 (default): off. It runs the autodiff path.
 
     Params: `{"cell": cell params, "carry0": carry (only when learned)}`.
     """
@@ -255,7 +260,11 @@ def rnn(
         raise ValueError("backward='custom' needs a cell with a hand-derived backward (elman or "
                          "irnn with tanh or relu, lstm, gru: no variants, leak or other "
                          "activations) and no zoneout; use backward='auto' or 'autodiff'")
-    custom = backward != "autodiff" and cell.kernel is not None and not zoning
+    if not isinstance(remat, int) or remat < 0:
+        raise ValueError(f"remat must be an integer >= 0 (steps per chunk; 0: off), got {remat!r}")
+    if backward == "custom" and remat:
+        raise ValueError("remat runs the autodiff path: use backward='auto' with it")
+    custom = backward != "autodiff" and cell.kernel is not None and not zoning and not remat
     hoisted = projection == "hoisted"
 
     def init(key, input_size):
@@ -350,9 +359,8 @@ def rnn(
                 y_t = _where(mask_t, y_t, jax.tree_util.tree_map(jnp.zeros_like, y_t))
             return carry, (y_t, (carry_in, carry) if raw_tm is not None else None)
 
-        carry, (ys, states) = jax.lax.scan(
-            body, carry, (xs_tm, reset_tm, mask, probe, zone), reverse=scan_reverse,
-            unroll=unroll)
+        carry, (ys, states) = _scan(body, carry, (xs_tm, reset_tm, mask, probe, zone),
+                                    T, reverse=scan_reverse, unroll=unroll, remat=remat)
         if reverse and lengths is not None:
             ys, states, raw_tm, mask = jax.tree_util.tree_map(
                 lambda a: _flip_time_major(a, lengths), (ys, states, raw_tm, mask))
@@ -361,6 +369,31 @@ def rnn(
         return carry, jax.tree_util.tree_map(lambda a: jnp.moveaxis(a, 0, nb), ys)
 
     return Layer(init, initial_carry, apply, cell.output_size)
+
+
+def _scan(body, carry, xs, T, *, reverse, unroll, remat):
+    """`jax.lax.scan(body, carry, xs)` over T steps; with `remat` > 0, as chunks of `remat` steps
+    each rematerialised in the backward pass (the time axis padded with steps that leave the
+    carry as it is, their outputs dropped)."""
+    if not remat or T <= remat:
+        return jax.lax.scan(body, carry, xs, reverse=reverse, unroll=unroll)
+    n = -(-T // remat)
+    pad = n * remat - T
+    valid = jnp.arange(n * remat) < T
+
+    def padded_body(carry, inputs):
+        step_inputs, valid_t = inputs
+        new, out = body(carry, step_inputs)
+        return jax.tree_util.tree_map(lambda a, b: jnp.where(valid_t, a, b), new, carry), out
+
+    def chunk(carry, chunk_inputs):
+        return jax.lax.scan(padded_body, carry, chunk_inputs, reverse=reverse, unroll=unroll)
+
+    xs = jax.tree_util.tree_map(
+        lambda a: jnp.concatenate([a, jnp.zeros((pad, *a.shape[1:]), a.dtype)]), xs)
+    chunks = jax.tree_util.tree_map(lambda a: a.reshape(n, remat, *a.shape[1:]), (xs, valid))
+    carry, out = jax.lax.scan(jax.checkpoint(chunk), carry, chunks, reverse=reverse)
+    return carry, jax.tree_util.tree_map(lambda a: a.reshape(n * remat, *a.shape[2:])[:T], out)
 
 
 def _kernel_scan(kernel, params, carry, carry0, xs, reset, mask, batch_shape, **options):

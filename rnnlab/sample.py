@@ -21,6 +21,7 @@ import numpy as np
 from absl import logging
 
 from rnnlab import checkpoint as checkpoint_lib
+from rnnlab import compile_cache
 from rnnlab import data, layout, optim, rundir, state as state_lib, storage, tasks
 from rnnlab import model as model_lib
 from rnnlab.tasks import lm, seq2seq
@@ -154,6 +155,7 @@ def main(argv):
     from absl import flags
 
     checkpoint_lib.quiet_orbax_logs()
+    compile_cache.enable()
     FLAGS = flags.FLAGS
     temperature = 0.0 if FLAGS.argmax else FLAGS.temperature
     try:

@@ -1,13 +1,16 @@
-"""The hand-derived backward pass (`cells.fused`) against autodiff through the cells' own steps
-(which tests/test_cells.py checks against float64 NumPy references) and finite differences."""
+"""The layers' speed options: the hand-derived backward pass (`cells.fused`) against autodiff
+through the cells' own steps (which tests/test_cells.py checks against float64 NumPy references)
+and finite differences; rematerialisation; mixed precision."""
 
 import jax
 import jax.numpy as jnp
 import jax.test_util
 import numpy as np
+import optax
 import pytest
 
-from rnnlab import cells, recurrent
+from configs import base as base_config
+from rnnlab import cells, model, recurrent
 
 T, F, H = 7, 4, 5
 KERNEL_CELLS = [("elman", {}), ("irnn", {}), ("elman", {"activation": "relu"}), ("lstm", {}),
@@ -133,3 +136,60 @@ def test_auto_chooses_and_bad_choices_are_refused():
         recurrent.rnn(cells.get_cell("gru", hidden_size=H), backward="custom", zoneout=0.1)
     with pytest.raises(ValueError, match="unknown backward"):
         recurrent.rnn(cells.get_cell("gru", hidden_size=H), backward="fast")
+
+
+@pytest.mark.parametrize("T, k, reverse, lengths", [(10, 3, False, True), (9, 4, True, False)])
+def test_remat_computes_the_same_values_and_gradients(T, k, reverse, lengths, x64):
+    cell = cells.get_cell("gru", hidden_size=H, param_dtype=jnp.float64)
+    xs = jax.random.normal(jax.random.key(0), (2, T, F), jnp.float64)
+    data = {"lengths": jnp.array([T, 4]) if lengths else None,
+            "reset": jax.random.bernoulli(jax.random.key(1), 0.2, (2, T))}
+    plain, chunked = (recurrent.rnn(cell, reverse=reverse, remat=r) for r in (0, k))
+    params = plain.init(jax.random.key(2), F)
+    a, b = (jax.jit(jax.value_and_grad(loss_fn(layer, data), argnums=(0, 1, 2)))(
+        params, plain.initial_carry(params, (2,)), xs) for layer in (plain, chunked))
+    jax.tree_util.tree_map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-10, atol=1e-13), a, b)
+
+
+def test_remat_bounds_the_memory_of_long_windows():
+    cell = cells.get_cell("lstm", hidden_size=32)
+    xs = jax.random.normal(jax.random.key(0), (4, 1024, F))
+
+    def temp_bytes(**options):  # XLA's own accounting of the gradient's temporary buffers
+        layer = recurrent.rnn(cell, **options)
+        params = layer.init(jax.random.key(1), F)
+        loss = lambda p: jnp.sum(layer.apply(p, None, xs)[1] ** 2)
+        return jax.jit(jax.grad(loss)).lower(params).compile().memory_analysis().temp_size_in_bytes
+
+    full, chunked = temp_bytes(backward="autodiff"), temp_bytes(remat=32)
+    assert chunked < full / 4
+    with pytest.raises(ValueError, match="remat"):
+        recurrent.rnn(cell, remat=8, backward="custom")
+
+
+def test_mixed_precision_computes_in_bfloat16_and_keeps_params_loss_and_c_in_float32():
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        m = base_config.get_config().model
+        m.cell, m.hidden_size, m.embed_size, m.dtype, m.num_layers = "lstm", 32, 8, dtype, 1
+        model.check_model_config(m)
+        lm = model.build_model(m, 11)
+        params = lm.init(jax.random.key(0))
+        tokens = jax.random.randint(jax.random.key(1), (4, 12), 0, 11)
+
+        def loss(p):
+            carry, logits = lm.apply(p, None, tokens[:, :-1])
+            assert logits.dtype == jnp.float32
+            assert [c.dtype for c in jax.tree.leaves(carry)] == [jnp.dtype(dtype), jnp.float32]
+            return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]).mean()
+
+        jaxpr = str(jax.make_jaxpr(loss)(params))
+        assert ("bf16[" in jaxpr) == (dtype == "bfloat16")
+        value, grads = jax.jit(jax.value_and_grad(loss))(params)
+        assert value.dtype == jnp.float32
+        assert {g.dtype for g in jax.tree.leaves(grads)} == {jnp.dtype(jnp.float32)}
+        losses[dtype] = value
+    np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=0.02)
+    with pytest.raises(ValueError, match="model.dtype"):
+        m.dtype = "float16"
+        model.check_model_config(m)

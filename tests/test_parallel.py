@@ -18,7 +18,9 @@ from test_group import assert_close_runs
 from test_train import (KILL_RUN, ROOT, TINY, assert_same_run, kill_and_resume,
                         restore_params, run_main, straight_run, tiny_config, wait_for_step)
 
-EIGHT = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+# (added to the test-wide XLA_FLAGS of conftest.py)
+EIGHT = {"XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} "
+                      "--xla_force_host_platform_device_count=8"}
 
 
 def test_eight_devices_match_one_and_resume_bitwise_after_sigkill(tmp_path, tmp_path_factory):
@@ -105,7 +107,8 @@ def start_processes(workdirs, *overrides, logs=None, env=None):
     logs = logs or [f"{w}.p{i}.log" for i, w in enumerate(workdirs)]
     port = _free_port()
     env = dict(os.environ, JAX_PLATFORMS="cpu", **(env or {}),
-               XLA_FLAGS="--xla_force_host_platform_device_count=2")
+               XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} "
+                         "--xla_force_host_platform_device_count=2")
     procs = []
     for i, (workdir, log) in enumerate(zip(workdirs, logs)):
         cmd = [sys.executable, "-m", "rnnlab.main", "--config=configs/quickstart.py:smoke",
@@ -167,7 +170,7 @@ def test_a_workdir_the_processes_do_not_share_is_refused(tmp_path):
 
 
 def test_sigterm_to_one_process_stops_both_at_one_step_and_the_rerun_is_bitwise(tmp_path):
-    steps = 80  # (two processes on two cores train slowly; the signal comes at step 20)
+    steps = 50  # (two processes on two cores train slowly; the signal comes at step 15)
     short = (*(a for a in KILL_RUN if not a.startswith("--config.train.steps=")),
              f"--config.train.steps={steps}")
     straight = tmp_path / "straight"
@@ -175,7 +178,7 @@ def test_sigterm_to_one_process_stops_both_at_one_step_and_the_rerun_is_bitwise(
         assert code == 0, log[-3000:]
     run = tmp_path / "run"
     procs = start_processes([run, run], *short)
-    wait_for_step(procs[0][0], run, 20)
+    wait_for_step(procs[0][0], run, 15)
     procs[1][0].send_signal(signal.SIGTERM)  # a preemption notice reaches one host first
     for code, log in finish(procs):
         assert code == 0, log[-3000:]

@@ -111,11 +111,11 @@ def run_main(workdir, *overrides, config="configs/quickstart.py:smoke", wait=Tru
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
-STEPS = 300
+STEPS = 150
 # Checkpoints every 17 steps, logs every 5: a resume lands inside a log window, whose average
 # must still equal the uninterrupted run's (the sums are part of the checkpointed state).
 KILL_RUN = (f"--config.train.steps={STEPS}", "--config.train.ckpt_every=17",
-            "--config.train.log_every=5", "--config.train.eval_every=100",
+            "--config.train.log_every=5", "--config.train.eval_every=50",
             "--config.data.max_chars=12000", "--config.model.hidden_size=16")
 STRAIGHT = {}
 

@@ -434,10 +434,12 @@ def test_zoneout_rates_per_part_of_an_lstm_carry():
                                                            key=jax.random.key(3))
     assert not np.allclose(h_only[0][0], plain[0][0])  # h zoned
     # c = f c + i g reads h only through the gates, so with h zoned c still differs after
-    # step 1; at the first step (from zeros) it is the plain c exactly
+    # step 1; at the first step (from zeros) it is the plain c (up to rounding: the plain layer
+    # runs the hand-derived backward's forward, the zoned one the cell's step)
     first = recurrent.rnn(cell, zoneout=(0.5, 0.0)).apply(params, None, xs[:, :1],
                                                           key=jax.random.key(3))
-    assert_allclose(first[0][1], recurrent.rnn(cell).apply(params, None, xs[:, :1])[0][1])
+    assert_allclose(first[0][1], recurrent.rnn(cell).apply(params, None, xs[:, :1])[0][1],
+                    rtol=1e-6, atol=1e-7)
     with pytest.raises(ValueError, match="zoneout has 3 rates for a carry of 2 parts"):
         recurrent.rnn(cell, zoneout=(0.1, 0.1, 0.1)).apply(params, None, xs, key=None)
 

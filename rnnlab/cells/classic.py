@@ -154,7 +154,7 @@ def lstm(
     Params: `w_x [F, 4H]`, `w_h [H, 4H]`, `b [4H]`, gate order i, f, g, o. `forget_bias` is
     added to the f slice of `b` at init (default 1, Jozefowicz et al. 2015); it is a parameter,
     not a constant added in the forward pass. Carry: `(h, c)`, each `[B..., H]`, zeros (PyTorch's
-    order; Flax's `LSTMCell` carries `(c, h)`).
+    order; Flax's `LSTMCell` carries `(c, h)`); computing in bfloat16, c stays float32.
 
     `variant=` one of Greff et al.'s (`vanilla`, `nig`, `nfg`, `nog`, `niaf`, `noaf`, `np`,
     `cifg`, `fgr`), or `peepholes=True` (= `vanilla`), builds `variants.greff_lstm` instead;
@@ -193,7 +193,8 @@ def lstm(
 
     def initial_carry(params, batch_shape):
         shape, dt = (*batch_shape, H), base.compute_dtype(params, dtype)
-        return (jnp.zeros(shape, dt), jnp.zeros(shape, dt))  # two buffers: donation-safe
+        # c, the long-term memory, in float32 at least (mixed precision: h in bfloat16)
+        return (jnp.zeros(shape, dt), jnp.zeros(shape, jnp.promote_types(dt, jnp.float32)))
 
     def project(params, x):
         dt = base.compute_dtype(params, dtype)
@@ -202,7 +203,7 @@ def lstm(
     def gates(z, c):
         i, f, g, o = jnp.split(z, 4, axis=-1)
         c = gate(f) * c + gate(i) * act(g)
-        h = gate(o) * act(c)
+        h = (gate(o) * act(c)).astype(z.dtype)
         return (h, c), h
 
     def recur(params, carry, xp):

@@ -129,7 +129,7 @@ def lstm() -> Kernel:
         i, f, o = (_sigmoid(z[:, k * H:(k + 1) * H]) for k in (0, 1, 3))
         g = jnp.tanh(z[:, 2 * H:3 * H])
         c = f * c + i * g
-        return (o * jnp.tanh(c), c), jnp.concatenate([i, f, g, o], -1)
+        return ((o * jnp.tanh(c)).astype(h.dtype), c), jnp.concatenate([i, f, g, o], -1)
 
     def backward(p, saved, carry_in, carry, d, hm):
         (_, c_in), (_, c), (dh, dc) = carry_in, carry, d
@@ -138,7 +138,7 @@ def lstm() -> Kernel:
         tc = jnp.tanh(c)
         dc = dc + dh * o * (1 - tc * tc)
         dz = jnp.concatenate([dc * g * i * (1 - i), dc * c_in * f * (1 - f),
-                              dc * i * (1 - g * g), dh * tc * o * (1 - o)], -1)
+                              dc * i * (1 - g * g), dh * tc * o * (1 - o)], -1).astype(dh.dtype)
         return (_mask(dz @ p["w_h"].T, hm), dc * f), dz
 
     def param_grads(p, xs, hs_in, saved, dz):
@@ -240,15 +240,16 @@ def scan(kernel: Kernel, params, carry, carry0, xs, reset=None, mask=None, *,
       hoisted: compute the input projection for all steps before the loop.
       unroll: `jax.lax.scan`'s unroll factor.
 
-    The step computes in the carry's dtype, as the cells' own steps do.
+    The step computes in the dtype of the carry's h, as the cells' own steps do (an LSTM's c
+    may be wider: float32 under bfloat16).
 
     Returns: `(carry after the window, ys [T, B, H])`, as `recurrent.rnn`'s scan computes them.
     """
-    dt = jax.tree_util.tree_leaves(carry)[0].dtype
+    dt = _h(carry).dtype
     p = {k: params[k].astype(dt) for k in kernel.params}
     hm = params.get("h_mask")
     hm = None if hm is None else jax.lax.stop_gradient(hm).astype(dt)
-    carry, carry0 = jax.tree_util.tree_map(lambda a: a.astype(dt), (carry, carry0))
+    carry0 = jax.tree_util.tree_map(lambda a, c: a.astype(c.dtype), carry0, carry)
     return _scan(kernel, reverse, hoisted, unroll)(p, carry, carry0, xs.astype(dt), reset,
                                                     mask, hm)
 
