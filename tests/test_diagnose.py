@@ -210,6 +210,7 @@ def diagnose_cli(*args):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_the_cli_diagnoses_a_run_at_its_checkpoints_and_at_init(tmp_path):
     run = tmp_path / "run"
     train.train(task_config("lm"), run)  # 8 steps, checkpoints at 4 and 8
@@ -246,6 +247,7 @@ def test_the_cli_diagnoses_a_run_at_its_checkpoints_and_at_init(tmp_path):
     assert len(grads["objectives"]["last_step"]["layer_0"]["mean"]) == 6
 
 
+@pytest.mark.slow
 def test_gradients_of_every_task_at_init(tmp_path):
     for name in ("classify", "copy", "seq2seq", "vec2seq"):
         subject = diagnose.load(config=task_config(name, **{"train.bptt_len": 4})

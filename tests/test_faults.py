@@ -325,6 +325,7 @@ DISK_RUN = {"train.steps": 80, "train.ckpt_every": 10, "train.log_every": 5,
             "train.eval_every": 30, "data.max_chars": 12000, "model.hidden_size": 16}
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_with_one_message_and_a_rerun_resumes_bitwise(tmp_path):
     args = " ".join(f"--config.{k}={v}" for k, v in DISK_RUN.items())
     disk, out = tmp_path / "disk", tmp_path / "out"
@@ -434,6 +435,7 @@ def get_sweep(arg=None):
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("executor", ["vmap", "local"])
 def test_a_bad_trial_fails_alone_in_every_executor(tmp_path, executor):
     sweep = tmp_path / "mixed.py"
@@ -456,6 +458,7 @@ def test_a_bad_trial_fails_alone_in_every_executor(tmp_path, executor):
     assert "missing: 1 of 5 trials: 002_cell=nope" in report.stdout
 
 
+@pytest.mark.slow
 def test_killing_the_launcher_stops_its_trials_and_a_rerun_waits_for_a_running_one(tmp_path):
     sweep = tmp_path / "one.py"
     sweep.write_text('from launch import dsl\n\ndef get_sweep(arg=None):\n    return dsl.product('

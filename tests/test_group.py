@@ -77,6 +77,7 @@ def test_trials_that_differ_in_shape_are_split_into_groups():
         train.train_group(configs[:2], ["a", "b"])
 
 
+@pytest.mark.slow
 def test_sigkilled_group_resumes_bitwise(tmp_path):
     """The --trials command, killed and rerun, equals the same command run without a kill."""
     trials = {name: [{"overrides": o, "workdir": str(tmp_path / name / str(i))}

@@ -95,6 +95,7 @@ TINY = ('dsl.product(dsl.sweep("model.cell", ["gru", "elman"]), dsl.sweep("train
         'dsl.fixed("model.hidden_size", 16))')
 
 
+@pytest.mark.slow
 def test_local_sweep_2x2_runs_and_the_report_prints_four_rows(tmp_path):
     sweep = write_sweep(tmp_path, TINY)
     out = tmp_path / "sweep_dir"
@@ -115,6 +116,7 @@ def test_local_sweep_2x2_runs_and_the_report_prints_four_rows(tmp_path):
     assert again.returncode == 0 and "4 trials: 4 finished" in again.stdout
 
 
+@pytest.mark.slow
 def test_killed_sweep_reruns_only_the_missing_trials(tmp_path):
     sweep = write_sweep(tmp_path, TINY.replace('dsl.fixed("train.steps", 20)',
                                                'dsl.fixed("train.steps", 150)'))
@@ -152,6 +154,7 @@ def test_killed_sweep_reruns_only_the_missing_trials(tmp_path):
     assert resumed, "the interrupted trial resumed from its checkpoint"
 
 
+@pytest.mark.slow
 def test_vmap_executor_matches_trials_run_alone(tmp_path):
     body = ('dsl.product(dsl.sweep("seed", [0, 1]), dsl.sweep("optim.lr", [0.003, 0.01]), '
             'dsl.fixed("train.steps", 12), dsl.fixed("data.max_chars", 12000), '

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import jax
+import pytest
 
 from rnnlab import checkpoint, layout, train
 from test_group import assert_close_runs
@@ -23,6 +24,7 @@ EIGHT = {"XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} "
                       "--xla_force_host_platform_device_count=8"}
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one_and_resume_bitwise_after_sigkill(tmp_path, tmp_path_factory):
     eight = tmp_path / "eight"
     done = run_main(eight, *KILL_RUN, env=EIGHT)
@@ -78,6 +80,7 @@ def test_a_batch_that_does_not_split_over_the_devices_is_a_config_error(tmp_path
     assert not (tmp_path / "run").exists()  # refused before anything is written
 
 
+@pytest.mark.slow
 def test_vmapped_trials_on_eight_devices_match_one_device(tmp_path):
     group = [{"seed": 0, "optim.lr": 1e-2}, {"seed": 1, "optim.lr": 3e-3}]
     trials = [{"overrides": o, "workdir": str(tmp_path / f"eight{i}")} for i, o in enumerate(group)]
@@ -133,6 +136,7 @@ SHORT = ("--config.train.steps=40", "--config.train.ckpt_every=20", "--config.tr
          "--config.model.hidden_size=16")
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_device_and_process_zero_writes(tmp_path):
     one = tmp_path / "one"
     done = run_main(one, *SHORT)
@@ -169,6 +173,7 @@ def test_a_workdir_the_processes_do_not_share_is_refused(tmp_path):
     assert not (tmp_path / "host0" / "metrics.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_sigterm_to_one_process_stops_both_at_one_step_and_the_rerun_is_bitwise(tmp_path):
     steps = 50  # (two processes on two cores train slowly; the signal comes at step 15)
     short = (*(a for a in KILL_RUN if not a.startswith("--config.train.steps=")),
@@ -201,6 +206,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_every_kind_of_task_trains_data_parallel_like_one_device(tmp_path):
     """Batches generated on the devices (adding) and gathered from a replicated data set
     (classify): on 8 devices, the same metrics as on one to float rounding."""

@@ -63,6 +63,7 @@ def test_a_gs_workdir_is_a_url_not_a_path(monkeypatch):
     assert storage.is_local(storage.path("runs/x"))
 
 
+@pytest.mark.slow
 def test_a_run_in_a_bucket_resumes_after_sigkill_bitwise_like_a_local_run(
         gcs, tmp_path, tmp_path_factory):
     remote = f"gs://{BUCKET}/runs/killed"
@@ -74,6 +75,7 @@ def test_a_run_in_a_bucket_resumes_after_sigkill_bitwise_like_a_local_run(
     assert sampled.returncode == 0, sampled.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_two_processes_share_a_bucket_workdir_like_hosts_of_a_tpu_slice(gcs, tmp_path):
     local = tmp_path / "local"
     assert run_main(local, *SHORT).returncode == 0

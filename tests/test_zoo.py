@@ -672,6 +672,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_every_cell_trains_a_step_data_parallel_on_eight_devices():
     """Each cell's language model on 8 simulated devices: one stream a device, the carry split
     by rows (complex LRU states and three-part carries too), finite params after the step."""
