@@ -4,8 +4,8 @@
     python -m rnnlab.sample --workdir=runs/quickstart --prime="The " --length=300
 
 Data: `pydoc` (the prose of Python's `help()` topics, ~465k characters, shipped with Python;
-no download). Expected: about 3 minutes on 2 CPU cores (~36k characters/s); validation bpc
-falls from 6.7 (uniform over 104 symbols) to about 1.84 and test bpc to about 1.57, every
+no download). Expected: 3-4 minutes on 2 CPU cores (28-36k characters/s); validation bpc
+falls from 6.7 (uniform over 104 symbols) to about 1.85 and test bpc to about 1.57, every
 character of each split scored at the end (measured on Python 3.11.7; the help text differs between Python versions), and samples show English
 words, code examples and reStructuredText tables.
 `:smoke` finishes in well under a minute.

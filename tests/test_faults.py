@@ -462,7 +462,7 @@ def test_a_bad_trial_fails_alone_in_every_executor(tmp_path, executor):
 def test_killing_the_launcher_stops_its_trials_and_a_rerun_waits_for_a_running_one(tmp_path):
     sweep = tmp_path / "one.py"
     sweep.write_text('from launch import dsl\n\ndef get_sweep(arg=None):\n    return dsl.product('
-                     'dsl.fixed("train.steps", 300), dsl.fixed("data.max_chars", 12000), '
+                     'dsl.fixed("train.steps", 150), dsl.fixed("data.max_chars", 12000), '
                      'dsl.fixed("model.hidden_size", 16), dsl.fixed("train.ckpt_every", 7))\n')
     out = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "launch.sweep", f"--config={SMOKE}", f"--sweep={sweep}",

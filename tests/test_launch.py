@@ -119,7 +119,7 @@ def test_local_sweep_2x2_runs_and_the_report_prints_four_rows(tmp_path):
 @pytest.mark.slow
 def test_killed_sweep_reruns_only_the_missing_trials(tmp_path):
     sweep = write_sweep(tmp_path, TINY.replace('dsl.fixed("train.steps", 20)',
-                                               'dsl.fixed("train.steps", 150)'))
+                                               'dsl.fixed("train.steps", 80)'))
     out = tmp_path / "sweep_dir"
     cmd = [sys.executable, "-m", "launch.sweep", f"--config={SMOKE}", f"--sweep={sweep}",
            f"--workdir={out}"]
