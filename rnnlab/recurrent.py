@@ -224,9 +224,9 @@ def rnn(
       backward: how gradients are computed. "custom": the cell's hand-derived backward pass over
         the whole window (`cell.kernel`, see `cells.fused`: elman and irnn with tanh or relu,
         lstm, gru); "autodiff": autodiff through the scan of `cell.step`; "auto" (default):
-        custom when the cell has a kernel and no zoneout is asked for, else autodiff. Both
-        compute the same values and gradients (tested in float64). While a diagnostics Tap
-        watches, autodiff runs.
+        custom when the cell has a kernel and neither zoneout nor remat is asked for, else
+        autodiff. Both compute the same values and gradients (tested in float64). While a
+        diagnostics Tap watches, autodiff runs.
       remat: rematerialise the scan every `remat` steps (`jax.checkpoint` around chunks of that
         many steps): the backward pass keeps the carries at the chunk boundaries and recomputes
         one chunk at a time, so memory grows with T / remat + remat steps instead of T, for
