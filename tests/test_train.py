@@ -263,6 +263,12 @@ def test_smoke_variants_train(name, tmp_path):
         ({"model.activation": "tanhh"}, r"unknown activation 'tanhh'"),
         ({"model.cell": "jordan", "model.num_layers": 2}, r"num_layers=1"),
         ({"model.dropout": 1.0}, r"model.dropout must be in \[0, 1\)"),
+        ({"model.backward": "fast"}, r"model.backward must be one of"),
+        ({"model.cell": "mgu", "model.backward": "custom"}, r"hand-derived backward.*not mgu"),
+        ({"model.backward": "custom", "model.zoneout": 0.1}, r"and no zoneout"),
+        ({"model.backward": "custom", "model.remat": 8}, r"remat runs the autodiff path"),
+        ({"model.remat": -1}, r"model.remat must be an integer >= 0"),
+        ({"model.dtype": "float16"}, r"model.dtype must be one of"),
     ],
 )
 def test_bad_configs_fail_before_any_compute(overrides, message):
