@@ -173,7 +173,8 @@ def main():
     peak = matmul_peak_gflops()
     print(f"jax {jax.__version__} on {jax.default_backend()}; large-matmul peak {peak:.0f} "
           "GFLOP/s (2048x2048 float32)")
-    print("| cell | L | H | B | T | variant | compile s | median ms | x rnnlab | GFLOP/s | % peak |")
+    print("| cell | L | H | B | T | variant | compile s | median ms | x rnnlab | GFLOP/s "
+          "| % peak |")
     print("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
     grid = itertools.product(args.cells.split(","), ints(args.layers), ints(args.hidden),
                              ints(args.batch), ints(args.bptt))

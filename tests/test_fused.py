@@ -148,7 +148,8 @@ def test_remat_computes_the_same_values_and_gradients(T, k, reverse, lengths, x6
     params = plain.init(jax.random.key(2), F)
     a, b = (jax.jit(jax.value_and_grad(loss_fn(layer, data), argnums=(0, 1, 2)))(
         params, plain.initial_carry(params, (2,)), xs) for layer in (plain, chunked))
-    jax.tree_util.tree_map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-10, atol=1e-13), a, b)
+    jax.tree_util.tree_map(
+        lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-10, atol=1e-13), a, b)
 
 
 def test_remat_bounds_the_memory_of_long_windows():
