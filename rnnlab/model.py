@@ -17,6 +17,7 @@ from rnnlab import cells, recurrent
 # config.model keys passed to the cell factory when set (None: the cell's own default).
 CELL_OPTION_KEYS = ("activation", "init", "init_scale", "forget_bias", "reset_after", "variant",
                     "peepholes", "leak", "learn_leak", "integration")
+DTYPES = ("float32", "bfloat16")  # model.dtype: the compute dtype (params stay float32)
 JORDAN_FEEDBACK = ("teacher", "output", "sample", "scheduled")
 # Scheduled sampling (Bengio et al. 2015): the probability of feeding the target at step i.
 SAMPLING_SCHEDULES = {
@@ -131,9 +132,6 @@ def check_model_config(m: ml_collections.ConfigDict, *, causal: bool = True,
                          f"(mingru, minlstm, lru), not {m.cell}")
     if m.get("parallel_scan") and (m.get("zoneout") or m.get("zoneout_c")):
         raise ValueError("model.zoneout needs the sequential scan: set model.parallel_scan=False")
-
-
-DTYPES = ("float32", "bfloat16")
 
 
 def _make_cell(m, vocab_size):
