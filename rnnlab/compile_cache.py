@@ -5,7 +5,9 @@ same shapes: a resumed run, the trials of a sweep, a rerun with another seed.
 `enable()` points JAX's cache at `$JAX_COMPILATION_CACHE_DIR` when set (JAX reads it itself),
 else at `$RNNLAB_CACHE_DIR/jax`, else `~/.cache/rnnlab/jax`; `RNNLAB_COMPILATION_CACHE=0` turns
 it off. Entries are keyed by the program, the backend and the JAX version, so a stale entry is
-never used; the cache can be deleted at any time.
+never used; the cache can be deleted at any time. A cache that cannot be read or written (a
+corrupt entry, a full disk, no permission) costs a warning and a compile, not the run (JAX
+goes on without it; tested).
 """
 
 from __future__ import annotations
