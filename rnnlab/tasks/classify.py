@@ -8,19 +8,30 @@ a header row) or JSON lines; the text is the column `data.text_field`, the label
 path, an offline example set: paragraphs of Python's help text ("prose") against runs of lines
 of its standard library's source ("code").
 
+Reading (UTF-8; a leading byte-order mark is dropped): a CSV/TSV is read by the csv module over
+the whole file, so a quoted field holds exactly its characters (newlines, form feeds, U+2028
+...) at any length; every row has the header's number of fields. A JSON-lines file is split at
+'\\n' only, one object a line. A text is a string. A class label is a non-empty string or an
+integer (JSON 1 and 1.0 are the class "1"); a regression target is a finite number (a JSON
+number or a numeric string, within float32's range). Anything else stops the run before any
+compute with one line naming the file, the line the example starts on and the value.
+
 Texts are read as characters (the vocabulary of the training texts plus an unknown symbol;
 `data.max_length` > 0 truncates), right-padded with their lengths. `task.name="classify"`:
 the labels of the training split, cross-entropy, `accuracy`, and a confusion matrix per split
-written at the end (`confusion_valid.csv`, `confusion_test.csv`: rows the true label, columns
-the predicted one). `task.name="regress"`: numeric labels, MSE (`mse`, and `baseline_mse`: the
-training mean as the prediction). The model is `rnnlab.tasks.encoder.many_to_one` (pooling,
-bidirectional layers, truncated BPTT over long texts).
+written at the end (`confusion_valid.csv`, `confusion_test.csv`, written by the csv module:
+rows the true label, columns the predicted one). `task.name="regress"` (needs data.path):
+numeric labels, MSE (`mse`, and `baseline_mse`: the training mean as the prediction, scored on
+the same examples of the same split). The model is `rnnlab.tasks.encoder.many_to_one`
+(pooling, bidirectional layers, truncated BPTT over long texts).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import math
 import pathlib
 import re
 import sysconfig
@@ -35,6 +46,8 @@ from rnnlab import data as data_lib
 from rnnlab.tasks import base, encoder
 
 FORMATS = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".jsonl": None, ".json": None}
+CSV_FIELD_LIMIT = 2**31 - 1  # the csv module's largest field size limit on every platform
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # a regression target beyond it is refused
 
 
 def check(config: ml_collections.ConfigDict) -> None:
@@ -53,6 +66,9 @@ def check(config: ml_collections.ConfigDict) -> None:
                          "fractions split data.path)")
     if not d.path and d.valid_path:
         raise ValueError("data.valid_path and data.test_path go with data.path")
+    if not d.path and config.task.name == "regress":
+        raise ValueError("task.name='regress' needs data.path, a file of texts and numbers (the "
+                         "offline example set has class labels)")
     data_lib.check_fractions(d.valid_fraction, d.test_fraction)
     encoder.check(config)
 
@@ -69,43 +85,135 @@ def model(config: ml_collections.ConfigDict, record: dict):
 # ------------------------------------------------------------------------------ reading
 
 
-def read_file(path: str, text_field: str, label_field: str) -> list[tuple[str, str, int]]:
+def read_file(path: str, text_field: str, label_field: str,
+              regress: bool = False) -> list[tuple[str, str | float, int]]:
     """(text, label, line number) of every example of a CSV, TSV or JSON-lines file.
 
+    The line is the one the example starts on. Each label is checked here (`parse_label`): a
+    class name (str) for classification, a float for regression.
+
     Raises:
-      data.DataError: the file is missing, unreadable, or lacks a column (the message names
-        the file, the column and the columns it has).
+      data.DataError: the file is missing or unreadable, lacks a column, or holds a row or a
+        value that is not an example (the message names the file, the line and the value).
+      ValueError: a regression label that is not a number (the file and task.name disagree).
     """
-    file = pathlib.Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise data_lib.DataError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from e
-    delimiter = FORMATS[file.suffix.lower()]
-    if delimiter is None:
-        rows = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append((number, json.loads(line)))
-                except ValueError as e:
-                    raise data_lib.DataError(f"{path}, line {number}: not JSON ({e})") from e
-                if not isinstance(rows[-1][1], dict):
-                    raise data_lib.DataError(f"{path}, line {number}: not a JSON object")
-        columns = sorted({k for _, row in rows for k in row})
-    else:
-        reader = csv.DictReader(text.splitlines(), delimiter=delimiter)
-        columns = reader.fieldnames or []
-        rows = [(reader.line_num, row) for row in reader]
+    text = _read_text(path)
+    delimiter = FORMATS[pathlib.Path(path).suffix.lower()]
+    rows = _json_rows(path, text) if delimiter is None else _csv_rows(path, text, delimiter)
     examples = []
     for number, row in rows:
+        where = f"{path}, line {number}"
         for field, key in ((text_field, "data.text_field"), (label_field, "data.label_field")):
-            if row.get(field) is None:
+            if field not in row:
                 raise data_lib.DataError(
-                    f"{path}, line {number}: no column {field!r} ({key}); its columns: "
-                    f"{', '.join(map(repr, columns)) or 'none'}")
-        examples.append((str(row[text_field]), str(row[label_field]), number))
+                    f"{where}: no column {field!r} ({key}); its columns: "
+                    f"{', '.join(map(repr, row)) or 'none'}")
+        if not isinstance(row[text_field], str):
+            raise data_lib.DataError(f"{where}: the text {_show(row[text_field])} is not a "
+                                     f"string (data.text_field={text_field!r})")
+        examples.append((row[text_field], parse_label(row[label_field], regress, where), number))
     return examples
+
+
+def _read_text(path: str) -> str:
+    """The file's text, exactly: UTF-8 (a leading byte-order mark dropped), line ends kept."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise data_lib.DataError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from e
+
+
+def _json_rows(path: str, text: str) -> list[tuple[int, dict]]:
+    """(line number, object) of each non-blank line; lines end at '\\n' only (a U+2028 or a
+    form feed is a character of the line, as JSON has it)."""
+    rows = []
+    for number, line in enumerate(text.split("\n"), 1):
+        if line.strip(" \t\r"):
+            try:
+                row = json.loads(line)
+            except ValueError as e:
+                raise data_lib.DataError(f"{path}, line {number}: not JSON ({e})") from e
+            if not isinstance(row, dict):
+                raise data_lib.DataError(f"{path}, line {number}: not a JSON object")
+            rows.append((number, row))
+    return rows
+
+
+def _csv_rows(path: str, text: str, delimiter: str) -> list[tuple[int, dict]]:
+    """(first line, {column: field}) of each row after the header, read by the csv module
+    over the whole text: a quoted field keeps its newlines and any other character, and may
+    be of any length (up to csv's largest limit, 2**31 - 1 characters). Blank lines are no
+    rows; a row with more or fewer fields than the header is refused."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    header, rows, start = None, [], 1
+    old_limit = csv.field_size_limit(CSV_FIELD_LIMIT)
+    try:
+        for row in reader:
+            if header is None and row:
+                header = row
+            elif row and len(row) != len(header):
+                raise data_lib.DataError(
+                    f"{path}, line {start}: {len(row)} field(s), the header has "
+                    f"{len(header)} ({', '.join(map(repr, header))}); a field that holds "
+                    f"{delimiter!r} or a line break needs quotes")
+            elif row:
+                rows.append((start, dict(zip(header, row))))
+            start = reader.line_num + 1
+    except csv.Error as e:
+        raise data_lib.DataError(f"{path}, line {start}: {e}") from e
+    finally:
+        csv.field_size_limit(old_limit)
+    return rows
+
+
+def parse_label(value, regress: bool, where: str) -> str | float:
+    """A label as the task reads it, or a one-line error naming `where` and the value.
+
+    Classification: a non-empty string, or an integer (JSON 1 and 1.0 are both the class "1";
+    a CSV cell is the string as written); a bool, null, a list, an object, a fraction or an
+    empty (or blank) string is refused. Regression: a finite number (a JSON number or a
+    numeric string) within float32's range; a bool or null is refused."""
+    if regress:
+        return _target(value, where)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value
+    raise data_lib.DataError(f"{where}: label {_show(value)} is not a class: a class label "
+                             "is a non-empty string or an integer")
+
+
+def _target(value, where: str) -> float:
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"{where}: label {value!r} is not a number (task.name="
+                             "'regress')") from None
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float
+            number = math.inf
+    else:
+        raise data_lib.DataError(f"{where}: label {_show(value)} is not a number "
+                                 "(task.name='regress')")
+    if not math.isfinite(number):
+        raise data_lib.DataError(f"{where}: label {_show(value)} is not a finite number "
+                                 "(task.name='regress')")
+    if abs(number) > FLOAT32_MAX:
+        raise data_lib.DataError(f"{where}: label {_show(value)} is beyond float32's range "
+                                 f"(+-{FLOAT32_MAX:.4g}) (task.name='regress')")
+    return number
+
+
+def _show(value, limit: int = 60) -> str:
+    """A value as the file has it (a string quoted, JSON's null/true/lists), cut short."""
+    shown = repr(value) if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return shown if len(shown) <= limit else shown[:limit - 3] + "..."
 
 
 def prose_or_code(limit: int = 3000) -> list[tuple[str, str, int]]:
@@ -134,14 +242,14 @@ def prose_or_code(limit: int = 3000) -> list[tuple[str, str, int]]:
 
 
 def _splits(config) -> dict[str, list]:
-    d = config.data
+    d, regress = config.data, config.task.name == "regress"
     if not d.path:
         examples = prose_or_code()
     elif d.valid_path:
-        return {split: read_file(path, d.text_field, d.label_field) for split, path in
+        return {split: read_file(path, d.text_field, d.label_field, regress) for split, path in
                 (("train", d.path), ("valid", d.valid_path), ("test", d.test_path))}
     else:
-        examples = read_file(d.path, d.text_field, d.label_field)
+        examples = read_file(d.path, d.text_field, d.label_field, regress)
     return base.split_examples(examples, d, "examples")
 
 
@@ -164,11 +272,7 @@ def _encode(config, splits, vocab, labels):
             ids[row, :len(encoded)], lengths[row] = encoded, max(len(encoded), 1)
             where = f"{paths[split] or 'the example set'}, line {line}"
             if regress:
-                try:
-                    targets[row] = float(label)
-                except ValueError:
-                    raise ValueError(f"{where}: label {label!r} is not a number (task.name="
-                                     "'regress')") from None
+                targets[row] = label  # a finite number, checked by `parse_label`
             elif label not in labels:
                 raise ValueError(f"{where}: label {label!r} ({split} split) is not among the "
                                  f"training labels {labels}")
@@ -203,7 +307,7 @@ def build(config: ml_collections.ConfigDict) -> base.Task:
     for split in ("valid", "test"):
         data[split], _ = base.pad_rows(arrays[split], eval_batch)
         eval_windows[split] = len(data[split]["weight"]) // eval_batch
-    mean = float(np.mean(arrays["train"]["target"])) if regress else 0.0
+    mean = float(np.mean(arrays["train"]["target"], dtype=np.float64)) if regress else 0.0
 
     def outputs(params, b, key):
         return net.apply(params, None, b["inputs"], lengths=b["lengths"], key=key)[1]
@@ -228,7 +332,9 @@ def build(config: ml_collections.ConfigDict) -> base.Task:
             values, predicted = scores(params, b, None)
             out = {**{k: jnp.sum(v * b["weight"]) for k, v in values.items()},
                    "count": jnp.sum(b["weight"])}
-            if not regress:
+            if regress:  # the training mean as the prediction, on exactly these examples
+                out["baseline_mse"] = jnp.sum((mean - b["target"]) ** 2 * b["weight"])
+            else:
                 C = len(labels)
                 out["confusion"] = jnp.zeros((C, C), jnp.float32).at[
                     b["target"], predicted].add(b["weight"])
@@ -238,19 +344,19 @@ def build(config: ml_collections.ConfigDict) -> base.Task:
 
     def derive(scalars):
         if regress:
-            return {**scalars, "mse": scalars["loss"], "baseline_mse": baseline[0]}
+            return {**scalars, "mse": scalars["loss"]}
         return scalars
 
     def files(split, sums):
         if regress:
             return {}
-        rows = [["true\\predicted", *labels]] + [
-            [label, *(str(int(round(float(v)))) for v in row)]
-            for label, row in zip(labels, np.asarray(sums["confusion"]))]
-        return {f"confusion_{split}.csv": "".join(",".join(r) + "\n" for r in rows)}
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")  # quotes a label's commas and quotes
+        writer.writerow(["true\\predicted", *labels])
+        writer.writerows([name, *(int(round(float(v))) for v in row)]
+                         for name, row in zip(labels, np.asarray(sums["confusion"])))
+        return {f"confusion_{split}.csv": out.getvalue()}
 
-    # The training mean as the prediction, scored on the validation split.
-    baseline = [float(np.mean((arrays["valid"]["target"] - mean) ** 2))] if regress else [None]
     described = {s: len(a["target"]) for s, a in arrays.items()}
     return base.Task(
         model=net, data=data, row_sharded=(), batch=batch, loss=loss, evaluate=evaluate,
