@@ -51,9 +51,13 @@ class _QuietOrbax(logging.Filter):
 
 def _unraisable(hook):
     def quiet(unraisable):
-        # TensorStore's callbacks of a failed save's other writes land on orbax's closed loop.
-        if not (isinstance(unraisable.exc_value, RuntimeError)
-                and str(unraisable.exc_value) == "Event loop is closed"):
+        # TensorStore's callbacks of a failed save's other writes land on orbax's closed loop,
+        # and a failed restore leaves its other reads (orbax coroutines) unawaited: the failure
+        # itself is reported, in one line.
+        closed_loop = (isinstance(unraisable.exc_value, RuntimeError)
+                       and str(unraisable.exc_value) == "Event loop is closed")
+        code = getattr(unraisable.object, "cr_code", None)
+        if not closed_loop and "/orbax/" not in getattr(code, "co_filename", ""):
             hook(unraisable)
     return quiet
 

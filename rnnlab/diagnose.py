@@ -72,8 +72,10 @@ def _full_bptt(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return config
 
 
-def load(workdir=None, config=None, checkpoint: str = "best", out=None) -> Subject:
-    """The run in `workdir` at `checkpoint`, or a fresh init of `config`."""
+def load(workdir=None, config=None, checkpoint: str = "best", out=None, *,
+         allow_changed_data: bool = False) -> Subject:
+    """The run in `workdir` at `checkpoint`, or a fresh init of `config`. A run's data must be
+    the data it was trained on, unless `allow_changed_data` (every output then says so)."""
     if (workdir is None) == (config is None):
         raise ValueError("pass either --workdir=RUN or --config=FILE")
     if checkpoint not in ("best", "last", "init") and not str(checkpoint).isdigit():
@@ -85,6 +87,10 @@ def load(workdir=None, config=None, checkpoint: str = "best", out=None) -> Subje
         config, _ = sample.load_run(workdir)
     config = _full_bptt(config)
     task = tasks.build(config)
+    changed = workdir is not None and rundir.data_mismatch(workdir, task.fingerprint)
+    if changed and not allow_changed_data:
+        raise rundir.RunDirError(f"{changed}: pass --allow_changed_data to diagnose it on this "
+                                 "data anyway")
     tx = optim.make_optimizer(config.optim, config.train.steps)
     if workdir is None or checkpoint == "init":
         state = state_lib.init_state(config, task.model, tx, task.metrics)
@@ -92,6 +98,9 @@ def load(workdir=None, config=None, checkpoint: str = "best", out=None) -> Subje
     else:
         restored = sample.load_state(workdir, config, task.model, checkpoint=checkpoint)
         state, label = restored.state, f"step {restored.step} ({checkpoint} checkpoint)"
+    if changed:
+        logging.warning("%s", changed)
+        label += ", on data other than the run's"
     if out is None:
         out = (storage.path(workdir) / "diagnostics" if workdir is not None
                else pathlib.Path("diagnostics") / config.task.name)
@@ -294,7 +303,8 @@ def main(argv):
         sys.exit(2)
     what = argv[1]
     try:
-        subject = load(FLAGS.workdir, _CONFIG.value, FLAGS.checkpoint, FLAGS.out)
+        subject = load(FLAGS.workdir, _CONFIG.value, FLAGS.checkpoint, FLAGS.out,
+                       allow_changed_data=FLAGS.allow_changed_data)
         if what == "gradients":
             gradients(subject)
         elif what == "units":
@@ -332,6 +342,8 @@ if __name__ == "__main__":
     flags.DEFINE_integer("batches", 20, "gates: validation batches (0: the whole split).")
     flags.DEFINE_float("low", 0.1, "gates: a gate value below this is saturated near 0.")
     flags.DEFINE_float("high", 0.9, "gates: a gate value above this is saturated near 1.")
+    flags.DEFINE_bool("allow_changed_data", False, "Diagnose a run on data other than its own "
+                      "(every output says so).")
     from rnnlab import overrides
 
     app.run(main, flags_parser=overrides.parse_flags)

@@ -5,7 +5,9 @@ does, optionally with other evaluation settings (a beam for a seq2seq run, say).
         [--eval.beam_size=4] [--eval.length_penalty=0.6]
 
 Prints one JSON object: {"step": N, "checkpoint": "best", "valid": {...}, "test": {...}}. The
-run directory is only read (it may be training).
+run directory is only read (it may be training). The data must be the data the run was trained
+on (its fingerprint in vocab.json): other data is refused, unless `--allow_changed_data`, and
+then the JSON says so in `data_changed`.
 """
 
 from __future__ import annotations
@@ -17,25 +19,39 @@ import jax
 from absl import app, flags
 
 from rnnlab import checkpoint as checkpoint_lib
-from rnnlab import sample, tasks, validation
+from rnnlab import data, rundir, sample, storage, tasks, validation
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run directory to evaluate.", required=True)
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which checkpoint.")
 _BEAM = flags.DEFINE_integer("eval.beam_size", None, "seq2seq/vec2seq: the beam (1: greedy).")
 _PENALTY = flags.DEFINE_float("eval.length_penalty", None, "Beam search: GNMT's alpha.")
+_ALLOW = flags.DEFINE_bool("allow_changed_data", False, "Score data other than the run's own "
+                           "(the output says so).")
 
 
-def evaluate(workdir, *, checkpoint: str = "best", **eval_settings) -> dict:
-    """The run's scores on its whole valid and test splits (`eval_settings`: eval.* keys)."""
+def evaluate(workdir, *, checkpoint: str = "best", allow_changed_data: bool = False,
+             **eval_settings) -> dict:
+    """The run's scores on its whole valid and test splits (`eval_settings`: eval.* keys).
+
+    Raises:
+      rundir.RunDirError: the data is not the run's own (unless `allow_changed_data`; the
+        result's `data_changed` then says how it differs).
+    """
     config, record = sample.load_run(workdir)
     for key, value in eval_settings.items():
         if value is not None:
             config.eval[key] = value
     validation.check_config(config)
     task = tasks.build(config)
+    changed = rundir.data_mismatch(workdir, task.fingerprint)
+    if changed and not allow_changed_data:
+        raise rundir.RunDirError(f"{changed}: its scores would not be the run's; pass "
+                                 "--allow_changed_data to score this data anyway")
     restored = sample.load_state(workdir, config, tasks.model(config, record),
                                  checkpoint=checkpoint)
     out = {"step": restored.step, "checkpoint": checkpoint}
+    if changed:
+        out["data_changed"] = changed
     for split in ("valid", "test"):
         sums = jax.device_get(jax.jit(lambda p, d, s=split: task.evaluate(p, d, s, None))(
             restored.state.params, task.data))
@@ -47,9 +63,10 @@ def main(argv):
     del argv
     checkpoint_lib.quiet_orbax_logs()
     try:
-        result = evaluate(_WORKDIR.value, checkpoint=_CHECKPOINT.value, beam_size=_BEAM.value,
+        result = evaluate(_WORKDIR.value, checkpoint=_CHECKPOINT.value,
+                          allow_changed_data=_ALLOW.value, beam_size=_BEAM.value,
                           length_penalty=_PENALTY.value)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, data.DataError, storage.StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     print(json.dumps(result))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -30,6 +31,8 @@ from rnnlab import checkpoint as checkpoint_lib
 from rnnlab import layout, metrics as metrics_lib, storage
 
 RunDirError = layout.RunDirError
+# vocab.json's entries besides the task's record: the data's digest, and the record's own.
+FINGERPRINT, RECORD_DIGEST = "fingerprint", "record_digest"
 
 # Keys that may differ when a run is resumed: they change bookkeeping, not the computation.
 RESUMABLE_KEYS = {
@@ -46,15 +49,44 @@ SCHEDULES_OVER_ALL_STEPS = ("cosine", "warmup_cosine", "linear")
 
 
 def read_record(workdir) -> dict:
-    """What the run's task keeps in vocab.json (its vocabulary, labels, ...)."""
+    """What the run's task keeps in vocab.json (its vocabulary, labels, ...), checked against
+    the digest written with it.
+
+    Raises:
+      FileNotFoundError: no vocab.json; RunDirError: it is not what the run wrote.
+    """
     path = storage.path(workdir) / layout.VOCAB_FILE
-    record = layout.read_json(path)
+    again = ("put back the original, or delete it and rerun the training command to have it "
+             "written again from the data (a changed corpus is then caught by the checkpoints)")
+    try:
+        record = layout.read_json(path)
+    except RunDirError as e:
+        raise RunDirError(f"{e}: {again}") from e
     if record is None:
         raise FileNotFoundError(f"{workdir} holds no run (no {layout.VOCAB_FILE}); pass a run's "
                                 "--workdir")
     if not isinstance(record, dict):
-        raise RunDirError(f"{path} is corrupt (not a JSON object)")
+        raise RunDirError(f"{path} is corrupt (not a JSON object): {again}")
+    if record.get(RECORD_DIGEST, record_digest(record)) != record_digest(record):
+        raise RunDirError(f"{path} was changed after the run wrote it (it no longer matches the "
+                          f"digest written in it): {again}")
     return record
+
+
+def record_digest(record: dict) -> str:
+    """A digest of a task's record (vocab.json without its digests)."""
+    kept = {k: v for k, v in record.items() if k not in (FINGERPRINT, RECORD_DIGEST)}
+    return hashlib.sha1(json.dumps(kept, sort_keys=True).encode()).hexdigest()
+
+
+def data_mismatch(workdir, fingerprint: str) -> str | None:
+    """Why data with `fingerprint` (`tasks.Task.fingerprint`) is not the data the run in
+    `workdir` was trained on, or None when it is."""
+    recorded = read_record(workdir).get(FINGERPRINT)
+    if recorded in (None, fingerprint):
+        return None
+    return (f"the data differs from the data {workdir} was trained on (a changed file, or "
+            "pydoc/python_source from another Python version)")
 
 
 def checkpoint_bytes(state: Any) -> int:
@@ -161,9 +193,19 @@ class RunDir:
                     f"{', '.join(changed)}); resuming it would mix two experiments. Use a new "
                     "--workdir, or rerun with the same config to resume."
                 )
+            self._check_steps()
         text = json.dumps(resolved, indent=2, sort_keys=True) + "\n"
         if old != resolved:
             storage.write_atomic(path, text)
+
+    def _check_steps(self) -> None:
+        """config.json describes what the run did: it never ends before the step it reached."""
+        reached = max(layout.checkpoint_steps(self.path), default=0)
+        if self.config.train.steps < reached:
+            raise RunDirError(
+                f"{self.path} has trained to step {reached}, past train.steps="
+                f"{self.config.train.steps}: pass train.steps >= {reached} to resume it (or the "
+                "same steps to see its results), or a new --workdir to start over")
 
     def check_data(self, digest: str, record: dict) -> None:
         """Writes vocab.json (the task's `record` and the data's digest) on the first run;
@@ -171,19 +213,20 @@ class RunDir:
         if not self.primary:
             return
         path = self.path / layout.VOCAB_FILE
-        try:
-            old = layout.read_json(path)
-        except RunDirError as e:
-            raise RunDirError(f"{e}: delete it and rerun to have it written again from the "
-                              "corpus (a changed corpus is then caught by the checkpoints)") from e
+        old = read_record(self.path) if path.exists() else None
         if old is None:
-            storage.write_atomic(path, json.dumps({**record, "fingerprint": digest},
-                                                  ensure_ascii=False))
-        elif not isinstance(old, dict) or old.get("fingerprint") != digest:
+            written = {**record, FINGERPRINT: digest, RECORD_DIGEST: record_digest(record)}
+            storage.write_atomic(path, json.dumps(written, ensure_ascii=False))
+        elif old.get(FINGERPRINT) != digest:
             raise RunDirError(
                 f"the corpus differs from the data {self.path} was trained on (a changed file, "
                 "or pydoc/python_source from another Python version); use a new --workdir"
             )
+        elif record_digest(old) != record_digest(record):
+            raise RunDirError(
+                f"{path} does not match the data's vocabulary and labels (it was changed after "
+                "the run wrote it): put back the original, or delete it and rerun to have it "
+                "written again from the data")
 
     # ---------------------------------------------------------------------- status
 

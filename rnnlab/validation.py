@@ -7,6 +7,7 @@ trials into those that can share one compiled program (they differ only in VALUE
 from __future__ import annotations
 
 import json
+import math
 
 import ml_collections
 
@@ -35,11 +36,30 @@ def check_train_config(t: ml_collections.ConfigDict) -> None:
         raise ValueError(f"train.sample_temperature must be >= 0, got {t.sample_temperature}")
 
 
+# A JAX key holds 32 bits of a seed: a larger seed would silently repeat a smaller one's run
+# (2**32 gives seed 0's key), and training samples from the key of seed + 1.
+MAX_SEED = 2**32 - 2
+
+
+def check_finite(values: dict, prefix: str = "") -> None:
+    """Raises ValueError naming the first float of a (nested) config dict that is NaN or
+    infinite: every float rnnlab reads is a finite number."""
+    for key, value in values.items():
+        if isinstance(value, dict):
+            check_finite(value, f"{prefix}{key}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{prefix}{key} must be a finite number, got {value}")
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
     """Every config error that needs no data or compute, as a ConfigError saying what to do."""
     try:
-        if not isinstance(config.seed, int) or config.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {config.seed!r}")
+        seed = config.seed
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+            raise ValueError(f"seed must be an integer from 0 to {MAX_SEED} (a JAX key holds 32 "
+                             f"bits: a larger seed would repeat a smaller one's run), got "
+                             f"{seed!r}")
+        check_finite(config.to_dict())
         check_train_config(config.train)
         tasks.check(config)
         optim.check_optim_config(config.optim, config.train.steps)

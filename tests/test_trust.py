@@ -1,0 +1,233 @@
+"""Inputs that once changed a result without a word: a data file changed under a finished run,
+a resume that shrinks train.steps, an edited vocab.json, seeds past what a JAX key holds, NaN
+config values. Each is refused with one line naming what was wrong (or, where a flag allows
+it, every output says so), and each test feeds exactly that input."""
+
+import json
+import subprocess
+import sys
+
+import ml_collections
+import pytest
+
+from rnnlab import diagnose, evaluate, layout, rundir, sample, train, validation
+from test_train import ROOT, run_main, tiny_config
+
+TEXT = "the quick brown fox jumps over the lazy dog. " * 200
+RUN = {"data.name": "text", "data.max_chars": 0, "train.steps": 4, "train.ckpt_every": 2,
+       "train.eval_every": 2}
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory):
+    """A finished tiny LM run on a text file, and that file; copied by the tests that damage
+    either."""
+    root = tmp_path_factory.mktemp("text_run")
+    corpus = root / "corpus.txt"
+    corpus.write_text(TEXT)
+    train.train(tiny_config(**RUN, **{"data.path": str(corpus)}), root / "run")
+    return root / "run", corpus
+
+
+def copy_run(text_run, tmp_path):
+    """A copy of the run and of its data file, the copy's config.json pointing at the copy."""
+    import shutil
+
+    run, corpus = text_run
+    shutil.copytree(run, tmp_path / "run", ignore=shutil.ignore_patterns(layout.LOCK_FILE))
+    shutil.copy(corpus, tmp_path / "corpus.txt")
+    config = json.loads((tmp_path / "run" / layout.CONFIG_FILE).read_text())
+    config["data"]["path"] = str(tmp_path / "corpus.txt")
+    (tmp_path / "run" / layout.CONFIG_FILE).write_text(json.dumps(config))
+    return tmp_path / "run", tmp_path / "corpus.txt"
+
+
+def cli(module, *args):
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def one_error_line(proc):
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    [line] = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    return line
+
+
+# ------------------------------------------------------------ 7. evaluation on changed data
+
+
+def test_evaluate_and_diagnose_refuse_data_other_than_the_runs_own(text_run, tmp_path):
+    run, corpus = copy_run(text_run, tmp_path)
+    same = evaluate.evaluate(run)
+    assert "data_changed" not in same
+    corpus.write_text("the lazy dog jumps over the quick brown fox. " * 200)  # same characters
+    with pytest.raises(rundir.RunDirError, match="data differs from the data .* trained on"):
+        evaluate.evaluate(run)
+    proc = cli("rnnlab.evaluate", f"--workdir={run}")
+    assert proc.returncode == 2 and "--allow_changed_data" in one_error_line(proc)
+    allowed = evaluate.evaluate(run, allow_changed_data=True)
+    assert "data differs" in allowed["data_changed"]
+    assert allowed["test"]["bpc"] != same["test"]["bpc"]  # it did score the other data
+    with pytest.raises(rundir.RunDirError, match="data differs.*--allow_changed_data"):
+        diagnose.load(workdir=run)
+    subject = diagnose.load(workdir=run, out=tmp_path / "d", allow_changed_data=True)
+    result = diagnose.gates(subject, batches=1)
+    assert "on data other than the run's" in result["at"]
+    assert "on data other than the run's" in (tmp_path / "d" / "gates.json").read_text()
+
+
+def test_evaluate_without_its_data_file_is_one_line_and_exit_2(text_run, tmp_path):
+    run, corpus = copy_run(text_run, tmp_path)
+    corpus.unlink()
+    proc = cli("rnnlab.evaluate", f"--workdir={run}")
+    assert proc.returncode == 2
+    assert str(corpus) in one_error_line(proc)
+
+
+# ----------------------------------------------------------- 8. resume-time config changes
+
+
+def test_shrinking_train_steps_below_the_step_reached_is_refused(text_run, tmp_path):
+    run, corpus = copy_run(text_run, tmp_path)
+    config_before = (run / layout.CONFIG_FILE).read_text()
+    overrides = {**RUN, "data.path": str(corpus)}
+    with pytest.raises(rundir.RunDirError, match=r"trained to step 4, past train\.steps=2: "
+                                                 r"pass train\.steps >= 4"):
+        train.train(tiny_config(**{**overrides, "train.steps": 2}), run)
+    assert (run / layout.CONFIG_FILE).read_text() == config_before
+    assert layout.read_status(run)["step"] == 4
+    # growing it takes effect: the run trains on to the new end and says so
+    result = train.train(tiny_config(**{**overrides, "train.steps": 6}), run)
+    assert result["step"] == 6 and layout.read_status(run)["status"] == "finished"
+    assert json.loads((run / layout.CONFIG_FILE).read_text())["train"]["steps"] == 6
+
+
+def _leaves(values, prefix=""):
+    for key, value in values.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _changed(value):
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    if isinstance(value, str):
+        return value + "x"
+    return "x" if value is None else None
+
+
+def test_every_other_key_changed_on_resume_is_refused(tmp_path):
+    """Keys outside RESUMABLE_KEYS change the computation: a resume with any one of them
+    changed is refused, and config.json is left as it was."""
+    base = tiny_config()
+    rundir.RunDir(tmp_path, base).close()
+    written = (tmp_path / layout.CONFIG_FILE).read_text()
+    keys = [k for k, _ in _leaves(base.to_dict())]
+    assert len(keys) > 80
+    for key, value in _leaves(base.to_dict()):
+        values = base.to_dict()
+        section, _, leaf = key.rpartition(".")
+        node = values
+        for part in section.split(".") if section else ():
+            node = node[part]
+        node[leaf] = _changed(value)
+        config = ml_collections.ConfigDict(values)
+        if key in rundir.RESUMABLE_KEYS or key == "train.steps":
+            continue
+        with pytest.raises(rundir.RunDirError, match=rf"differs in: {key}"):
+            rundir.RunDir(tmp_path, config)
+        assert (tmp_path / layout.CONFIG_FILE).read_text() == written
+
+
+def test_every_resumable_change_takes_effect(text_run, tmp_path):
+    run, corpus = copy_run(text_run, tmp_path)
+    later = {**RUN, "data.path": str(corpus), "train.steps": 12, "train.log_every": 4,
+             "train.eval_every": 8, "train.ckpt_every": 5, "train.keep_checkpoints": 2,
+             "train.sample_length": 7, "train.sample_temperature": 0.5,
+             "train.sample_prime": "the q", "data.dir": str(tmp_path / "cache")}
+    train.train(tiny_config(**later), run)
+    rows = [m for m in layout.read_metrics(run) if m["step"] > 4]
+    assert [m["step"] for m in rows if m["split"] == "train"] == [8, 12]
+    assert [m["step"] for m in rows if m["split"] == "valid"] == [8, 12]
+    assert layout.checkpoint_steps(run) == [10, 12]
+    samples = (run / layout.SAMPLES_FILE).read_text().split("=== step ")
+    for block in samples[1:]:
+        step = int(block.split()[0])
+        if step > 4:
+            header, text = block.split("\n", 1)
+            assert "(temperature 0.5)" in header
+            assert text.startswith("the q") and len(text.rstrip("\n")) == len("the q") + 7
+    written = json.loads((run / layout.CONFIG_FILE).read_text())
+    assert written["train"]["sample_prime"] == "the q" and written["data"]["dir"] == later[
+        "data.dir"]
+
+
+# A relu RNN with W_hh = 3I, no clipping and a huge learning rate: every update is non-finite.
+EXPLODING = {"model.cell": "irnn", "model.init_scale": 3.0, "optim.name": "sgd",
+             "optim.lr": 1e3, "optim.clip_norm": 0.0, "train.skip_nonfinite": True}
+
+
+def test_a_lower_max_nonfinite_takes_effect_on_resume(tmp_path):
+    run = tmp_path / "run"
+    first = tiny_config(**EXPLODING, **{"train.steps": 6, "train.max_nonfinite": 1000})
+    assert train.train(first, run)["status"] == "finished"  # every update skipped, counted
+    with pytest.raises(train.DivergenceError, match=r"training diverged: .*\(1[0-2] such "):
+        train.train(tiny_config(**EXPLODING, **{"train.steps": 12, "train.max_nonfinite": 8}),
+                    run)  # (found at the first check past 8: a log, evaluation or checkpoint)
+
+
+# ------------------------------------------------------------------- 9. an edited vocab.json
+
+
+def _drop_chars(path, digest=True):
+    record = json.loads(path.read_text())
+    record["chars"] = record["chars"][3:]
+    if not digest:
+        record.pop(rundir.RECORD_DIGEST)
+    path.write_text(json.dumps(record))
+
+
+def test_an_edited_vocab_is_named_by_sample_and_training(text_run, tmp_path):
+    run, corpus = copy_run(text_run, tmp_path)
+    _drop_chars(run / layout.VOCAB_FILE)
+    with pytest.raises(rundir.RunDirError, match=rf"{run / layout.VOCAB_FILE} was changed"):
+        sample.sample_text(run, length=5)
+    proc = cli("rnnlab.sample", f"--workdir={run}", "--length=5")
+    assert proc.returncode == 2 and "vocab.json was changed" in one_error_line(proc)
+    assert len(proc.stderr.splitlines()) < 5, proc.stderr[-3000:]
+    with pytest.raises(rundir.RunDirError, match="vocab.json was changed"):
+        train.train(tiny_config(**RUN, **{"data.path": str(corpus)}), run)
+
+
+def test_a_vocab_without_a_digest_is_still_checked_against_the_data(text_run, tmp_path):
+    """A run made before vocab.json had a digest: training compares it with the data's."""
+    run, corpus = copy_run(text_run, tmp_path)
+    _drop_chars(run / layout.VOCAB_FILE, digest=False)
+    with pytest.raises(rundir.RunDirError, match="vocab.json does not match the data's"):
+        train.train(tiny_config(**RUN, **{"data.path": str(corpus)}), run)
+    proc = cli("rnnlab.sample", f"--workdir={run}", "--length=5")
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) < 5, proc.stderr[-3000:]
+
+
+# -------------------------------------------------------------------- 10. config values
+
+
+def test_a_seed_past_32_bits_or_a_nan_is_refused_before_any_file(tmp_path):
+    proc = run_main(tmp_path / "run", "--config.seed=18446744073709551617")
+    assert proc.returncode == 2 and "seed must be an integer from 0 to" in one_error_line(proc)
+    assert not (tmp_path / "run").exists()
+    proc = run_main(tmp_path / "run", "--config.train.sample_temperature=nan")
+    assert proc.returncode == 2
+    assert "train.sample_temperature must be a finite number" in one_error_line(proc)
+    assert not (tmp_path / "run").exists()
+    for seed in (2**32, -1, True):  # 2**32 would make seed 0's key
+        with pytest.raises(validation.ConfigError, match="seed must be an integer"):
+            validation.check_config(tiny_config(seed=seed))
+    validation.check_config(tiny_config(seed=validation.MAX_SEED))
+    for key in ("optim.lr", "model.dropout", "data.valid_fraction"):
+        with pytest.raises(validation.ConfigError, match=rf"{key} must be a finite number"):
+            validation.check_config(tiny_config(**{key: float("inf")}))
