@@ -7,8 +7,10 @@
 A sweep directory holds:
   sweep.json        {"config": "configs/x.py[:arg]", "sweep": "file.py[:arg]", "trials": [
                       {"id": "000_cell=gru_seed=1", "overrides": {"model.cell": "gru", "seed": 1},
-                       "workdir": "runs/NAME/trials/000_cell=gru_seed=1",
+                       "workdir": "trials/000_cell=gru_seed=1",  (relative to the sweep dir)
                        "command": ["python", "-m", "rnnlab.main", "--config=...", ...]}, ...]}
+                    (the command as the launcher ran it, from the repository root)
+  .lock             held by the launcher running the sweep (its pid inside): one at a time
   trials/<id>/      one rnnlab run directory per trial (config.json, metrics.jsonl, status.json,
                     checkpoints, samples), the same files whatever the executor
   logs/<id>.log     the trial's console output (local executor)
@@ -17,7 +19,10 @@ A sweep directory holds:
 
 A rerun skips results (finished with their final checkpoint, or diverged), waits for a trial
 that another process is still training, and resumes the rest; the launcher exits 1 and names the
-failed trials when some failed. Trials get SIGTERM (save, then stop) when the launcher dies.
-The launcher only runs commands and reads run directories (`rnnlab.layout`); it does not reach
-into training.
+failed trials when some failed, and 2 with one line `error: ...` when it runs nothing: a bad flag,
+config or sweep file (its file and line, then its own traceback), or a sweep directory another
+launcher holds. A sweep directory can be moved, copied or synced: `launch.report` reads each
+trial from SWEEP_DIR/trials/<id>, and a rerun of the launcher there records the new paths.
+Trials get SIGTERM (save, then stop) when the launcher dies. The launcher only runs commands and
+reads run directories (`rnnlab.layout`); it does not reach into training.
 """

@@ -7,7 +7,11 @@
 Executors: `local` (subprocesses, --max_parallel at once), `vmap` (trials that differ only in
 values such as learning rate or seed run as one jit-compiled program, split into groups
 automatically), `tpu_vm` (Cloud TPU VMs through gcloud; --dry_run prints every command).
-Rerunning the same command skips finished trials and resumes interrupted ones.
+Rerunning the same command skips finished trials and resumes interrupted ones. One launcher
+at a time per sweep directory (SWEEP_DIR/.lock): a second one exits 2 naming the first's pid.
+Exit codes: 0 every trial a result, 1 some trial failed, 2 nothing ran (a bad flag, config or
+sweep file, a held sweep dir, a gs:// --workdir without gcsfs). --dry_run writes nothing and
+reads no bucket.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import sys
 from absl import app, flags, logging
 
 from launch import local, tpu_vm, trials as trials_lib
+from rnnlab import storage
 
 _CONFIG = flags.DEFINE_string("config", None, "Config file, path.py[:arg].", required=True)
 _SWEEP = flags.DEFINE_string("sweep", None, "Sweep file, path.py[:arg]; default: the config.")
@@ -72,33 +77,61 @@ def _run_tpu_vm(trials: list[trials_lib.Trial]) -> dict[str, str] | None:
         sys.exit(1)
 
 
+def _fail(message: str, trace: str = "", code: int = 2):
+    """One line on stderr (then the user's own traceback, if any) and exit `code`."""
+    print(f"error: {message}", file=sys.stderr)
+    print(trace, file=sys.stderr, end="")
+    sys.exit(code)
+
+
+def _plan(sweep: str) -> list[trials_lib.Trial]:
+    """The checked trials; nothing is written yet."""
+    try:
+        return trials_lib.plan(_CONFIG.value, sweep, _WORKDIR.value, python=sys.executable,
+                               record=False)
+    except trials_lib.SweepFileError as e:
+        _fail(str(e), e.trace)
+    except (ValueError, FileNotFoundError, storage.StorageError) as e:
+        _fail(str(e))
+
+
+def _claim(sweep: str, trials: list[trials_lib.Trial]):
+    """Locks the sweep dir for this launcher and records sweep.json; returns the lock."""
+    try:
+        storage.path(_WORKDIR.value)  # a bucket needs its package: one line before anything
+        held = trials_lib.lock(_WORKDIR.value)
+        trials_lib.record_sweep(_CONFIG.value, sweep, _WORKDIR.value, trials)
+    except (trials_lib.SweepBusy, storage.StorageError, ValueError) as e:
+        _fail(str(e))
+    except OSError as e:
+        _fail(f"cannot use {_WORKDIR.value} as a sweep directory: {e.strerror or e}")
+    return held
+
+
+def _execute(trials: list[trials_lib.Trial]) -> dict[str, str] | None:
+    if _EXECUTOR.value == "local":
+        return local.run(trials, _WORKDIR.value, max_parallel=_MAX_PARALLEL.value)
+    if _EXECUTOR.value == "vmap":
+        return local.run_vmapped(trials, _CONFIG.value, _WORKDIR.value, python=sys.executable)
+    return _run_tpu_vm(trials)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     sweep = _SWEEP.value or _CONFIG.value.partition(":")[0]
     if _MAX_PARALLEL.value < 1:  # every flag is checked before sweep.json is written
-        print(f"error: --max_parallel must be >= 1, got {_MAX_PARALLEL.value}", file=sys.stderr)
-        sys.exit(2)
-    try:
-        trials = trials_lib.plan(_CONFIG.value, sweep, _WORKDIR.value, python=sys.executable,
-                                 record=not _DRY_RUN.value)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    if _DRY_RUN.value and _EXECUTOR.value != "tpu_vm":
-        for trial in trials:
-            print(" ".join(trial.command))
+        _fail(f"--max_parallel must be >= 1, got {_MAX_PARALLEL.value}")
+    trials = _plan(sweep)
+    if _DRY_RUN.value:  # touches no storage: prints the commands
+        if _EXECUTOR.value == "tpu_vm":
+            _run_tpu_vm(trials)
+        else:
+            for trial in trials:
+                print(" ".join(trial.command))
         return
-    if _EXECUTOR.value == "local":
-        outcomes = local.run(trials, _WORKDIR.value, max_parallel=_MAX_PARALLEL.value)
-    elif _EXECUTOR.value == "vmap":
-        outcomes = local.run_vmapped(trials, _CONFIG.value, _WORKDIR.value, python=sys.executable)
-    elif _EXECUTOR.value == "tpu_vm":
-        outcomes = _run_tpu_vm(trials)
-        if outcomes is None:
-            return
-    else:
-        raise app.UsageError(f"executor {_EXECUTOR.value} is not available yet")
+    held = _claim(sweep, trials)  # noqa: F841 - the lock lasts as long as this launcher
+    outcomes = _execute(trials)
     counts = {}
     for outcome in outcomes.values():
         counts[outcome] = counts.get(outcome, 0) + 1

@@ -72,6 +72,7 @@ from typing import NamedTuple
 from absl import logging
 
 from launch import progress as progress_lib, trials as trials_lib
+from rnnlab import storage
 
 CODE_DIR = "rnnlab"  # on every worker, relative to the home directory
 INSTALL = (f"cd ~/{CODE_DIR} && python3 -m pip install --user --quiet uv && "
@@ -249,7 +250,8 @@ def plan_commands(trials: list[trials_lib.Trial], config: str, sweep_dir: str,
 
     Args:
       trials: the sweep's trials (`launch.trials.plan`); those whose local run directory says
-        finished or diverged are left out.
+        finished or diverged are left out (a gs:// sweep_dir is not read: a dry run touches
+        no storage).
       config: the `--config` spec, a path relative to the repository root.
       sweep_dir: the local sweep directory; results are fetched into its trials/.
       options: the --tpu_* flags.
@@ -257,7 +259,7 @@ def plan_commands(trials: list[trials_lib.Trial], config: str, sweep_dir: str,
     Returns:
       argv lists; the last deletes the VM unless `options.keep`.
     """
-    todo = pending(trials)
+    todo = pending(trials) if storage.is_local(sweep_dir) else trials
     if not todo:
         return []
     steps = _steps(todo, config, sweep_dir, options)

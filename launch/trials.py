@@ -1,26 +1,37 @@
 """From a config and a sweep definition to trials: one reproducible command line each.
 
-A sweep definition is a Python file with `get_sweep(arg=None) -> list[dict]` of dotted config
-overrides (built with `launch.dsl`); it may be the config file itself. Every trial becomes
+A sweep definition is a Python file with `get_sweep(arg=None)` returning a list (or any
+iterable, read once) of dicts of dotted config overrides (built with `launch.dsl`; a nested
+`{"model": {"cell": "gru"}}` is read as `{"model.cell": "gru"}`); it may be the config file
+itself. Every trial becomes
 
     python -m rnnlab.main --config=CONFIG --config.k=v ... --workdir=SWEEP_DIR/trials/ID
 
-recorded in SWEEP_DIR/sweep.json, so any trial can be rerun by hand.
+recorded in SWEEP_DIR/sweep.json, so any trial can be rerun by hand. Nothing is recorded
+before every trial has been checked against the config. An error in the config or sweep file
+is a SweepFileError: one line naming the file and line, and the user's own traceback.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import importlib.util
 import json
+import os
 import pathlib
 import re
+import reprlib
 import sys
+import traceback
+from collections.abc import Iterable
 from typing import Any
 
+from launch import dsl
 from rnnlab import layout, overrides, storage
 
 SWEEP_FILE = "sweep.json"
+TRIALS_DIR = "trials"  # SWEEP_DIR/trials/<id>: the trials' run directories
 OUTCOMES_FILE = "outcomes.json"
 DONE = layout.DONE  # a trial in one of these states is a result: never rerun
 
@@ -33,6 +44,45 @@ class Trial:
     command: list[str]
 
 
+class SweepBusy(RuntimeError):
+    """Another launcher runs the sweep in this directory."""
+
+
+class SweepFileError(ValueError):
+    """A config or sweep file that failed to load or run. str(): one line naming the file and
+    line; `trace`: the user's own traceback, without the launcher's frames ("" if none helps)."""
+
+    def __init__(self, line: str, trace: str = ""):
+        super().__init__(line)
+        self.trace = trace
+
+
+def _user_error(path: str, error: Exception) -> SweepFileError:
+    """`error`, raised by the user's file `path` (or code it called), as a SweepFileError."""
+    if isinstance(error, SyntaxError) and error.filename and error.lineno:
+        return SweepFileError(f"{error.filename}:{error.lineno}: {type(error).__name__}: "
+                              f"{error.msg}", "".join(traceback.format_exception_only(error)))
+    frames = traceback.extract_tb(error.__traceback__)
+    while frames and (frames[0].filename == __file__ or frames[0].filename.startswith("<")):
+        del frames[0]  # this module and importlib: the launcher's frames, not the user's
+    file = str(pathlib.Path(path).resolve())
+    mine = [f for f in frames if str(pathlib.Path(f.filename).resolve()) == file] or frames
+    where = f"{path}:{mine[-1].lineno}" if mine else path
+    line = f"{where}: {''.join(traceback.format_exception_only(error)).strip()}"
+    if isinstance(error, ValueError) and frames and frames[-1].filename == dsl.__file__:
+        return SweepFileError(line)  # launch.dsl's own message says it all
+    return SweepFileError(line, "Traceback (most recent call last):\n" + "".join(
+        traceback.format_list(frames)) + "".join(traceback.format_exception_only(error)))
+
+
+def _call(path: str, function, *args):
+    """function(*args), code of the user's file `path`: what it raises is a SweepFileError."""
+    try:
+        return function(*args)
+    except Exception as e:  # noqa: BLE001 - any error of the user's code is reported as theirs
+        raise _user_error(path, e) from None
+
+
 def _load_module(path: str, what: str):
     file = pathlib.Path(path)
     if not file.is_file():
@@ -41,26 +91,53 @@ def _load_module(path: str, what: str):
         sys.path.insert(0, str(pathlib.Path.cwd()))  # configs import `configs.base`
     spec = importlib.util.spec_from_file_location(f"_sweep_{file.stem}", file)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    _call(path, spec.loader.exec_module, module)
     return module
 
 
 def load_config(spec: str):
     """The ConfigDict of `path.py[:arg]`, as `rnnlab.main --config=` would build it."""
     path, _, arg = spec.partition(":")
-    return _load_module(path, "config").get_config(arg or None)
+    module = _load_module(path, "config")
+    if not callable(getattr(module, "get_config", None)):
+        raise ValueError(f"{path} defines no get_config(arg=None)")
+    return _call(path, module.get_config, arg or None)
+
+
+def flatten(trial: dict, where: str = "trial") -> dict[str, Any]:
+    """Nested dicts as dotted keys: `{"model": {"cell": "gru"}}` -> `{"model.cell": "gru"}`."""
+    out: dict[str, Any] = {}
+    for key, value in trial.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"{where}: {key!r} is not a config key (write \"model.cell\")")
+        nested = flatten(value, where) if isinstance(value, dict) else {"": value}
+        for sub, v in nested.items():
+            full = f"{key}.{sub}" if sub else key
+            if full in out:
+                raise ValueError(f"{where}: {full!r} is set twice")
+            out[full] = v
+    return out
 
 
 def load_sweep(spec: str) -> list[dict[str, Any]]:
-    """The trial overrides of `path.py[:arg]`'s `get_sweep(arg)`."""
+    """The trial overrides of `path.py[:arg]`'s `get_sweep(arg)`: any iterable of dicts (read
+    once), nested dicts flattened to dotted keys; an empty sweep is a ValueError."""
     path, _, arg = spec.partition(":")
     module = _load_module(path, "sweep")
-    if not hasattr(module, "get_sweep"):
+    if not callable(getattr(module, "get_sweep", None)):
         raise ValueError(f"{path} defines no get_sweep(arg=None)")
-    trials = module.get_sweep(arg or None)
-    if not trials or not all(isinstance(t, dict) for t in trials):
-        raise ValueError(f"{spec}: get_sweep must return a non-empty list of dicts")
-    return trials
+    got = _call(path, module.get_sweep, arg or None)
+    if isinstance(got, (dict, str, bytes)) or not isinstance(got, Iterable):
+        raise ValueError(f"{spec}: get_sweep must return a list (or any iterable) of dicts of "
+                         f"config overrides, got a {type(got).__name__}")
+    trials = _call(path, list, got)  # a generator runs the user's code here
+    if not trials:
+        raise ValueError(f"{spec}: get_sweep returned no trials")
+    for i, trial in enumerate(trials):
+        if not isinstance(trial, dict):
+            raise ValueError(f"{spec}: trial {i} is not a dict of config overrides: "
+                             f"{reprlib.repr(trial)}")
+    return [flatten(trial, f"{spec}: trial {i}") for i, trial in enumerate(trials)]
 
 
 def format_value(value: Any) -> str:
@@ -87,34 +164,90 @@ def plan(config: str, sweep: str, sweep_dir: str, *, python: str = "python",
          record: bool = True) -> list[Trial]:
     """Builds the trials and (with `record`) records them in SWEEP_DIR/sweep.json.
 
-    Rerunning with the same sweep finds the same trials; a different sweep in the same
-    directory is refused rather than mixed in.
+    Every trial is checked against the config (every key exists and takes its value's type)
+    before anything is recorded. Rerunning with the same sweep finds the same trials; a
+    different sweep in the same directory is refused rather than mixed in.
     """
     sweep_trials = load_sweep(sweep)
     base = load_config(config)
+    leaves = set(overrides.known_keys(base))
     for trial in sweep_trials:  # every key exists and takes its value's type, before any run
         overrides.apply(base, trial)
+        for key in trial:
+            if key not in leaves:  # apply takes a whole section: rnnlab.main's flags do not
+                raise ValueError(f"override {key!r}: a config section, not a value: set its "
+                                 f"keys ({key}.KEY) instead")
     trials = []
     for i, trial in enumerate(sweep_trials):
         trial_id = f"{i:03d}" + (f"_{_slug(trial)}" if trial else "")
-        workdir = f"{sweep_dir.rstrip('/')}/trials/{trial_id}"
+        workdir = f"{sweep_dir.rstrip('/')}/{TRIALS_DIR}/{trial_id}"
         trials.append(Trial(trial_id, dict(trial), workdir,
                             command(config, trial, workdir, python=python)))
-    spec = {"config": config, "sweep": sweep, "trials": [dataclasses.asdict(t) for t in trials]}
-    path = storage.path(sweep_dir) / SWEEP_FILE
-    if not sweep_dir.startswith("gs://"):
-        old = layout.read_json(path)
-        if old is not None and (
-                [t["overrides"] for t in old["trials"]] != [t.overrides for t in trials]
-                or old["config"] != config):
-            raise ValueError(
-                f"{sweep_dir} holds another sweep ({old['config']}, {len(old['trials'])} "
-                "trials); use a new --workdir for a different sweep"
-            )
-        if record:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            storage.write_atomic(path, json.dumps(spec, indent=2) + "\n")
+    if record:
+        record_sweep(config, sweep, sweep_dir, trials)
+    else:
+        _check_same_sweep(config, sweep_dir, trials)
     return trials
+
+
+def _check_same_sweep(config: str, sweep_dir: str, trials: list[Trial]) -> None:
+    """Refuses a SWEEP_DIR that holds another sweep; one of no trials holds nothing."""
+    if not storage.is_local(sweep_dir):  # a bucket sweep dir is not read here
+        return
+    old = layout.read_json(storage.path(sweep_dir) / SWEEP_FILE)
+    if not isinstance(old, dict) or not old.get("trials"):
+        return
+    try:
+        same = (old.get("config") == config and [flatten(t["overrides"]) for t in old["trials"]]
+                == [t.overrides for t in trials])
+    except (KeyError, TypeError, ValueError):
+        same = False
+    if not same:
+        raise ValueError(f"{sweep_dir} holds another sweep ({old.get('config')}, "
+                         f"{len(old['trials'])} trials); use a new --workdir for a different "
+                         "sweep")
+
+
+def record_sweep(config: str, sweep: str, sweep_dir: str, trials: list[Trial]) -> None:
+    """Writes SWEEP_DIR/sweep.json (after `_check_same_sweep`). A trial's `workdir` there is
+    relative to the sweep dir (trials/<id>), so the sweep can be moved, copied or synced; its
+    `command` is the one the launcher runs, from the repository root."""
+    _check_same_sweep(config, sweep_dir, trials)
+    if not storage.is_local(sweep_dir):
+        return
+    records = [{**dataclasses.asdict(t), "workdir": f"{TRIALS_DIR}/{t.id}"} for t in trials]
+    spec = {"config": config, "sweep": sweep, "trials": records}
+    path = storage.path(sweep_dir) / SWEEP_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    storage.write_atomic(path, json.dumps(spec, indent=2) + "\n")
+
+
+def lock(sweep_dir: str):
+    """Takes SWEEP_DIR's launcher lock (SWEEP_DIR/.lock, an flock like a run directory's, held
+    until this process ends, even by SIGKILL); returns the open file, to keep open. A bucket
+    has no locks: nothing is taken there.
+
+    Raises:
+      SweepBusy: another launcher holds it (the message names its pid).
+    """
+    if not storage.is_local(sweep_dir):
+        return None
+    directory = pathlib.Path(sweep_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    handle = open(directory / layout.LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        holder = layout.lock_holder(directory)
+        raise SweepBusy(f"{sweep_dir} is in use by another launch.sweep"
+                        + (f" (pid {holder})" if holder else "")
+                        + ": one launcher per sweep directory; wait for it to end, or stop "
+                        "it first") from None
+    handle.truncate(0)
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
 
 
 def run_status(trial: Trial) -> str | None:

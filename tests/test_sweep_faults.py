@@ -1,0 +1,249 @@
+"""The sweep launcher on the inputs that used to go silently wrong: a sweep given as a generator,
+nested overrides, two launchers on one sweep directory, a sweep file that raises, a bucket
+without gcsfs. Nothing here trains: the launchers are stopped before any trial starts."""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from launch import report, tables, trials as trials_lib
+from rnnlab import layout
+from test_report import make_sweep, write_trial
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SMOKE = "configs/quickstart.py:smoke"
+
+
+def sweep_file(tmp_path: pathlib.Path, body: str, name: str = "s.py") -> str:
+    """A sweep file whose get_sweep's body is `body` (indented by the caller's lines)."""
+    path = tmp_path / name
+    path.write_text("from launch import dsl\n\n\ndef get_sweep(arg=None):\n" + body + "\n")
+    return str(path)
+
+
+def launch(*args: str, timeout: float = 120, python: list[str] | None = None):
+    return subprocess.run([*(python or [sys.executable, "-m", "launch.sweep"]), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def one_error_line(proc) -> str:
+    """The stderr of a command that refused its input: exit 2, one `error:` line."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+# ------------------------------------------------------------- 11. any iterable, never empty
+
+
+def test_a_generator_sweep_is_read_once_and_recorded_in_full(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    sweep = sweep_file(tmp_path, '    return ({"seed": s} for s in range(3))')
+    out = tmp_path / "out"
+    trials = trials_lib.plan(SMOKE, sweep, str(out))
+    assert [t.overrides for t in trials] == [{"seed": 0}, {"seed": 1}, {"seed": 2}]
+    assert len(json.loads((out / "sweep.json").read_text())["trials"]) == 3
+    dry = launch(f"--config={SMOKE}", f"--sweep={sweep}", f"--workdir={tmp_path / 'dry'}",
+                 "--dry_run")
+    assert dry.returncode == 0 and dry.stdout.count("rnnlab.main") == 3, dry.stderr
+
+
+@pytest.mark.parametrize("value, message", [
+    ("[]", "returned no trials"), ("iter([])", "returned no trials"),
+    ("(t for t in [])", "returned no trials"), ("None", "got a NoneType"),
+    ('{"seed": 1}', "got a dict"), ('[{"seed": 1}, 3]', "trial 1 is not a dict"),
+])
+def test_an_empty_or_malformed_sweep_is_one_line_and_records_nothing(tmp_path, value, message):
+    sweep = sweep_file(tmp_path, f"    return {value}")
+    out = tmp_path / "out"
+    line = one_error_line(launch(f"--config={SMOKE}", f"--sweep={sweep}", f"--workdir={out}"))
+    assert message in line
+    assert not out.exists()
+
+
+def test_a_sweep_that_fails_the_check_is_not_recorded(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "out"
+    bad = sweep_file(tmp_path, '    return [{"seed": 0}, {"train.steps": "ten"}]')
+    with pytest.raises(ValueError, match="wrong type"):
+        trials_lib.plan(SMOKE, bad, str(out))
+    assert not (out / "sweep.json").exists()
+
+
+def test_a_recorded_sweep_of_no_trials_does_not_block_the_corrected_one(tmp_path, monkeypatch):
+    """What the old launcher recorded for a generator: 0 trials. It holds no sweep."""
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sweep.json").write_text(json.dumps({"config": SMOKE, "sweep": "s.py", "trials": []}))
+    sweep = sweep_file(tmp_path, '    return [{"seed": 0}, {"seed": 1}]')
+    assert len(trials_lib.plan(SMOKE, sweep, str(out))) == 2
+    assert len(json.loads((out / "sweep.json").read_text())["trials"]) == 2
+
+
+# ----------------------------------------------------------------- 12. nested override dicts
+
+
+def test_nested_overrides_are_read_as_dotted_keys(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    sweep = sweep_file(tmp_path, '    return [{"model": {"cell": "gru", "hidden_size": 16}, '
+                                 '"optim": {"lr": 0.01}, "seed": 1}]')
+    (trial,) = trials_lib.plan(SMOKE, sweep, str(tmp_path / "out"))
+    assert trial.overrides == {"model.cell": "gru", "model.hidden_size": 16, "optim.lr": 0.01,
+                               "seed": 1}
+    assert trial.command[4:8] == ["--config.model.cell=gru", "--config.model.hidden_size=16",
+                                  "--config.optim.lr=0.01", "--config.seed=1"]
+
+
+@pytest.mark.parametrize("value, message", [
+    ('{"model": {"cel": "gru"}}', "config has no key 'cel'"),
+    ('{"model": {"cell": "gru"}, "model.cell": "lstm"}', "'model.cell' is set twice"),
+    ('{"model": "gru"}', "wrong type"),
+    ('{"train": {}, "model": {"cell": "gru"}, 1: 2}', "1 is not a config key"),
+])
+def test_a_bad_nested_override_is_refused_at_the_check(tmp_path, monkeypatch, value, message):
+    monkeypatch.chdir(ROOT)
+    sweep = sweep_file(tmp_path, f"    return [{value}]")
+    with pytest.raises(ValueError, match=message):
+        trials_lib.plan(SMOKE, sweep, str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------- 13. one launcher per sweep dir
+
+
+def test_the_sweep_dir_lock_names_its_holder_and_dies_with_it(tmp_path):
+    held = trials_lib.lock(str(tmp_path))
+    with pytest.raises(trials_lib.SweepBusy, match=f"another launch.sweep \\(pid {os.getpid()}\\)"):
+        trials_lib.lock(str(tmp_path))
+    held.close()
+    trials_lib.lock(str(tmp_path)).close()
+
+
+def test_a_second_launcher_on_a_sweep_dir_exits_2_in_one_line(tmp_path, monkeypatch):
+    """Launcher A waits for its one trial, which the test holds busy (so nothing trains);
+    launcher B, started on the same sweep dir, is refused at once."""
+    monkeypatch.chdir(ROOT)
+    sweep = sweep_file(tmp_path, '    return [{"seed": 0}]')
+    out = tmp_path / "out"
+    (trial,) = trials_lib.plan(SMOKE, sweep, str(out), record=False)
+    trial_dir = pathlib.Path(trial.workdir)
+    trial_dir.mkdir(parents=True)
+    busy = open(trial_dir / layout.LOCK_FILE, "a+")  # a trial another process trains
+    fcntl.flock(busy, fcntl.LOCK_EX)
+    args = [sys.executable, "-m", "launch.sweep", f"--config={SMOKE}", f"--sweep={sweep}",
+            f"--workdir={out}"]
+    a = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while not (out / "sweep.json").exists():
+            assert a.poll() is None and time.time() < deadline, a.stderr and a.stderr.read()
+            time.sleep(0.05)
+        time.sleep(0.5)
+        try:
+            b = launch(f"--config={SMOKE}", f"--sweep={sweep}", f"--workdir={out}", timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the second launcher ran alongside the first")
+        line = one_error_line(b)
+        assert f"in use by another launch.sweep (pid {a.pid})" in line
+        assert a.poll() is None  # the first one goes on
+    finally:
+        os.killpg(a.pid, signal.SIGTERM)
+        a.wait(timeout=60)
+        busy.close()
+    assert not list((out / "trials").glob("*/metrics.jsonl"))
+
+
+# ------------------------------------------------------- 16. errors in the user's own files
+
+
+def _no_launcher_frames(stderr: str) -> None:
+    for noise in ("launch/", "importlib", "absl", "runpy"):
+        assert noise not in stderr, stderr
+
+
+def test_a_sweep_file_that_raises_is_one_line_then_the_users_traceback(tmp_path):
+    sweep = sweep_file(tmp_path, "    x = 1\n    return [{'seed': x / 0}]")
+    proc = launch(f"--config={SMOKE}", f"--sweep={sweep}", f"--workdir={tmp_path / 'o'}")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[0] == f"error: {sweep}:6: ZeroDivisionError: division by zero"
+    assert f'File "{sweep}", line 6, in get_sweep' in proc.stderr
+    assert lines[-1] == "ZeroDivisionError: division by zero"
+    _no_launcher_frames(proc.stderr)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_sweep_file_with_a_syntax_error_names_its_line(tmp_path):
+    sweep = sweep_file(tmp_path, "    return [{'seed': 1]")
+    proc = launch(f"--config={SMOKE}", f"--sweep={sweep}", f"--workdir={tmp_path / 'o'}",
+                  "--dry_run")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"error: {sweep}:5: SyntaxError: closing parenthesis")
+    assert "Traceback" not in proc.stderr
+    _no_launcher_frames(proc.stderr)
+
+
+def test_a_config_file_that_raises_and_a_dsl_error_are_named_too(tmp_path):
+    config = tmp_path / "cfg.py"
+    config.write_text("from configs import base\n\n\ndef get_config(arg=None):\n"
+                      "    return base.get_config()[arg]\n")
+    sweep = sweep_file(tmp_path, '    return [{"seed": 0}]')
+    proc = launch(f"--config={config}:nosuch", f"--sweep={sweep}", f"--workdir={tmp_path / 'o'}",
+                  "--dry_run")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"error: {config}:5: KeyError:")
+    _no_launcher_frames(proc.stderr)
+    clash = sweep_file(tmp_path, '    return dsl.product(dsl.sweep("seed", [1]),\n'
+                                 '                       dsl.fixed("seed", 2))', "clash.py")
+    line = one_error_line(launch(f"--config={SMOKE}", f"--sweep={clash}",
+                                 f"--workdir={tmp_path / 'o'}", "--dry_run"))
+    assert line == f"error: {clash}:5: ValueError: two axes set the same key(s) ['seed']"
+
+
+# ------------------------------------------------------------ 17. a bucket without gcsfs
+
+WITHOUT_GCSFS = [sys.executable, "-c", (
+    "import runpy, sys; sys.modules['gcsfs'] = sys.modules['tensorflow'] = None; "
+    "sys.argv[0] = 'launch.sweep'; runpy.run_module('launch.sweep', run_name='__main__')")]
+
+
+def test_a_tpu_vm_dry_run_on_a_bucket_needs_no_gcsfs(tmp_path):
+    sweep = sweep_file(tmp_path, '    return [{"seed": 0}, {"seed": 1}]')
+    proc = launch(f"--config={SMOKE}", f"--sweep={sweep}", "--workdir=gs://bucket/sweep",
+                  "--executor=tpu_vm", "--dry_run", python=WITHOUT_GCSFS)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("python3 -m rnnlab.main") == 2
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_real_run_on_a_bucket_without_gcsfs_names_the_extra(tmp_path):
+    sweep = sweep_file(tmp_path, '    return [{"seed": 0}]')
+    env_bin = tmp_path / "bin"
+    env_bin.mkdir()
+    (env_bin / "gcloud").write_text(f"#!/bin/sh\ntouch {tmp_path / 'gcloud_ran'}\n")
+    (env_bin / "gcloud").chmod(0o755)
+    for executor in ("tpu_vm", "local"):
+        proc = subprocess.run(
+            [*WITHOUT_GCSFS, f"--config={SMOKE}", f"--sweep={sweep}", "--workdir=gs://b/sweep",
+             f"--executor={executor}", "--tpu_project=p", "--tpu_zone=z"], cwd=ROOT,
+            capture_output=True, text=True, timeout=120,
+            env=dict(os.environ, PATH=f"{env_bin}{os.pathsep}{os.environ['PATH']}"))
+        line = one_error_line(proc)
+        assert "gs://b/sweep" in line and "pip install 'rnnlab[gcs]'" in line
+    assert not (tmp_path / "gcloud_ran").exists()
+    assert not (ROOT / "gs:").exists()
