@@ -19,6 +19,11 @@ diverged (status or outcome "diverged", or a non-finite metric value) count in t
 fraction and are left out of the metric means; failed trials and trials with no value of the
 metric yet are listed as missing; running or interrupted ones enter with their best so far. A
 finished trial whose last metrics line is cut is read from what its status.json recorded.
+
+Each trial is read from SWEEP_DIR/trials/<id> and nowhere else, so a sweep directory that was
+moved, copied or synced reports its own trials (a trial missing from the copy is missing).
+A --metric that no trial has is refused with the metrics found, and nothing is written; every
+bad argument is one line `error: ...` and exit code 2.
 """
 
 from __future__ import annotations
@@ -114,11 +119,15 @@ def _read_json(path: pathlib.Path) -> Any:
 
 
 def _trial_dir(sweep_dir: pathlib.Path, trial: dict) -> pathlib.Path:
-    # sweep.json records workdirs relative to where the launcher ran; the trials/<id> layout
-    # still holds after the sweep directory is moved or copied.
-    local = sweep_dir / "trials" / trial["id"]
-    recorded = pathlib.Path(trial.get("workdir") or local)
-    return recorded if not local.exists() and recorded.exists() else local
+    """SWEEP_DIR/trials/<id>, whatever sweep.json's `workdir` says: it is relative to the sweep
+    dir (trials/<id>), or, in sweep.json files of older launchers, where the launcher ran
+    (often absolute), which after a move or a copy is another sweep's directory. A trial is
+    never read from outside the sweep dir."""
+    trial_id = trial.get("id")
+    if not isinstance(trial_id, str) or trial_id in ("", ".", "..") or "/" in trial_id:
+        raise ValueError(f"{sweep_dir / trials_lib.SWEEP_FILE}: trial id {trial_id!r} is not "
+                         "a directory name")
+    return sweep_dir / trials_lib.TRIALS_DIR / trial_id
 
 
 def load_sweep(sweep_dir: str | pathlib.Path) -> list[TrialResult]:
@@ -140,6 +149,18 @@ def load_sweep(sweep_dir: str | pathlib.Path) -> list[TrialResult]:
             status=layout.read_status(workdir) or {},
             recorded_outcome=recorded.get("outcome") if isinstance(recorded, dict) else None))
     return results
+
+
+def metrics_found(results: Sequence[TrialResult]) -> list[str]:
+    """Every `split/name` with a number in some trial's metrics.jsonl or status.json."""
+    found = {f"{r.get('split')}/{k}" for res in results for r in res.records
+             for k, v in r.items() if k not in ("step", "split") and _number(v) is not None}
+    for res in results:
+        records = res.status.get("records")
+        for split, values in (records.items() if isinstance(records, dict) else ()):
+            if isinstance(values, dict):
+                found |= {f"{split}/{k}" for k, v in values.items() if _number(v) is not None}
+    return sorted(found)
 
 
 def outcome(result: TrialResult) -> str:
@@ -278,10 +299,8 @@ def _notes(metric: str, mode: str, summaries: list[TrialSummary], results) -> li
             f"{', '.join(ids)} ({reason})" for reason, ids in missing.items()))
     notes += [s.problem for s in summaries if s.problem]
     if all(s.best is None for s in summaries):
-        seen = sorted({f"{r.get('split')}/{k}" for res in results for r in res.records
-                       for k in r if k not in ("step", "split")})
         notes.append(f"no trial has a {metric} value yet; metrics seen: "
-                     + (", ".join(seen) or "none"))
+                     + (", ".join(metrics_found(results)) or "none"))
     return notes
 
 
@@ -352,7 +371,8 @@ def figures(results: Sequence[TrialResult], metric: str, out_dir: str | pathlib.
 _SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "Sweep directory (holds sweep.json).",
                                  required=True)
 _METRIC = flags.DEFINE_string("metric", "valid/bpc", "split/name: the `name` scalar of the "
-                              "metrics.jsonl lines of that split.")
+                              "metrics.jsonl lines of that split; one that no trial has is "
+                              "refused, naming those found.")
 _MODE = flags.DEFINE_enum("mode", "auto", ["auto", "min", "max"],
                           "Whether lower or higher is better; auto: max iff the name has 'acc'.")
 _OUT = flags.DEFINE_string("out", None, "Output folder (default SWEEP_DIR/report).")
@@ -367,6 +387,30 @@ def _write(out: pathlib.Path, stem: str, t: Table | Pivot, formats: Sequence[str
         (out / f"{stem}.{fmt}").write_text(tables.WRITERS[fmt](t))
 
 
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _tables(sweep_dir: pathlib.Path) -> tuple[list[TrialResult], Table, Pivot | None]:
+    """The sweep's trials, table and pivot; a bad argument exits 2 before anything is written."""
+    try:
+        results = load_sweep(sweep_dir)
+        _split_metric(_METRIC.value)
+        found = metrics_found(results)
+        if _METRIC.value not in found:
+            raise ValueError(f"--metric={_METRIC.value}: no trial of {sweep_dir} has it; "
+                             f"metrics found: {', '.join(found) or 'none yet'}")
+        t = table(results, _METRIC.value, _MODE.value)
+        pair = _PIVOT.value or (t.factors if len(t.factors) == 2 else [])
+        if pair and len(pair) != 2:
+            raise ValueError(f"--pivot takes two factors, got {pair}")
+        p = pivot(results, _METRIC.value, _MODE.value, *pair) if pair else None
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    return results, t, p
+
+
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -375,15 +419,7 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"--formats: unknown {sorted(unknown)}; known: {list(tables.WRITERS)}")
     sweep_dir = pathlib.Path(_SWEEP_DIR.value)
     out = pathlib.Path(_OUT.value) if _OUT.value else sweep_dir / "report"
-    try:
-        results = load_sweep(sweep_dir)
-        t = table(results, _METRIC.value, _MODE.value)
-        pair = _PIVOT.value or (t.factors if len(t.factors) == 2 else [])
-        if pair and len(pair) != 2:
-            raise ValueError(f"--pivot takes two factors, got {pair}")
-        p = pivot(results, _METRIC.value, _MODE.value, *pair) if pair else None
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"launch.report: {e}")
+    results, t, p = _tables(sweep_dir)
     out.mkdir(parents=True, exist_ok=True)
     print(to_markdown(t))
     _write(out, "table", t, _FORMATS.value)

@@ -1,6 +1,7 @@
-"""The sweep launcher on the inputs that used to go silently wrong: a sweep given as a generator,
-nested overrides, two launchers on one sweep directory, a sweep file that raises, a bucket
-without gcsfs. Nothing here trains: the launchers are stopped before any trial starts."""
+"""The sweep launcher and report on the inputs that used to go silently wrong: a sweep given as
+a generator, nested overrides, two launchers on one sweep directory, a copied sweep directory,
+an unknown --metric, a sweep file that raises, a bucket without gcsfs, CSV cells with commas.
+Nothing here trains: the launchers are stopped before any trial starts."""
 
 from __future__ import annotations
 
@@ -168,6 +169,82 @@ def test_a_second_launcher_on_a_sweep_dir_exits_2_in_one_line(tmp_path, monkeypa
     assert not list((out / "trials").glob("*/metrics.jsonl"))
 
 
+# --------------------------------------------------- 14. trials are read from the sweep dir
+
+
+def _three_seeds(sweep_dir: pathlib.Path, workdir=lambda sweep_dir, i: f"trials/{i}") -> None:
+    trials = [{"id": f"00{i}", "overrides": {"seed": i}} for i in range(3)]
+    make_sweep(sweep_dir, trials)
+    spec = json.loads((sweep_dir / "sweep.json").read_text())
+    for t in spec["trials"]:
+        t["workdir"] = workdir(sweep_dir, t["id"])
+    (sweep_dir / "sweep.json").write_text(json.dumps(spec))
+    for t in trials:
+        write_trial(sweep_dir, t["id"], valid=[3.0, 2.0, 2.5])
+
+
+def test_a_copy_missing_a_trial_never_reads_it_from_the_original(tmp_path):
+    """sweep.json of the old launcher: absolute workdirs, into the original sweep dir."""
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    _three_seeds(original, workdir=lambda d, i: str(d / "trials" / i))
+    shutil.copytree(original, copy)
+    shutil.rmtree(copy / "trials" / "001")
+    results = report.load_sweep(copy)
+    assert all(r.workdir.is_relative_to(copy) for r in results)
+    t = report.table(results, "valid/bpc")
+    assert t.rows[0].best.n == 2
+    assert any(n.startswith("missing: 1 of 3 trials: 001 (not started)") for n in t.notes)
+
+
+def test_sweep_json_records_workdirs_relative_to_the_sweep_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "out"
+    trials_lib.plan(SMOKE, sweep_file(tmp_path, '    return [{"seed": 0}, {"seed": 1}]'),
+                    str(out))
+    spec = json.loads((out / "sweep.json").read_text())
+    assert [t["workdir"] for t in spec["trials"]] == ["trials/000_seed=0", "trials/001_seed=1"]
+    for t in spec["trials"]:
+        write_trial(out, t["id"], valid=[2.0])
+    moved = tmp_path / "moved"
+    out.rename(moved)
+    results = report.load_sweep(moved)
+    assert [r.workdir for r in results] == [moved / "trials" / t["id"] for t in spec["trials"]]
+    assert report.table(results, "valid/bpc").rows[0].best.n == 2
+
+
+@pytest.mark.parametrize("trial_id", ["../outside", "..", "a/b", ""])
+def test_a_trial_id_that_leaves_the_sweep_dir_is_refused(tmp_path, trial_id):
+    make_sweep(tmp_path / "sweep", [{"id": trial_id, "overrides": {}}])
+    with pytest.raises(ValueError, match="is not a directory name"):
+        report.load_sweep(tmp_path / "sweep")
+
+
+# --------------------------------------------------------------------- 15. unknown --metric
+
+
+def test_an_unknown_metric_is_refused_and_nothing_is_written(tmp_path):
+    _three_seeds(tmp_path)
+    before = tmp_path / "report" / "table.md"
+    before.parent.mkdir()
+    before.write_text("the last good table\n")
+    proc = subprocess.run([sys.executable, "-m", "launch.report", f"--sweep_dir={tmp_path}",
+                           "--metric=valid/nosuch"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    line = one_error_line(proc)
+    assert "--metric=valid/nosuch" in line and line.endswith(
+        "metrics found: train/loss, train/steps_per_sec, valid/accuracy, valid/bpc"), line
+    assert proc.stdout == ""
+    assert [p.name for p in before.parent.iterdir()] == ["table.md"]
+    assert before.read_text() == "the last good table\n"
+
+
+def test_a_sweep_dir_without_sweep_json_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "launch.report", f"--sweep_dir={tmp_path}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert "sweep.json" in one_error_line(proc)
+    assert not (tmp_path / "report").exists()
+
+
 # ------------------------------------------------------- 16. errors in the user's own files
 
 
@@ -247,3 +324,24 @@ def test_a_real_run_on_a_bucket_without_gcsfs_names_the_extra(tmp_path):
         assert "gs://b/sweep" in line and "pip install 'rnnlab[gcs]'" in line
     assert not (tmp_path / "gcloud_ran").exists()
     assert not (ROOT / "gs:").exists()
+
+
+# ------------------------------------------------------------------ CSV cells stay cells
+
+
+def test_csv_cells_with_commas_quotes_and_newlines_parse_back(tmp_path):
+    cells = ['a,"b"', "c\nd", "plain"]
+    make_sweep(tmp_path, [{"id": f"00{i}", "overrides": {"model.cell": c}}
+                          for i, c in enumerate(cells)])
+    for i in range(3):
+        write_trial(tmp_path, f"00{i}", valid=[1.0 + i])
+    t = report.table(report.load_sweep(tmp_path), "valid/bpc")
+    for text in (tables.to_csv(t), tables.to_csv(report.Pivot(
+            "valid/bpc", "min", "model.cell", "model.cell", t.names, cells, cells,
+            [[t.rows[i] if i == j else None for j in range(3)] for i in range(3)], (0, 0), []))):
+        rows = list(csv.reader(io.StringIO(text)))
+        assert len({len(r) for r in rows}) == 1 and len(rows) == 4, rows
+        assert [r[0] for r in rows[1:]] == (["valid/bpc"] * 3 if rows[0][0] == "metric"
+                                            else cells)
+    rows = list(csv.DictReader(io.StringIO(tables.to_csv(t))))
+    assert [r["cell"] for r in rows] == cells
