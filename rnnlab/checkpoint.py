@@ -181,11 +181,16 @@ class Checkpointer:
         self.last = _manager(self.workdir / layout.CKPT_DIR, self.keep, self.read_only)
         self.best = _manager(self.workdir / layout.BEST_DIR, 1, self.read_only)
 
-    def save(self, step: int, state: Any, meta: dict, *, best: bool = False) -> None:
-        """Starts saving `state` and `meta` at `step` (asynchronously; `wait` to commit)."""
+    def save(self, step: int, state: Any, meta: dict, *, best: bool = False,
+             replace: bool = False) -> None:
+        """Starts saving `state` and `meta` at `step` (asynchronously; `wait` to commit). A
+        checkpoint of that step already there is kept, unless `replace` (then it is deleted
+        first: the earlier checkpoints are the fallback until the new one commits)."""
         manager = self.best if best else self.last
         if manager.latest_step() == step:
-            return
+            if not replace:
+                return
+            manager.delete(step)
         meta = {**meta, "checksum": checksum(state)}
         meta["digest"] = _digest(meta)
         manager.save(step, args=ocp.args.Composite(

@@ -304,8 +304,10 @@ class RunDir:
         steps = [m["step"] for m in layout.read_metrics(self.path)]
         return max(steps + [self.committed or 0])
 
-    def save(self, step: int, state: Any, meta: dict, *, best: bool = False) -> None:
+    def save(self, step: int, state: Any, meta: dict, *, best: bool = False,
+             replace: bool = False) -> None:
         """Starts an asynchronous save; the previous ones have committed when it returns.
+        A checkpoint of that step already there is kept, unless `replace`.
 
         Raises:
           OSError(ENOSPC): the file system has less room than the state takes (checked first,
@@ -319,7 +321,7 @@ class RunDir:
             raise OSError(errno.ENOSPC, f"No space left on device: a checkpoint needs about "
                           f"{need / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free",
                           str(self.path / layout.CKPT_DIR))
-        self.ckpt.save(step, state, meta, best=best)
+        self.ckpt.save(step, state, meta, best=best, replace=replace)
 
     def commit(self) -> None:
         """Waits until every checkpoint started has committed (raises if one failed)."""

@@ -31,6 +31,11 @@ from rnnlab import storage, tasks, validation
 from rnnlab import state as state_lib
 
 
+# The final evaluation scores each split in parts of this many windows (batches), so that a
+# signal stops it within seconds, not after the whole of a long split.
+PART_WINDOWS = 64
+
+
 class DivergenceError(RuntimeError):
     """The loss or a gradient became non-finite."""
 
@@ -245,6 +250,9 @@ class _Loop:
 
     def _finish(self, state):
         final = self._evaluate(state, final=True)
+        if final is None:  # a signal during the final evaluation: a rerun does it
+            self._interrupt(state)
+            return
         for trial in self.active:  # what status.json will say, kept in the final checkpoint too
             trial.result = {"status": layout.FINISHED, "step": self.step,
                             "num_params": self.num_params, **trial.meta, **final[trial]}
@@ -350,8 +358,33 @@ class _Loop:
     def _scores(self, state, split, windows):
         """Each trial's (scalars, sums) over `windows` evaluation batches of `split`."""
         sums = jax.device_get(self._eval_fn(split, windows)(state.params, self.data))
+        return self._averages(sums)
+
+    def _averages(self, sums):
         return [(tasks.base.averages(self.task, self._of(sums, trial)), self._of(sums, trial))
                 for trial in self.todo]
+
+    def _whole(self, state, split):
+        """Each trial's (scalars, sums) over the whole split, computed in parts of
+        PART_WINDOWS windows; None when a signal comes first."""
+        total = (self.task.whole_windows or self.task.eval_windows)[split]
+        fn = lambda params, data, first, so_far: self.task.evaluate(  # noqa
+            params, data, split, tasks.base.Part(first, PART_WINDOWS, so_far))
+        fn = jax.vmap(fn, in_axes=(0, None, None, 0)) if self.vmapped else fn
+        # The sums start from zeros, so that every part runs one compiled program.
+        sums = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(
+            fn, state.params, self.data, 0, None))
+        fn = jax.jit(fn, out_shardings=parallel.replicated(self.mesh))  # (once a run: no cache)
+        for first in range(0, total, PART_WINDOWS):
+            if self.stop.set:
+                logging.warning("stopping the final evaluation (%s split, %d of %d windows "
+                                "done)", split, first, total)
+                return None
+            # (waited for: parts queued ahead would each delay a stop)
+            sums = jax.block_until_ready(fn(state.params, self.data, first, sums))
+        sums = jax.device_get(sums)
+        sums.pop("carry", None)
+        return self._averages(sums)
 
     def _evaluate(self, state, final=False):
         """Valid over `eval_batches` batches (best checkpoint, sample); at the end also the
@@ -362,9 +395,10 @@ class _Loop:
         valid = self._scores(state, "valid", capped)
         flow = self._flow(state)
         extra = {}
-        if final:
-            extra["test"] = self._scores(state, "test", None)
-            extra["valid_full"] = self._scores(state, "valid", None)
+        for split, name in (("test", "test"), ("valid", "valid_full")) if final else ():
+            extra[name] = self._whole(state, split)
+            if extra[name] is None:
+                return None
         name, mode = self.task.best
         # Replicated, so every process holds them whole; samples are drawn on process 0.
         sampling = self.task.sample is not None and parallel.is_primary()
@@ -427,7 +461,8 @@ class _Loop:
             if final:  # what status.json says, to rebuild it from
                 meta["final"] = {k: v for k, v in trial.result.items()
                                  if k not in ("status", "step")}
-            trial.run.save(self.step, self._of(state, trial), meta)
+            # (final: replacing the checkpoint a stopped final evaluation saved at this step)
+            trial.run.save(self.step, self._of(state, trial), meta, replace=final)
 
 
 def _shardings(tree):

@@ -474,7 +474,7 @@ def test_killing_the_launcher_stops_its_trials_and_a_rerun_waits_for_a_running_o
         assert launcher.poll() is None
         time.sleep(0.05)
     spec = json.loads((out / "sweep.json").read_text())["trials"][0]
-    trial = pathlib.Path(spec["workdir"])
+    trial = out / spec["workdir"]  # (relative to the sweep dir)
     wait_for_step(launcher, trial, 20)
     pid = layout.lock_holder(trial)
     assert pid

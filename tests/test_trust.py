@@ -231,3 +231,110 @@ def test_a_seed_past_32_bits_or_a_nan_is_refused_before_any_file(tmp_path):
     for key in ("optim.lr", "model.dropout", "data.valid_fraction"):
         with pytest.raises(validation.ConfigError, match=rf"{key} must be a finite number"):
             validation.check_config(tiny_config(**{key: float("inf")}))
+
+
+# ------------------------------------------------------ 18. a signal in the final evaluation
+
+
+@pytest.mark.parametrize("name", ["lm", "classify", "seq2seq"])
+def test_the_whole_split_in_parts_is_bitwise_the_whole_split_at_once(name):
+    """The final evaluation runs in `Part`s (so that a signal can stop it): with the sums handed
+    on, the last part's sums are bitwise those of one pass, the tail of a text included."""
+    import jax
+    import numpy as np
+
+    from rnnlab import tasks
+    from test_tasks import task_config
+
+    extra = {"train.final_eval_streams": 3, "train.bptt_len": 5} if name == "lm" else {}
+    task = tasks.build(task_config(name, **extra))
+    params = task.model.init(jax.random.key(0))
+    whole = jax.device_get(jax.jit(lambda p, d: task.evaluate(p, d, "valid", None))(
+        params, task.data))
+    total = (task.whole_windows or task.eval_windows)["valid"]
+    assert total >= 3
+    part = jax.jit(lambda p, d, first, so_far: task.evaluate(
+        p, d, "valid", tasks.base.Part(first, 2, so_far)))  # the last part runs past the end
+    sums = None
+    for first in range(0, total, 2):
+        sums = part(params, task.data, first, sums)
+    sums = jax.device_get(sums)
+    sums.pop("carry", None)
+    assert sums.keys() == whole.keys()
+    for key in whole:
+        np.testing.assert_array_equal(sums[key], whole[key], err_msg=key)
+
+
+def test_a_signal_during_the_final_evaluation_saves_and_a_rerun_finishes(text_run, tmp_path,
+                                                                          monkeypatch):
+    """SIGTERM arrives as the final evaluation starts: the trained state is saved (status
+    "interrupted" at the last step), nothing of the evaluation is written, and the rerun does
+    the final evaluation alone, with the results of a run never stopped."""
+    import os
+    import signal
+
+    run, corpus = text_run
+    straight = layout.read_status(run)
+    stopped = tmp_path / "run"
+    config = tiny_config(**RUN, **{"data.path": str(corpus)})
+    whole = train._Loop._whole
+
+    def signalled(self, state, split):
+        os.kill(os.getpid(), signal.SIGTERM)  # handled at once: the stop is set
+        return whole(self, state, split)
+
+    monkeypatch.setattr(train._Loop, "_whole", signalled)
+    result = train.train(config, stopped)
+    assert result["status"] == "interrupted" and result["step"] == 4
+    assert layout.read_status(stopped)["status"] == "interrupted"
+    assert layout.checkpoint_steps(stopped)[-1] == 4
+    assert [m["step"] for m in layout.read_metrics(stopped) if m["split"] != "train"] == [2]
+    monkeypatch.setattr(train._Loop, "_whole", whole)
+    assert train.train(config, stopped)["status"] == "finished"
+    status = layout.read_status(stopped)
+    for key in ("valid", "test", "best_step", "best_valid_bpc"):
+        assert status[key] == straight[key], key
+    # the final checkpoint replaced the interrupted one: a rerun is a finished result
+    again = train.train(config, stopped)
+    assert again["status"] == "finished" and layout.read_status(stopped) == status
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_long_final_evaluation_within_seconds(tmp_path):
+    """A run whose whole valid and test splits take long to score (a wide model, 1.5M
+    characters each): SIGTERM after its last training step stops it within seconds, the
+    trained state saved; the rerun then does the final evaluation (and takes far longer)."""
+    import random
+    import signal
+    import time
+
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abcdefghij") for _ in range(rng.randint(1, 8)))
+             for _ in range(500)]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(" ".join(rng.choice(words) for _ in range(700_000)))
+    args = ["--config.data.name=text", f"--config.data.path={corpus}",
+            "--config.data.max_chars=0", "--config.data.valid_fraction=0.35",
+            "--config.data.test_fraction=0.35", "--config.model.hidden_size=256",
+            "--config.train.steps=2", "--config.train.eval_every=2", "--config.train.log_every=1",
+            "--config.train.eval_batches=1", "--config.train.sample_length=0"]
+    workdir = tmp_path / "run"
+    proc = run_main(workdir, *args, wait=False)
+    deadline = time.time() + 240
+    while not any(m["step"] == 2 for m in layout.read_metrics(workdir)):
+        assert proc.poll() is None and time.time() < deadline, "no last training step"
+        time.sleep(0.05)
+    time.sleep(3)  # into the final evaluation
+    signalled = time.time()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0
+    stop_took = time.time() - signalled
+    status = layout.read_status(workdir)
+    assert status["status"] == "interrupted" and status["step"] == 2
+    assert layout.checkpoint_steps(workdir) == [2]
+    started = time.time()
+    rerun = run_main(workdir, *args)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    rerun_took = time.time() - started
+    assert layout.read_status(workdir)["status"] == "finished"
+    assert stop_took < 15 and stop_took < rerun_took / 3, (stop_took, rerun_took)

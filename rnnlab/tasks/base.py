@@ -44,7 +44,8 @@ class Task(NamedTuple):
         dropout (and sampled feedback).
       evaluate: `(params, data, split, windows) -> sums` over the first `windows` evaluation
         batches of `split`: scalar sums and `count` (what each is averaged by); other arrays
-        (a confusion matrix) go to `files`.
+        (a confusion matrix) go to `files`. `windows=None`: the whole split (every example,
+        every character of a text), which `windows=Part(...)` computes in parts.
       eval_windows: split -> the evaluation batches of a whole pass.
       derive: `(scalars) -> scalars`, adds derived metrics (bpc, perplexity, ...).
       metrics: the names of `loss`'s metrics (the train state sums them).
@@ -55,6 +56,8 @@ class Task(NamedTuple):
       throughput: (name, units per train step), e.g. ("chars_per_sec", B * T).
       sample: `(params, key) -> str`, a sample for samples.txt at each evaluation, or None.
       files: `(split, sums) -> {file name: text}` written at the final evaluation, or None.
+      whole_windows: split -> the windows of `evaluate(..., None)` where they are not
+        `eval_windows` (a language model's whole split, read from other streams).
     """
 
     model: model_lib.Model
@@ -73,6 +76,19 @@ class Task(NamedTuple):
     throughput: tuple[str, int]
     sample: Callable[..., str] | None = None
     files: Callable[..., dict[str, str]] | None = None
+    whole_windows: dict[str, int] | None = None
+
+
+class Part(NamedTuple):
+    """Windows `[first, first + count)` of the whole-split evaluation (`Task.evaluate`'s
+    `windows`), so that a long one runs in pieces that a signal can stop between. `so_far`:
+    the sums the previous part returned (None for the first part); they carry on accumulating,
+    so the last part's sums are bitwise those of `evaluate(..., None)`. Windows past the end
+    add nothing."""
+
+    first: Any  # an int or a traced scalar: one compiled program serves every part
+    count: int
+    so_far: Any = None
 
 
 def fingerprint(arrays: dict[str, np.ndarray], record: dict) -> str:
@@ -132,20 +148,33 @@ def shuffled_batch(examples: dict[str, jax.Array], index, key, batch_size: int):
     return {k: v[rows] for k, v in examples.items()}
 
 
-def scan_batches(fn, examples: dict[str, jax.Array], batch_size: int, windows):
-    """Sums `fn(batch) -> sums` over the first `windows` batches of fixed, padded examples."""
-    n = next(iter(examples.values())).shape[0]
-    total = n // batch_size if windows is None else windows
+def part_windows(windows, total: int):
+    """The window indices `windows` (None: all `total`, a count: the first ones, a `Part`) asks
+    for, whether each is one (a Part's windows past the end are not), and the sums so far."""
+    if isinstance(windows, Part):
+        indices = windows.first + jnp.arange(windows.count)
+        return indices, indices < total, windows.so_far
+    indices = jnp.arange(total if windows is None else windows)
+    return indices, jnp.ones(indices.shape, bool), None
 
-    def body(acc, i):
+
+def scan_batches(fn, examples: dict[str, jax.Array], batch_size: int, windows):
+    """Sums `fn(batch) -> sums` over batches of fixed, padded examples: the first `windows`,
+    all of them (None), or a `Part` of them."""
+    n = next(iter(examples.values())).shape[0]
+    indices, valid, so_far = part_windows(windows, n // batch_size)
+
+    def body(acc, i_valid):
+        i, ok = i_valid
         batch = {k: jax.lax.dynamic_slice_in_dim(v, i * batch_size, batch_size)
                  for k, v in examples.items()}
         sums = fn(batch)
-        return jax.tree_util.tree_map(jnp.add, acc, sums), None
+        return jax.tree_util.tree_map(lambda a, s: jnp.where(ok, a + s, a), acc, sums), None
 
-    first = jax.eval_shape(fn, {k: v[:batch_size] for k, v in examples.items()})
-    zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), first)
-    sums, _ = jax.lax.scan(body, zeros, jnp.arange(total))
+    if so_far is None:
+        first = jax.eval_shape(fn, {k: v[:batch_size] for k, v in examples.items()})
+        so_far = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), first)
+    sums, _ = jax.lax.scan(body, so_far, (indices, valid))
     return sums
 
 

@@ -154,9 +154,9 @@ def build(config: ml_collections.ConfigDict) -> base.Task:
         return ce, (carry, {"loss": ce, "accuracy": accuracy})
 
     def evaluate(params, d, split, count):
-        if count is None:  # the whole split: every character
+        if count is None or isinstance(count, base.Part):  # the whole split: every character
             return evaluate_whole(lm, params, d[f"{split}_inputs"], d[f"{split}_targets"], T,
-                                  t.carry_state)
+                                  t.carry_state, count)
         return evaluate_streams(lm, params, d[split], T, t.carry_state, windows[split], count)
 
     def sample(params, key):
@@ -177,7 +177,8 @@ def build(config: ml_collections.ConfigDict) -> base.Task:
         record=record, fingerprint=base.fingerprint(corpus.splits, record_digest(corpus)),
         describe=f"data: {corpus.description}; {train_windows} train windows/pass",
         throughput=("chars_per_sec", t.batch_size * T),
-        sample=sample if t.sample_length else None)
+        sample=sample if t.sample_length else None,
+        whole_windows={s: streams[f"{s}_inputs"].shape[1] // T for s in ("valid", "test")})
 
 
 def record_digest(corpus: data.Corpus) -> dict:
@@ -189,28 +190,35 @@ def derive(scalars: dict[str, float]) -> dict[str, float]:
     return {**scalars, **metrics_lib.lm_scalars(scalars["loss"], scalars["accuracy"], 1.0)}
 
 
-def evaluate_whole(lm, params, inputs, targets, bptt_len, carry_state):
+def evaluate_whole(lm, params, inputs, targets, bptt_len, carry_state, part=None):
     """`{"loss", "accuracy", "count"}` sums over every scored pair of `data.whole_streams`
-    (targets >= 0), window by window with the carry passed on, in one scan."""
+    (targets >= 0), window by window with the carry passed on, in one scan; or over a
+    `base.Part` of the windows (its sums then also hold the `carry` the next part starts
+    from)."""
     S, T = inputs.shape[0], bptt_len
+    windows, valid, so_far = base.part_windows(part, inputs.shape[1] // T)
 
-    def body(acc, w):
+    def body(acc, w_valid):
+        w, ok = w_valid
         carry, loss_sum, correct, count = acc
         x = jax.lax.dynamic_slice(inputs, (0, w * T), (S, T))
         y = jax.lax.dynamic_slice(targets, (0, w * T), (S, T))
         reset = jnp.zeros((S, T), bool).at[:, 0].set(w == 0)
         carry, logits = lm.apply(params, carry, x, reset=_reset(reset, carry_state))
-        scored = y >= 0
+        scored = (y >= 0) & ok
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(y, 0))
         hits = (jnp.argmax(logits, -1) == y) & scored
         return (carry, loss_sum + jnp.sum(jnp.where(scored, ce, 0.0)),
                 correct + jnp.sum(hits), count + jnp.sum(scored)), None
 
-    init = (lm.initial_carry(params, (S,)), jnp.zeros((), jnp.float32),
-            jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
-    (_, loss_sum, correct, count), _ = jax.lax.scan(body, init,
-                                                    jnp.arange(inputs.shape[1] // T))
-    return {"loss": loss_sum, "accuracy": correct, "count": count.astype(jnp.float32)}
+    if so_far is None:
+        init = (lm.initial_carry(params, (S,)), jnp.zeros((), jnp.float32),
+                jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+    else:
+        init = tuple(so_far[k] for k in ("carry", "loss", "accuracy", "count"))
+    (carry, loss_sum, correct, count), _ = jax.lax.scan(body, init, (windows, valid))
+    sums = {"loss": loss_sum, "accuracy": correct, "count": count}
+    return sums if part is None else {**sums, "carry": carry}
 
 
 def evaluate_streams(lm, params, streams, bptt_len, carry_state, num_windows, count):
