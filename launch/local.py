@@ -17,6 +17,7 @@ import ctypes.util
 import json
 import os
 import pathlib
+import shlex
 import signal
 import subprocess
 import sys
@@ -47,7 +48,9 @@ def _die_with_parent():
 
 def spawn(command: list[str], log) -> subprocess.Popen:
     """Starts a trial's process, writing to `log`; it gets SIGTERM if the launcher dies."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # The sweep's own command, which a vmapped trial records as the way to reproduce it.
+    sweep = "python -m launch.sweep " + shlex.join(sys.argv[1:])
+    env = dict(os.environ, PYTHONUNBUFFERED="1", RNNLAB_SWEEP_COMMAND=sweep)
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                             preexec_fn=_die_with_parent())
 

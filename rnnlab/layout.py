@@ -34,6 +34,7 @@ VOCAB_FILE = "vocab.json"
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_FILE = "samples.txt"
 STATUS_FILE = "status.json"
+GROUP_FILE = "group.json"  # a vmapped trial: the trials it trained with, how to reproduce it
 LOCK_FILE = ".lock"
 RESERVE_FILE = ".reserve"
 CKPT_DIR = "ckpt"

@@ -125,6 +125,7 @@ class RunDir:
         self.writer = self.ckpt = self._lock = None
         self._record: dict[str, Any] = {}
         self.quarantined = 0  # checkpoints moved to corrupt/ by this process
+        self.logged_every = None  # the train.log_every of the run being resumed
         # The newest checkpoint step known to have committed.
         self.committed = (layout.read_status(self.path) or {}).get("committed_step")
         if not primary:
@@ -183,6 +184,7 @@ class RunDir:
                               f"{self.path} holds this same experiment, delete that file and "
                               "rerun to resume; otherwise use a new --workdir") from e
         if old is not None:
+            self.logged_every = (old.get("train") or {}).get("log_every")
             allowed = set(RESUMABLE_KEYS)
             if self.config.optim.schedule not in SCHEDULES_OVER_ALL_STEPS:
                 allowed.add("train.steps")
@@ -342,6 +344,7 @@ class RunDir:
         (and any line it cut short); each file is replaced in one step."""
         if not self.primary:
             return
+        self._note_lost_rows(step)
         self.writer = metrics_lib.MetricsWriter(self.path, resume_step=step)
         path = self.path / layout.SAMPLES_FILE
         if path.exists():
@@ -350,6 +353,20 @@ class RunDir:
                 if int(match.group(1)) > step:
                     storage.write_atomic(path, text[: match.start()])
                     break
+
+    def _note_lost_rows(self, step: int) -> None:
+        """Says which steps' rows a resume from `step` finds missing from metrics.jsonl (a cut
+        file): they are not written again."""
+        if not step or not self.logged_every:
+            return
+        logged = [m["step"] for m in layout.read_metrics(self.path)
+                  if m.get("split") == "train" and m["step"] <= step]
+        expected = step - step % self.logged_every
+        if max(logged, default=0) < expected:
+            logging.warning("%s has the train rows up to step %d only, but the run resumes from "
+                            "step %d: the rows of steps %d to %d were lost (the file was cut) "
+                            "and are not written again", self.path / layout.METRICS_FILE,
+                            max(logged, default=0), step, max(logged, default=0) + 1, expected)
 
     def write(self, step: int, split: str, scalars: dict[str, float]) -> None:
         if self.primary:

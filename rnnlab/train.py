@@ -17,7 +17,11 @@ N devices (or N hosts after `jax.distributed.initialize()`) matches it to float 
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import shlex
+import sys
 import time
 
 import jax
@@ -181,6 +185,8 @@ class _Loop:
             trial.run.open_logs(step)
             trial.run.set_status(layout.RUNNING, step, num_params=self.num_params)
         self.vmapped = len(self.todo) > 1
+        if self.vmapped:
+            self._record_group()
         # Trials stack on a leading axis, so the carry's rows (streams) move to axis 1.
         self.shardings = parallel.state_shardings(states[0], self.mesh, 1 if self.vmapped else 0)
         m = self.todo[0].config.model
@@ -192,6 +198,18 @@ class _Loop:
             return states[0]
         return jax.jit(lambda *s: jax.tree_util.tree_map(lambda *a: jnp.stack(a), *s),
                        out_shardings=self.shardings)(*states)
+
+    def _record_group(self):
+        """Each vmapped trial's group.json: batched reductions round differently, so the
+        trial alone matches it to float rounding only; the group's command reproduces it."""
+        command = "python -m rnnlab.main " + shlex.join(sys.argv[1:])
+        for trial in self.todo:
+            trial.run.write_file(layout.GROUP_FILE, json.dumps({
+                "trained_with": [str(other.run.path) for other in self.todo],
+                "command": os.environ.get("RNNLAB_SWEEP_COMMAND", command),
+                "note": "trained as one vmapped program with the trials listed: rerun this "
+                        "command (the same trials together) to reproduce it bitwise; alone, "
+                        "its own command reproduces it to float rounding"}, indent=1) + "\n")
 
     # ------------------------------------------------------------------------------ loop
 

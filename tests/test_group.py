@@ -50,6 +50,12 @@ def test_vmapped_trials_equal_trials_run_alone(tmp_path):
         np.testing.assert_allclose(results[i]["test"]["bpc"], alone["test"]["bpc"], rtol=2e-4)
         for name in ("config.json", "vocab.json", "metrics.jsonl", "samples.txt", "status.json"):
             assert (group_dirs[i] / name).exists()
+        # close, not bitwise: each run dir says which trials it trained with and how to
+        # reproduce it (a trial alone has no group.json)
+        group = json.loads((group_dirs[i] / layout.GROUP_FILE).read_text())
+        assert group["trained_with"] == [str(d) for d in group_dirs]
+        assert group["command"].startswith("python -m ") and "bitwise" in group["note"]
+        assert not (tmp_path / f"alone{i}" / layout.GROUP_FILE).exists()
     # The trials really differ: different seeds and learning rates give different params.
     p0, p1 = (restore_params(d)[0].params for d in group_dirs[:2])
     assert not np.allclose(p0["readout"]["w"], p1["readout"]["w"])

@@ -172,6 +172,9 @@ def test_vmap_executor_matches_trials_run_alone(tmp_path):
         a = layout.read_metrics(vmapped / "trials" / trial["id"])
         b = layout.read_metrics(alone / "trials" / trial["id"])
         assert [(m["step"], m["split"]) for m in a] == [(m["step"], m["split"]) for m in b]
+        group = json.loads((vmapped / "trials" / trial["id"] / layout.GROUP_FILE).read_text())
+        assert group["command"].startswith("python -m launch.sweep ") and "--executor=vmap" in \
+            group["command"] and len(group["trained_with"]) == 4
         for ma, mb in zip(a, b):
             for key in ("loss", "bpc", "accuracy", "lr"):
                 if key in ma:

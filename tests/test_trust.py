@@ -338,3 +338,21 @@ def test_sigterm_stops_a_long_final_evaluation_within_seconds(tmp_path):
     rerun_took = time.time() - started
     assert layout.read_status(workdir)["status"] == "finished"
     assert stop_took < 15 and stop_took < rerun_took / 3, (stop_took, rerun_took)
+
+
+# ------------------------------------------------- a cut metrics.jsonl on a resumed run
+
+
+def test_a_resume_names_the_rows_a_cut_metrics_file_lost(text_run, tmp_path, caplog):
+    run, corpus = copy_run(text_run, tmp_path)  # train rows at steps 3 and 4 (log_every 3)
+    lines = (run / layout.METRICS_FILE).read_text().splitlines(keepends=True)
+    kept = [line for line in lines if json.loads(line)["step"] < 3]
+    (run / layout.METRICS_FILE).write_text("".join(kept) + lines[len(kept)][:20])  # cut
+    caplog.set_level("WARNING")
+    train.train(tiny_config(**{**RUN, "data.path": str(corpus), "train.steps": 6}), run)
+    assert "has the train rows up to step 0 only, but the run resumes from step 4: the rows " \
+           "of steps 1 to 3 were lost" in caplog.text
+    # an intact file: not a word
+    caplog.clear()
+    train.train(tiny_config(**{**RUN, "data.path": str(corpus), "train.steps": 8}), run)
+    assert "were lost" not in caplog.text
