@@ -166,7 +166,8 @@ def plan(config: str, sweep: str, sweep_dir: str, *, python: str = "python",
 
     Every trial is checked against the config (every key exists and takes its value's type)
     before anything is recorded. Rerunning with the same sweep finds the same trials; a
-    different sweep in the same directory is refused rather than mixed in.
+    different sweep in the same directory is refused rather than mixed in, and so is a trial
+    whose run directory holds a run of another config (the config file edited since it ran).
     """
     sweep_trials = load_sweep(sweep)
     base = load_config(config)
@@ -183,11 +184,52 @@ def plan(config: str, sweep: str, sweep_dir: str, *, python: str = "python",
         workdir = f"{sweep_dir.rstrip('/')}/{TRIALS_DIR}/{trial_id}"
         trials.append(Trial(trial_id, dict(trial), workdir,
                             command(config, trial, workdir, python=python)))
+    _check_same_sweep(config, sweep_dir, trials)
+    _check_run_configs(base, sweep_dir, trials)
     if record:
         record_sweep(config, sweep, sweep_dir, trials)
-    else:
-        _check_same_sweep(config, sweep_dir, trials)
     return trials
+
+
+def _changed_keys(base, trial: Trial) -> list[str]:
+    """The config keys in which the run already in the trial's directory (its config.json)
+    differs from the trial's config now, by rnnlab's own rule for resuming; a finished or
+    diverged run is a result, and may differ in no key that changes the computation."""
+    from rnnlab import rundir  # imports jax: only when a trial has a run to compare
+
+    old = layout.read_json(storage.path(trial.workdir) / layout.CONFIG_FILE)
+    if not isinstance(old, dict):
+        return []
+    config = overrides.apply(base, trial.overrides)
+    allowed = set(rundir.RESUMABLE_KEYS)
+    if result(trial) is None and config.optim.schedule not in rundir.SCHEDULES_OVER_ALL_STEPS:
+        allowed.add("train.steps")  # an unfinished run may be resumed to more steps
+    new = json.loads(config.to_json_best_effort())
+    return [k for k in rundir._config_diff(old, new) if k not in allowed]
+
+
+def _check_run_configs(base, sweep_dir: str, trials: list[Trial]) -> None:
+    """Refuses trials whose run directories hold runs of another config (the config file was
+    edited since they ran): a finished one would be kept as a stale result, an unfinished one
+    refused by rnnlab.main. Raises ValueError naming them and the keys."""
+    changed: dict[tuple[str, ...], list[str]] = {}
+    for trial in trials:
+        if storage.is_local(trial.workdir) and (
+                storage.path(trial.workdir) / layout.CONFIG_FILE).exists():
+            if keys := _changed_keys(base, trial):
+                changed.setdefault(tuple(keys), []).append(trial.id)
+    if not changed:
+        return
+    count = sum(len(ids) for ids in changed.values())
+    named = "; ".join(f"{_some(ids)} (differs in: {', '.join(keys)})"
+                      for keys, ids in changed.items())
+    raise ValueError(f"{sweep_dir}: {count} trial(s) hold runs of a different config than the "
+                     f"sweep's now (was the config file edited?): {named}; use a new --workdir "
+                     f"for the changed sweep (or remove those trial dirs to rerun them)")
+
+
+def _some(ids: list[str], most: int = 4) -> str:
+    return ", ".join(ids[:most]) + (f" (+{len(ids) - most} more)" if len(ids) > most else "")
 
 
 def _check_same_sweep(config: str, sweep_dir: str, trials: list[Trial]) -> None:

@@ -345,3 +345,91 @@ def test_csv_cells_with_commas_quotes_and_newlines_parse_back(tmp_path):
                                             else cells)
     rows = list(csv.DictReader(io.StringIO(tables.to_csv(t))))
     assert [r["cell"] for r in rows] == cells
+
+
+# --------------------------------------- 18. a finished sweep rerun after its config changed
+
+CONFIG_16 = '''from configs import base
+from launch import dsl
+
+
+def get_config(arg=None):
+    c = base.get_config()
+    c.data.name = "pydoc"
+    base.smoke(c)
+    c.data.max_chars = 12000
+    c.train.steps = 6
+    c.train.log_every = c.train.eval_every = c.train.ckpt_every = 3
+    hidden_size = 16
+    c.model.hidden_size = hidden_size
+    return c
+
+
+def get_sweep(arg=None):
+    return dsl.sweep("seed", [0, 1])
+'''
+
+
+def _fake_results(trials, status: str = "finished") -> None:
+    """Run directories as a run of each trial's config now leaves them (config.json as
+    rnnlab.rundir writes it, a final checkpoint), without training."""
+    base = trials_lib.load_config(trials[0].command[3].partition("=")[2])
+    for trial in trials:
+        run = pathlib.Path(trial.workdir)
+        (run / "ckpt" / "6").mkdir(parents=True)
+        config = trials_lib.overrides.apply(base, trial.overrides)
+        (run / "config.json").write_text(config.to_json_best_effort())
+        (run / "status.json").write_text(json.dumps({"status": status, "step": 6}))
+
+
+@pytest.mark.parametrize("status", ["finished", "diverged"])
+def test_a_rerun_after_the_config_file_changed_is_refused_not_skipped(tmp_path, status):
+    config = tmp_path / "swe.py"
+    config.write_text(CONFIG_16)
+    out = tmp_path / "D"
+    args = (f"--config={config}", f"--sweep={config}", f"--workdir={out}")
+    trials = trials_lib.plan(str(config), str(config), str(out), python=sys.executable)
+    _fake_results(trials, status)
+    same = launch(*args)  # the same config: both trials are results, skipped
+    assert same.returncode == 0 and same.stdout == f"2 trials: 2 {status}\n", same.stderr
+    config.write_text(CONFIG_16.replace("hidden_size = 16", "hidden_size = 24"))
+    sweep_json = (out / "sweep.json").read_text()
+    outcomes = (out / "outcomes.json").read_bytes() if (out / "outcomes.json").exists() else None
+    line = one_error_line(launch(*args))
+    assert "000_seed=0, 001_seed=1 (differs in: model.hidden_size)" in line, line
+    assert "use a new --workdir" in line
+    assert (out / "sweep.json").read_text() == sweep_json
+    assert ((out / "outcomes.json").read_bytes() if (out / "outcomes.json").exists()
+            else None) == outcomes
+    assert "model.hidden_size" in one_error_line(launch(*args, "--dry_run"))
+
+
+def test_an_unfinished_trial_of_another_config_is_refused_before_anything_runs(tmp_path):
+    """rnnlab.main would refuse it as the sweep goes (a failed trial); the launcher says it
+    first. A key rnnlab lets a resume change (train.log_every) is no difference."""
+    config = tmp_path / "swe.py"
+    config.write_text(CONFIG_16)
+    out = tmp_path / "D"
+    trials = trials_lib.plan(str(config), str(config), str(out), python=sys.executable)
+    _fake_results(trials[:1], "interrupted")
+    config.write_text(CONFIG_16.replace("hidden_size = 16", "hidden_size = 24"))
+    with pytest.raises(ValueError, match=r"1 trial\(s\) .*000_seed=0 \(differs in: "
+                                         r"model.hidden_size\)"):
+        trials_lib.plan(str(config), str(config), str(out), record=False)
+    config.write_text(CONFIG_16.replace("c.train.steps = 6", "c.train.steps = 6\n"
+                                        "    c.train.log_every = 2"))
+    assert len(trials_lib.plan(str(config), str(config), str(out), record=False)) == 2
+
+
+@pytest.mark.slow
+def test_a_trained_sweep_rerun_after_its_config_changed_is_refused(tmp_path):
+    """The probe's own steps, with real training: 2 trials of hidden 16, then 24."""
+    config = tmp_path / "swe.py"
+    config.write_text(CONFIG_16)
+    out = tmp_path / "D"
+    args = (f"--config={config}", f"--sweep={config}", f"--workdir={out}")
+    first = launch(*args, timeout=600)
+    assert first.stdout == "2 trials: 2 finished\n", first.stderr
+    config.write_text(CONFIG_16.replace("hidden_size = 16", "hidden_size = 24"))
+    line = one_error_line(launch(*args))
+    assert "000_seed=0, 001_seed=1 (differs in: model.hidden_size)" in line, line
