@@ -14,6 +14,7 @@ from configs import base
 
 
 def get_config(arg=None):
+    arg = base.variant(arg, "smoke")
     c = base.get_config()
     c.task.name = "adding"
     c.data.length = 100

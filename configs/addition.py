@@ -22,6 +22,7 @@ from configs import base
 
 
 def get_config(arg=None):
+    arg = base.variant(arg, "smoke")
     c = base.get_config()
     c.task.name = "seq2seq"
     c.data.name = "addition"

@@ -129,6 +129,16 @@ def get_config(arg=None):
     return c
 
 
+def variant(arg, *names: str):
+    """`arg`, the ARG of `--config=FILE:ARG`, checked against the variants a config has: None
+    (the config itself) or one of `names`; anything else is a ValueError listing them (a typo
+    would otherwise run the full config without a word)."""
+    if arg is None or arg in names:
+        return arg
+    raise ValueError(f"unknown config variant {arg!r}; this config has: "
+                     f"{', '.join(names) or 'none'} (or none at all)")
+
+
 def smoke(c):
     """Shrinks a run config to a smoke test: well under a minute on CPU, offline.
 

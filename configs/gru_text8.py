@@ -12,6 +12,7 @@ from configs import base, lstm_text8
 
 
 def get_config(arg=None):
+    arg = base.variant(arg, "smoke")
     c = lstm_text8.get_config()
     c.model.cell = "gru"
     if arg == "smoke":

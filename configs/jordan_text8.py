@@ -17,6 +17,7 @@ from configs import base, elman_text8
 
 
 def get_config(arg=None):
+    arg = base.variant(arg, "smoke")
     c = elman_text8.get_config()
     c.model.cell = "jordan"
     c.model.jordan_feedback = "teacher"

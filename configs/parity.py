@@ -13,6 +13,7 @@ from configs import base
 
 
 def get_config(arg=None):
+    arg = base.variant(arg, "smoke")
     c = base.get_config()
     c.task.name = "parity"
     c.data.length = 10

@@ -15,6 +15,7 @@ from configs import base
 
 
 def get_config(arg=None):
+    arg = base.variant(arg, "smoke")
     c = base.get_config()
     c.task.name = "vec2seq"
     c.data.max_digits = 4

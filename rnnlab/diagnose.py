@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import pathlib
 import sys
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -104,7 +105,20 @@ def load(workdir=None, config=None, checkpoint: str = "best", out=None, *,
     if out is None:
         out = (storage.path(workdir) / "diagnostics" if workdir is not None
                else pathlib.Path("diagnostics") / config.task.name)
+    _check_writable(storage.path(out))
     return Subject(config, task, state, label, out)
+
+
+def _check_writable(out) -> None:
+    """Before any compute: `out` is (or can be made) a directory this process may write."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if storage.is_local(out):
+            tempfile.TemporaryFile(dir=out).close()
+    except OSError as e:
+        raise ValueError(f"cannot write the diagnostics to {out} "
+                         f"({e.strerror or type(e).__name__}): pass --out=DIR, a directory "
+                         "this process may write") from None
 
 
 def gradients(subject: Subject) -> dict:

@@ -73,4 +73,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from rnnlab import overrides
+
+    app.run(main, flags_parser=overrides.parse_flags)

@@ -113,7 +113,8 @@ def main(argv):
                      jax.process_count(), jax.device_count())
     config = _CONFIG.value
     if config is None:
-        raise app.UsageError("--config is required, e.g. --config=configs/quickstart.py")
+        _fail(2, "--config is required, e.g. --config=configs/quickstart.py (the configs are in "
+              "configs/)")
     try:
         if _TRIALS.value:
             sys.exit(_run_trials(config, _TRIALS.value))

@@ -43,10 +43,12 @@ def known_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl's `flags_parser` for the commands that take `--config`: a misspelt
-    `--config.key=value` (which ml_collections reports with a traceback) or a value of the wrong
-    type gets one line, naming the key and the closest known ones, and exit code 2."""
+    """absl's `flags_parser` for rnnlab's commands: a misspelt `--config.key=value` (which
+    ml_collections reports with a traceback), a value of the wrong type, a config file that is
+    missing or raises, and any other bad flag get one line and exit code 2 (absl: its usage
+    text and 1)."""
     import difflib
+    import pathlib
     import sys
 
     from absl import flags
@@ -54,7 +56,10 @@ def parse_flags(argv: list[str]) -> list[str]:
     from configs import base
 
     try:
-        return flags.FLAGS(argv)
+        rest = flags.FLAGS(argv)
+        if "config" in flags.FLAGS and flags.FLAGS["config"].value is not None:
+            flags.FLAGS["config"].value.keys()  # (a file that failed to load raises here)
+        return rest
     except (AttributeError, KeyError):  # ml_collections, on a key the config does not have
         known = known_keys(base.get_config())
         unknown = [a[len("--config."):].split("=")[0] for a in argv[1:]
@@ -65,6 +70,18 @@ def parse_flags(argv: list[str]) -> list[str]:
                if difflib.get_close_matches(key, known, n=3) else "") for key in unknown
         ) or "an unknown --config key"
     except flags.Error as e:
-        message = str(e)
+        # A config file that raised: ml_collections wraps its traceback; its last line says it.
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        message = str(e) if len(lines) < 2 else f"{lines[0].split(': Error whilst')[0]}: {lines[-1]}"
+        if "--config" not in message:  # another flag of the command
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(2)
+    except OSError as e:  # a --config file that is not there
+        configs = sorted(p.name for p in pathlib.Path("configs").glob("*.py")
+                         if p.name not in ("__init__.py", "base.py"))
+        given = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "")
+        message = (f"cannot read the --config file {given.partition(':')[0]!r}"
+                   + (f"; configs/ has {', '.join(configs)}" if configs else "")
+                   + (f" ({e.strerror})" if e.strerror else ""))
     print(f"error: bad config: {message}", file=sys.stderr)
     sys.exit(2)

@@ -188,4 +188,6 @@ if __name__ == "__main__":
                         "a number for vec2seq).")
     flags.DEFINE_integer("beam", 1, "With --input: the beam size (1: greedy).")
     flags.DEFINE_float("length_penalty", 0.0, "With --input and a beam: GNMT's alpha.")
-    app.run(main)
+    from rnnlab import overrides
+
+    app.run(main, flags_parser=overrides.parse_flags)

@@ -379,8 +379,8 @@ def test_bad_data_files_are_named_before_any_compute(tmp_path):
     valid.write_text("text,label\nt,a\nu,q\n")
     cases.append((bad_data(tmp_path, "d.csv", "text,label\n" + lines,
                            **{"data.valid_path": str(valid), "data.test_path": str(valid)}),
-                  ValueError, r"v.csv, line 3: label 'q' \(valid split\) is not among the "
-                              r"training labels \['a', 'b'\]"))
+                  data.DataError, r"v.csv, line 3: label 'q' \(valid split\) is not among "
+                                  r"the training labels \['a', 'b'\]"))
     for config, error, message in cases:
         validation.check_config(config)  # the config is fine; the data is not
         with pytest.raises(error, match=message):

@@ -356,3 +356,65 @@ def test_a_resume_names_the_rows_a_cut_metrics_file_lost(text_run, tmp_path, cap
     caplog.clear()
     train.train(tiny_config(**{**RUN, "data.path": str(corpus), "train.steps": 8}), run)
     assert "were lost" not in caplog.text
+
+
+# --------------------------------------- found by a probe of fresh bad inputs (see the README)
+
+
+def test_a_misspelt_config_variant_or_a_missing_config_file_is_one_line(tmp_path):
+    for config, message in (("configs/parity.py:SMOKE", "unknown config variant 'SMOKE'; this "
+                                                        "config has: smoke"),
+                            ("configs/nonexist.py", "cannot read the --config file "
+                                                    "'configs/nonexist.py'; configs/ has ")):
+        proc = run_main(tmp_path / "run", config=config)
+        assert proc.returncode == 2 and message in one_error_line(proc)
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    proc = cli("rnnlab.main", f"--workdir={tmp_path / 'run'}")
+    assert proc.returncode == 2 and "--config is required" in one_error_line(proc)
+    assert not (tmp_path / "run").exists()
+    from experiments.relu_unroll import config as relu_unroll
+
+    relu_unroll.get_config("sgd")
+    with pytest.raises(ValueError, match="unknown config variant 'sdg'; this config has: sgd, "
+                                         "smoke, one_seed"):
+        relu_unroll.get_config("sdg")
+
+
+@pytest.mark.parametrize("task, changes", [
+    ("lm", {}), ("adding", {}), ("seq2seq", {}), ("vec2seq", {})])
+def test_a_data_path_the_task_would_ignore_is_refused(task, changes):
+    from test_tasks import task_config
+
+    config = task_config(task, **{"data.path": "/some/file.txt", **changes})
+    with pytest.raises(validation.ConfigError, match=r"data\.path='/some/file.txt'"):
+        validation.check_config(config)
+
+
+def test_pairs_lines_end_at_newline_only_and_cut_pairs_are_named(tmp_path, caplog):
+    from rnnlab.tasks import seq2seq
+    from test_tasks import task_config
+
+    path = tmp_path / "pairs.tsv"
+    odd = "\u2028\x85\x0c\x1c\x1d\x1e\x0b"
+    rows = [(f"a{c}b{i}", f"c{c}d") for i, c in enumerate(odd)] + [("abcdefgh", "ijklmnop")] * 40
+    path.write_text("".join(f"{s}\t{t}\r\n" for s, t in rows), encoding="utf-8")
+    assert [(s, t) for s, t, _ in seq2seq.read_pairs(str(path))] == rows
+    assert [n for _, _, n in seq2seq.read_pairs(str(path))] == list(range(1, len(rows) + 1))
+    pairs = {"data.name": "pairs", "data.path": str(path)}
+    with pytest.raises(validation.ConfigError, match=r"data\.max_length must be an integer >= 0"):
+        validation.check_config(task_config("seq2seq", **pairs, **{"data.max_length": -2}))
+    caplog.set_level("WARNING")
+    seq2seq.build(task_config("seq2seq", **pairs, **{"data.max_length": 3}))
+    assert "pairs cut to data.max_length=3 characters" in caplog.text
+
+
+def test_bad_flags_and_an_unwritable_output_are_one_line_and_exit_2(text_run, tmp_path):
+    run, _ = text_run
+    for module, flag in (("rnnlab.sample", "--lenght=5"), ("rnnlab.evaluate", "--checkpoint=x")):
+        proc = cli(module, f"--workdir={run}", flag)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        one_error_line(proc)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    with pytest.raises(ValueError, match=rf"cannot write the diagnostics to {a_file}"):
+        diagnose.load(workdir=copy_run(text_run, tmp_path)[0], out=a_file)

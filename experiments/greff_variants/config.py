@@ -27,6 +27,7 @@ ARCHITECTURES = [{"model.cell": "lstm", "model.variant": v} for v in (
 
 
 def get_config(arg=None):
+    arg = base.variant(arg, "python_source", "smoke")
     c = base.get_config()
     c.data.name = "python_source" if arg == "python_source" else "pydoc"
     c.model.param_budget = 100_000

@@ -17,6 +17,7 @@ from configs import base
 
 
 def get_config(arg=None):
+    arg = base.variant(arg, "smoke")
     c = base.get_config()
     c.data.name = "python_source"
     c.model.cell = "lstm"

@@ -26,6 +26,7 @@ from configs import base
 
 
 def get_config(arg=None):
+    arg = base.variant(arg, "sgd", "smoke", "one_seed")
     c = base.get_config()
     c.data.name = "pydoc"
     c.model.cell = "elman"

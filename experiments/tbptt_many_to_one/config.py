@@ -16,13 +16,14 @@ what they say: README.md beside this file.
 
 from launch import dsl
 
-from configs import adding
+from configs import adding, base
 
 LENGTH = 200
 WINDOWS = [0, 10, 25, 50, 100]  # 0: full BPTT
 
 
 def get_config(arg=None):
+    arg = base.variant(arg, "smoke")
     c = adding.get_config(arg)
     if arg != "smoke":
         c.data.length = LENGTH

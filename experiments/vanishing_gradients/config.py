@@ -23,10 +23,11 @@ say: README.md beside this file.
 
 from launch import dsl
 
-from configs import adding
+from configs import adding, base
 
 
 def get_config(arg=None):
+    arg = base.variant(arg, "smoke", "leaky", "one_seed")
     c = adding.get_config("smoke" if arg == "smoke" else None)
     c.train.log_gradients = True
     if arg == "leaky":  # the leaky Elman: a learned rate per unit, from 0.5

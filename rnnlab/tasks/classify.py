@@ -274,8 +274,8 @@ def _encode(config, splits, vocab, labels):
             if regress:
                 targets[row] = label  # a finite number, checked by `parse_label`
             elif label not in labels:
-                raise ValueError(f"{where}: label {label!r} ({split} split) is not among the "
-                                 f"training labels {labels}")
+                raise data_lib.DataError(f"{where}: label {label!r} ({split} split) is not "
+                                         f"among the training labels {labels}")
             else:
                 targets[row] = labels.index(label)
         arrays[split] = {"inputs": ids, "lengths": lengths, "target": targets}
@@ -294,8 +294,8 @@ def build(config: ml_collections.ConfigDict) -> base.Task:
     vocab = data_lib.Vocab(chars, chars.index(data_lib.UNK))
     labels = [] if regress else sorted({label for _, label, _ in splits["train"]})
     if not regress and len(labels) < 2:
-        raise ValueError(f"the training split has {len(labels)} label(s) {labels}: "
-                         "classification needs two or more")
+        raise data_lib.DataError(f"the training split has {len(labels)} label(s) {labels}: "
+                                 "classification needs two or more")
     arrays, T = _encode(config, splits, vocab, labels)
     record = {"chars": list(chars), "unk": vocab.unk, "labels": labels, "length": T}
     net = model(config, record)

@@ -32,6 +32,10 @@ def check(config: ml_collections.ConfigDict) -> None:
     if config.data.name not in data.CORPORA:
         raise ValueError(f"unknown data.name {config.data.name!r} for task.name='lm'; known: "
                          f"{', '.join(data.CORPORA)}")
+    if config.data.path and config.data.name != "text":
+        raise ValueError(f"data.path={config.data.path!r} is read only with data.name='text' "
+                         f"(this run would train on {config.data.name!r} and ignore it): set "
+                         "data.name=text, or drop data.path")
     if config.data.max_chars < 0:
         raise ValueError(f"data.max_chars must be >= 0 (0: all), got {config.data.max_chars}")
     data.check_fractions(config.data.valid_fraction, config.data.test_fraction)

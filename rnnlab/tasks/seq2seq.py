@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from absl import logging
 
 from rnnlab import data as data_lib
 from rnnlab import model as model_lib
@@ -61,6 +62,13 @@ def check(config: ml_collections.ConfigDict) -> None:
             raise ValueError("data.name='pairs' reads the tab-separated file at data.path, "
                              "which is empty")
         data_lib.check_fractions(d.valid_fraction, d.test_fraction)
+        if not isinstance(d.max_length, int) or d.max_length < 0:
+            raise ValueError(f"data.max_length must be an integer >= 0 (0: no limit), got "
+                             f"{d.max_length!r}")
+    elif d.path:
+        raise ValueError(f"data.path={d.path!r} is read only with data.name='pairs' (this run "
+                         f"would train on {d.name!r} and ignore it): set data.name=pairs, or "
+                         "drop data.path")
     elif not isinstance(d.max_digits, int) or not 1 <= d.max_digits <= 8:
         raise ValueError(f"data.max_digits must be an integer in [1, 8], got {d.max_digits!r}")
     if not isinstance(d.eval_examples, int) or d.eval_examples <= 0:
@@ -153,7 +161,9 @@ def read_pairs(path: str) -> list[tuple[str, str, int]]:
     except (OSError, UnicodeDecodeError) as e:
         raise data_lib.DataError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from e
     pairs = []
-    for number, line in enumerate(text.splitlines(), 1):
+    # Lines end at "\n" alone: other line breaks (U+2028, "\x85", "\x0c", ...) are text.
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         if "\t" not in line:
@@ -225,6 +235,10 @@ def _pairs_data(config):
             target[r, :len(t) + 2] = [BOS] + [ids.get(c, unk) for c in t] + [EOS]
             lengths[r] = max(len(s), 1)
         arrays[split] = {"source": source, "source_lengths": lengths, "target": target}
+        cut = sum(len(s) > len(s[:cap]) or len(t) > len(t[:cap]) for s, t, _ in rows)
+        if cut:  # (scored against the cut targets)
+            logging.warning("%s split: %d pairs cut to data.max_length=%d characters", split,
+                            cut, cap)
     return arrays, {"tokens": tokens}
 
 

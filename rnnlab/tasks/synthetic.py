@@ -82,6 +82,9 @@ def check(config: ml_collections.ConfigDict) -> None:
     if not isinstance(d.eval_examples, int) or d.eval_examples <= 0:
         raise ValueError(f"data.eval_examples must be a positive integer, got "
                          f"{d.eval_examples!r}")
+    if d.path:
+        raise ValueError(f"data.path={d.path!r}: task.name={name!r} generates its data and "
+                         "would ignore the file; drop data.path")
     if name == "parity" and config.task.target not in TARGETS:
         raise ValueError(f"task.target must be one of {TARGETS}, got {config.task.target!r}")
     if _per_step(config):
