@@ -141,8 +141,9 @@ def load_state(workdir, config: ml_collections.ConfigDict, model: model_lib.Mode
                                 f"(its checkpoints: {', '.join(map(str, steps)) or 'none'})")
     if found is None:
         raise FileNotFoundError(f"{workdir} has no checkpoint that reads back yet"
-                                + (f" (skipped: {'; '.join(skipped)})" if skipped else
-                                   "; train first"))
+                                + (f" (skipped: {'; '.join(skipped)}; if its config.json or "
+                                   "vocab.json was edited, the model they describe no longer "
+                                   "fits its checkpoints)" if skipped else "; train first"))
     status = layout.read_status(workdir) or {}
     if best and status.get("best_step") not in (None, found.step):
         logging.warning("%s: status.json reports the best checkpoint at step %s, but step %d "
