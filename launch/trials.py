@@ -165,15 +165,17 @@ def plan(config: str, sweep: str, sweep_dir: str, *, python: str = "python",
     """Builds the trials and (with `record`) records them in SWEEP_DIR/sweep.json.
 
     Every trial is checked against the config (every key exists and takes its value's type)
-    before anything is recorded. Rerunning with the same sweep finds the same trials; a
-    different sweep in the same directory is refused rather than mixed in, and so is a trial
-    whose run directory holds a run of another config (the config file edited since it ran).
+    before anything is recorded, and a sweep that lists a trial twice (the same config) is
+    refused. Rerunning with the same sweep finds the same trials; a different sweep in the same
+    directory is refused rather than mixed in, and so is a trial whose run directory holds a
+    run of another config (the config file edited since it ran).
     """
     sweep_trials = load_sweep(sweep)
     base = load_config(config)
     leaves = set(overrides.known_keys(base))
+    resolved = []  # each trial's whole config, to find repeats
     for trial in sweep_trials:  # every key exists and takes its value's type, before any run
-        overrides.apply(base, trial)
+        resolved.append(overrides.apply(base, trial).to_json_best_effort(sort_keys=True))
         for key in trial:
             if key not in leaves:  # apply takes a whole section: rnnlab.main's flags do not
                 raise ValueError(f"override {key!r}: a config section, not a value: set its "
@@ -184,11 +186,26 @@ def plan(config: str, sweep: str, sweep_dir: str, *, python: str = "python",
         workdir = f"{sweep_dir.rstrip('/')}/{TRIALS_DIR}/{trial_id}"
         trials.append(Trial(trial_id, dict(trial), workdir,
                             command(config, trial, workdir, python=python)))
+    _check_distinct(sweep, trials, resolved)
     _check_same_sweep(config, sweep_dir, trials)
     _check_run_configs(base, sweep_dir, trials)
     if record:
         record_sweep(config, sweep, sweep_dir, trials)
     return trials
+
+
+def _check_distinct(sweep: str, trials: list[Trial], resolved: list[str]) -> None:
+    """Refuses a sweep that lists a trial twice (the same config, e.g. a seed in two chained
+    axes): the two identical runs would count as two seeds in the report."""
+    first: dict[str, Trial] = {}
+    repeats = []
+    for trial, config in zip(trials, resolved):
+        if config in first:
+            repeats.append(f"{trial.id} repeats {first[config].id}")
+        first.setdefault(config, trial)
+    if repeats:
+        raise ValueError(f"{sweep}: {len(repeats)} trial(s) listed twice (the same config): "
+                         f"{_some(repeats)}; list each trial once")
 
 
 def _changed_keys(base, trial: Trial) -> list[str]:

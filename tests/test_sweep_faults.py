@@ -433,3 +433,24 @@ def test_a_trained_sweep_rerun_after_its_config_changed_is_refused(tmp_path):
     config.write_text(CONFIG_16.replace("hidden_size = 16", "hidden_size = 24"))
     line = one_error_line(launch(*args))
     assert "000_seed=0, 001_seed=1 (differs in: model.hidden_size)" in line, line
+
+
+# ------------------------------------------------------------- 19. a trial listed twice
+
+
+@pytest.mark.parametrize("body, repeats", [
+    ('dsl.chain(dsl.sweep("seed", [0, 1]), dsl.sweep("seed", [1]))', "002_seed=1 repeats 001_seed=1"),
+    ('[{"seed": 3, "model.cell": "gru"}, {"model": {"cell": "gru"}, "seed": 3}]',
+     "001_cell=gru_seed=3 repeats 000_seed=3_cell=gru"),
+    ('[{}, {"seed": 0}]', "001_seed=0 repeats 000"),  # seed 0 is the config's own
+])
+def test_a_sweep_listing_a_trial_twice_is_refused_in_one_line(tmp_path, body, repeats):
+    """Two bitwise-identical runs would count as two seeds (n=3 for 2 seeds, a smaller std)."""
+    sweep = sweep_file(tmp_path, f"    return {body}")
+    out = tmp_path / "out"
+    line = one_error_line(launch(f"--config={SMOKE}", f"--sweep={sweep}", f"--workdir={out}"))
+    assert line.endswith(f"1 trial(s) listed twice (the same config): {repeats}; list each "
+                         "trial once"), line
+    assert not out.exists()
+    assert one_error_line(launch(f"--config={SMOKE}", f"--sweep={sweep}", f"--workdir={out}",
+                                 "--dry_run")) == line
