@@ -16,9 +16,9 @@ T, F, H = 7, 4, 5
 KERNEL_CELLS = [("elman", {}), ("irnn", {}), ("elman", {"activation": "relu"}), ("lstm", {}),
                 ("gru", {}), ("gru", {"reset_after": False})]
 IDS = ["elman", "irnn", "elman_relu", "lstm", "gru", "gru_reset_before"]
-# Each option of the layer the kernel implements itself, alone and all together.
-# Each option of the layer the kernel implements itself (reverse without lengths runs the scan
-# backwards; with lengths the sequences are flipped around it: the finite-difference test).
+# Every option of the layer that the kernel implements itself, in two sets that together cover
+# them all (reverse without lengths runs the scan backwards; with lengths the sequences are
+# flipped around it: the finite-difference test).
 OPTIONS = {
     "reverse_resets_dropouts_learned_carry_2d_batch": {
         "reverse": True, "reset": True, "learn_initial_carry": True, "recurrent_dropout": 0.4,

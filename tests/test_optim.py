@@ -28,7 +28,7 @@ def make_config(**overrides):
 
 
 # ---------------------------------------------------------------------------------------------
-# Schedules: optax's values == the closed-form formula written out here.
+# Schedules: rnnlab's == the closed-form formula written out here == optax's own schedule.
 
 LR, TOTAL, RATE, EVERY, AFTER, WARMUP, FINAL = 0.5, 1000, 0.5, 100, 250, 100, 0.1
 STEPS = [0, 1, 5, 99, 100, 101, 249, 250, 251, 349, 350, 500, 999, 1000, 1500]
@@ -74,6 +74,28 @@ def test_schedule_matches_closed_form(name):
     got = [float(schedule(jnp.asarray(s, jnp.int32))) for s in STEPS]
     want = [closed_form(name, s) for s in STEPS]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+OPTAX_SCHEDULES = {
+    "constant": lambda: optax.constant_schedule(LR),
+    "exponential": lambda: optax.exponential_decay(LR, EVERY, RATE),
+    "step": lambda: optax.exponential_decay(LR, EVERY, RATE, transition_begin=AFTER - EVERY,
+                                            staircase=True),
+    "cosine": lambda: optax.cosine_decay_schedule(LR, TOTAL, alpha=FINAL),
+    "warmup_cosine": lambda: optax.warmup_cosine_decay_schedule(0.0, LR, WARMUP, TOTAL,
+                                                                end_value=LR * FINAL),
+    "linear": lambda: optax.linear_schedule(LR, LR * FINAL, TOTAL),
+}
+
+
+@pytest.mark.parametrize("name", list(OPTAX_SCHEDULES))
+def test_schedule_matches_optax_own_schedule(name):
+    ours = optim.make_schedule(schedule_config(name), TOTAL)
+    theirs = OPTAX_SCHEDULES[name]()
+    for s in STEPS:
+        step = jnp.asarray(s, jnp.int32)
+        np.testing.assert_allclose(float(ours(step)), float(theirs(step)), rtol=1e-5, atol=1e-7,
+                                   err_msg=f"step {s}")
 
 
 def test_exponential_staircase_matches_closed_form():

@@ -154,8 +154,13 @@ def wait_for_step(proc, workdir, step, timeout=240):
 def kill_and_resume(workdir, *, env=None, log=None):
     """Runs KILL_RUN in `workdir`, SIGKILLs it at a random step after the first checkpoint and
     well before the end, then reruns it to the end."""
+    # A kill step of its own each time, from a seed printed so that a failure replays
+    # (RNNLAB_KILL_SEED=that seed).
+    seed = int(os.environ.get("RNNLAB_KILL_SEED", time.time_ns() % 2**32))
+    step = int(np.random.default_rng(seed).integers(30, STEPS // 2))
+    print(f"kill_and_resume: killing at step {step} (RNNLAB_KILL_SEED={seed})")
     proc = run_main(workdir, *KILL_RUN, wait=False, env=env, log=log)
-    wait_for_step(proc, workdir, int(np.random.default_rng().integers(30, STEPS // 2)))
+    wait_for_step(proc, workdir, step)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed = storage.path(workdir)

@@ -269,8 +269,7 @@ def test_parameter_count(case):
 @pytest.mark.parametrize("case", list(ZOO))
 def test_gradients_match_finite_differences(case):
     cell, _, p, carry, xs = setup(case, seed=1)
-    jax.config.update("jax_enable_x64", True)
-    try:
+    with jax.enable_x64(True):  # (this test's thread only, not the whole process)
         p64, c64, x64 = (jax.tree.map(lambda v: jnp.asarray(
             v, jnp.complex128 if np.iscomplexobj(v) else jnp.float64), a) for a in (p, carry, xs))
 
@@ -283,8 +282,6 @@ def test_gradients_match_finite_differences(case):
 
         check_grads(jax.jit(loss), (p64, c64, x64), order=1, modes=["rev"], eps=1e-6, atol=1e-6,
                     rtol=1e-6)
-    finally:
-        jax.config.update("jax_enable_x64", False)
 
 
 def test_the_plain_lstm_is_unchanged_and_peepholes_are_the_vanilla_variant():
