@@ -419,8 +419,13 @@ def main(argv: Sequence[str]) -> None:
         raise app.UsageError(f"--formats: unknown {sorted(unknown)}; known: {list(tables.WRITERS)}")
     sweep_dir = pathlib.Path(_SWEEP_DIR.value)
     out = pathlib.Path(_OUT.value) if _OUT.value else sweep_dir / "report"
+    if out.exists() and not out.is_dir():
+        _fail(f"--out={out} is a file, not a folder: pass a folder for the report's files")
     results, t, p = _tables(sweep_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _fail(f"cannot make the report folder {out}: {e.strerror or e}")
     print(to_markdown(t))
     _write(out, "table", t, _FORMATS.value)
     if p is not None:

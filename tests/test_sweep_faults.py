@@ -454,3 +454,17 @@ def test_a_sweep_listing_a_trial_twice_is_refused_in_one_line(tmp_path, body, re
     assert not out.exists()
     assert one_error_line(launch(f"--config={SMOKE}", f"--sweep={sweep}", f"--workdir={out}",
                                  "--dry_run")) == line
+
+
+# ------------------------------------------------------------------ 20. --out=<a file>
+
+
+@pytest.mark.parametrize("out", ["file", "file/sub"])
+def test_report_out_that_is_a_file_is_one_line(tmp_path, out):
+    _three_seeds(tmp_path)
+    (tmp_path / "file").write_text("not a folder\n")
+    proc = subprocess.run([sys.executable, "-m", "launch.report", f"--sweep_dir={tmp_path}",
+                           f"--out={tmp_path / out}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert str(tmp_path / "file") in one_error_line(proc)
+    assert proc.stdout == "" and (tmp_path / "file").read_text() == "not a folder\n"
