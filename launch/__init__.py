@@ -21,8 +21,22 @@ A rerun skips results (finished with their final checkpoint, or diverged), waits
 that another process is still training, and resumes the rest; the launcher exits 1 and names the
 failed trials when some failed, and 2 with one line `error: ...` when it runs nothing: a bad flag,
 config or sweep file (its file and line, then its own traceback), or a sweep directory another
-launcher holds. A sweep directory can be moved, copied or synced: `launch.report` reads each
+launcher holds (a bad flag of either command: one line and exit 2, as `rnnlab.main`'s). A sweep directory can be moved, copied or synced: `launch.report` reads each
 trial from SWEEP_DIR/trials/<id>, and a rerun of the launcher there records the new paths.
 Trials get SIGTERM (save, then stop) when the launcher dies. The launcher only runs commands and
 reads run directories (`rnnlab.layout`); it does not reach into training.
 """
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's `flags_parser` for the launch commands: an unknown, misspelt or bad flag is one
+    line `error: ...` and exit code 2 (not absl's usage text and exit 1)."""
+    import sys
+
+    from absl import flags
+
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 
 from absl import app, flags, logging
 
+import launch
 from launch import figures as figures_lib
 from launch import tables, trials as trials_lib
 from rnnlab import layout
@@ -413,10 +414,10 @@ def _tables(sweep_dir: pathlib.Path) -> tuple[list[TrialResult], Table, Pivot | 
 
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        _fail(f"unexpected arguments: {argv[1:]} (every option is a --flag=value)")
     unknown = set(_FORMATS.value) - set(tables.WRITERS)
     if unknown:
-        raise app.UsageError(f"--formats: unknown {sorted(unknown)}; known: {list(tables.WRITERS)}")
+        _fail(f"--formats: unknown {sorted(unknown)}; known: {list(tables.WRITERS)}")
     sweep_dir = pathlib.Path(_SWEEP_DIR.value)
     out = pathlib.Path(_OUT.value) if _OUT.value else sweep_dir / "report"
     if out.exists() and not out.is_dir():
@@ -442,4 +443,4 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=launch.parse_flags)

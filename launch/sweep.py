@@ -26,6 +26,7 @@ import sys
 
 from absl import app, flags, logging
 
+import launch
 from launch import local, tpu_vm, trials as trials_lib
 from rnnlab import storage
 
@@ -121,7 +122,7 @@ def _execute(trials: list[trials_lib.Trial]) -> dict[str, str] | None:
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        _fail(f"unexpected arguments: {argv[1:]} (every option is a --flag=value)")
     sweep = _SWEEP.value or _CONFIG.value.partition(":")[0]
     if _MAX_PARALLEL.value < 1:  # every flag is checked before sweep.json is written
         _fail(f"--max_parallel must be >= 1, got {_MAX_PARALLEL.value}")
@@ -151,4 +152,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=launch.parse_flags)

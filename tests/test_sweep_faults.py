@@ -468,3 +468,25 @@ def test_report_out_that_is_a_file_is_one_line(tmp_path, out):
                           timeout=120)
     assert str(tmp_path / "file") in one_error_line(proc)
     assert proc.stdout == "" and (tmp_path / "file").read_text() == "not a folder\n"
+
+
+# ------------------------------------------------------------ 21. a bad flag: one line, 2
+
+
+@pytest.mark.parametrize("module, args, says", [
+    ("launch.sweep", ["--executor=slurm"], "flag --executor=slurm: value should be one of"),
+    ("launch.sweep", ["--executr=vmap"], "Unknown command line flag 'executr'"),
+    ("launch.sweep", ["--max_parallel=two"], "flag --max_parallel=two"),
+    ("launch.sweep", ["stray"], "unexpected arguments: ['stray']"),
+    ("launch.report", ["--metirc=x"], "Unknown command line flag 'metirc'. Did you mean: metric"),
+    ("launch.report", ["--formats=md,pdf"], "--formats: unknown ['pdf']"),
+    ("launch.report", ["--mode=lowest"], "flag --mode=lowest: value should be one of"),
+])
+def test_a_bad_flag_is_one_error_line_and_exit_2(tmp_path, module, args, says):
+    _three_seeds(tmp_path / "sweep")
+    common = ([f"--config={SMOKE}", f"--workdir={tmp_path / 'out'}"] if module == "launch.sweep"
+              else [f"--sweep_dir={tmp_path / 'sweep'}"])
+    proc = subprocess.run([sys.executable, "-m", module, *common, *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert says in one_error_line(proc)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "sweep" / "report").exists()
