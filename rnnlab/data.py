@@ -246,7 +246,10 @@ def load_corpus(data: ml_collections.ConfigDict) -> Corpus:
     total = len(cps)
     if data.max_chars > 0:
         cps = cps[: data.max_chars]
-    n_train, n_valid, _ = split_sizes(len(cps), data.valid_fraction, data.test_fraction)
+    try:
+        n_train, n_valid, _ = split_sizes(len(cps), data.valid_fraction, data.test_fraction)
+    except ValueError as e:  # (the message names the corpus: an empty file, say)
+        raise ValueError(f"{what}: {e}") from None
     parts = dict(zip(SPLITS, np.split(cps, [n_train, n_train + n_valid])))
     if vocab is None:
         chars = tuple(chr(c) for c in np.unique(parts["train"]))

@@ -47,9 +47,13 @@ def sample_text(
         raise ValueError(f"length must be >= 0, got {length}")
     workdir = storage.path(workdir)
     config, record = load_run(workdir)
+    if config.task.name in ("seq2seq", "vec2seq"):
+        raise ValueError(f"{workdir} is a {config.task.name!r} run: pass --input=SOURCE to "
+                         "decode one (sampling text is for language models, task.name='lm')")
     if config.task.name != "lm":
-        raise ValueError(f"{workdir} is a {config.task.name!r} run; --prime sampling is for "
-                         "language models (task.name='lm')")
+        raise ValueError(f"{workdir} is a {config.task.name!r} run, which has no text to "
+                         "sample (that is for language models, task.name='lm'); "
+                         "python -m rnnlab.evaluate scores it")
     vocab = lm.vocab(record)
     prime = prime or record["default_prime"]
     model = tasks.model(config, record)

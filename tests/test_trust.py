@@ -418,3 +418,27 @@ def test_bad_flags_and_an_unwritable_output_are_one_line_and_exit_2(text_run, tm
     a_file.write_text("")
     with pytest.raises(ValueError, match=rf"cannot write the diagnostics to {a_file}"):
         diagnose.load(workdir=copy_run(text_run, tmp_path)[0], out=a_file)
+
+
+def test_small_messages_name_what_is_wrong(tmp_path, text_run):
+    from rnnlab import data as data_lib
+    from test_tasks import task_config
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(ValueError, match=rf"text file {empty}: the train split of a corpus of 0"):
+        data_lib.load_corpus(task_config("lm", **{"data.name": "text", "data.path": str(empty),
+                                                  "data.max_chars": 0}).data)
+    with pytest.raises(ValueError, match="pass --input=SOURCE to decode one"):
+        sample.sample_text(_finished(task_config("seq2seq"), tmp_path / "s2s"), length=3)
+    vec = _finished(task_config("vec2seq"), tmp_path / "vec")
+    digits = json.loads((vec / layout.CONFIG_FILE).read_text())["data"]["max_digits"]
+    with pytest.raises(ValueError, match=rf"trained on numbers in \[0, {10 ** digits}\)"):
+        sample.decode_input(vec, str(10 ** digits))
+    assert sample.decode_input(vec, str(10 ** digits - 1)).isdigit()
+
+
+def _finished(config, workdir):
+    config.train.steps = 2
+    train.train(config, workdir)
+    return workdir

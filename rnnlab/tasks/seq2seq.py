@@ -362,8 +362,10 @@ def translate(config: ml_collections.ConfigDict, record: dict, params, text: str
             number = int(text)
         except ValueError:
             raise ValueError(f"a vec2seq run decodes a number, got {text!r}") from None
-        if not 0 <= number < 2 ** net.vector_size:
-            raise ValueError(f"the number must be in [0, {2 ** net.vector_size}), got {number}")
+        trained = 10 ** config.data.max_digits  # (the vector holds up to 2**bits - 1)
+        if not 0 <= number < trained:
+            raise ValueError(f"the run was trained on numbers in [0, {trained}) (data.max_digits="
+                             f"{config.data.max_digits}); got {number}")
         source = (((number >> np.arange(net.vector_size)) & 1) * 2.0 - 1.0)[None]
         lengths = np.asarray([net.vector_size])
     else:
