@@ -64,6 +64,9 @@ def digest(workdir: pathlib.Path) -> tuple[str, str]:
 
 
 def main():
+    import logging
+
+    logging.getLogger().setLevel(logging.ERROR)  # (orbax: "Given directory is read only")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None, help="Where the runs go (default: a temp dir).")
     out = pathlib.Path(parser.parse_args().out or tempfile.mkdtemp(prefix="digests-"))
