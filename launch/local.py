@@ -6,7 +6,8 @@ Each trial logs to SWEEP_DIR/logs/<id>.log. A trial whose run directory holds a 
 (re)started, and rnnlab resumes it from its own checkpoints. A trial whose run directory another
 process is training in (a trial left from a killed launcher, say) is waited for, not started
 again. A failed or diverged trial is recorded and the sweep goes on. SIGTERM or Ctrl-C stops the
-sweep: the running trials get SIGTERM, save and stop. Trials die with their launcher: each gets
+sweep: the running trials get SIGTERM, save and stop, and are recorded as interrupted
+(`stopped_by` says which signal). Trials die with their launcher: each gets
 SIGTERM (save, then stop) when the launcher process ends, even by SIGKILL (Linux).
 """
 
@@ -29,6 +30,13 @@ from launch import progress as progress_lib, trials as trials_lib
 from rnnlab import layout, storage
 
 _PR_SET_PDEATHSIG = 1
+_stopped_by: list[int] = []  # the signal that stopped this process's last run_jobs, if any
+
+
+def stopped_by() -> int | None:
+    """The signal (SIGTERM, SIGINT) that stopped the last `run_jobs` of this process, or None
+    when it ran to the end."""
+    return _stopped_by[-1] if _stopped_by else None
 
 
 def _die_with_parent():
@@ -96,8 +104,9 @@ def run_jobs(jobs, sweep_dir: str, *, max_parallel: int = 1, done: dict | None =
     logs = pathlib.Path(sweep_dir) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     outcomes, todo, waiting = {}, list(jobs), set()
-    stopping = []
-    previous = signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    stopping = _stopped_by  # the signals received; also what `stopped_by` reports
+    stopping.clear()
+    previous = signal.signal(signal.SIGTERM, lambda signum, _: stopping.append(signum))
     running: dict[str, tuple[list, subprocess.Popen]] = {}
     progress = progress_lib.Progress(len(done) + sum(len(j[2]) for j in jobs),
                                      every=progress_every)
@@ -142,7 +151,7 @@ def run_jobs(jobs, sweep_dir: str, *, max_parallel: int = 1, done: dict | None =
             show()
             time.sleep(0.2)
     except KeyboardInterrupt:
-        stopping.append(True)
+        stopping.append(signal.SIGINT)
     finally:
         signal.signal(signal.SIGTERM, previous)
         for _, proc in running.values():  # let them save a checkpoint and stop

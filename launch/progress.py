@@ -1,4 +1,4 @@
-"""A sweep's live progress on the console: trials done / running / failed, each running trial's
+"""A sweep's live progress on the console: trials done / failed / interrupted / running, each running trial's
 step and ETA, and the sweep's ETA. A redrawn bar where the output is a terminal, a plain line
 every `every` seconds where it is not (a log file, CI).
 
@@ -17,6 +17,7 @@ from typing import Callable
 from rnnlab import layout, storage
 
 FAILED = ("failed", "diverged")
+INTERRUPTED = layout.INTERRUPTED  # stopped before the end: not done, a rerun resumes it
 
 
 def _duration(seconds: float | None) -> str:
@@ -74,6 +75,8 @@ class Progress:
         extrapolated over what is left."""
         now = self.clock()
         failed = sum(o in FAILED for o in outcomes.values())
+        stopped = sum(o == INTERRUPTED for o in outcomes.values())  # to resume: not done
+        done = len(outcomes) - stopped
         work, left, shown, active = float(finished_here), float(self.total - len(outcomes)), [], 0
         for trial in running:
             if self.steps.get(trial.id) is None:
@@ -92,10 +95,11 @@ class Progress:
             shown.append(f"{trial.id}: step {step}/{total}, ETA {_duration(eta)}")
         elapsed = now - self.start
         sweep_eta = left * elapsed / work if work > 0 and elapsed > 0 else None
-        text = (f"{len(outcomes)}/{self.total} trials done ({failed} failed), "
-                f"{active or len(running)} running")
+        text = (f"{done}/{self.total} trials done ({failed} failed), "
+                + (f"{stopped} interrupted, " if stopped else "")
+                + f"{active or len(running)} running")
         if self.tty:
-            filled = int(20 * len(outcomes) / self.total) if self.total else 20
+            filled = int(20 * done / self.total) if self.total else 20
             text = "[" + "#" * filled + "." * (20 - filled) + "] " + text
         if shown:
             text += " | " + "; ".join(shown[:2]) + (f"; +{len(shown) - 2} more"

@@ -11,14 +11,17 @@ Rerunning the same command skips finished trials and resumes interrupted ones; a
 config file was edited, trials that already ran with the old config are refused (exit 2, naming
 them and the keys that differ) rather than skipped as stale results. One launcher at a time per
 sweep directory (SWEEP_DIR/.lock): a second one exits 2 naming the first's pid.
-Exit codes: 0 every trial a result, 1 some trial failed, 2 nothing ran (a bad flag, config or
-sweep file, a held sweep dir, trials run with another config, a gs:// --workdir without
-gcsfs). --dry_run writes nothing and
+Exit codes: 0 every trial a result (finished or diverged), 1 some trial failed or was left
+interrupted, 2 nothing ran (a bad flag, config or sweep file, a held sweep dir, trials run with
+another config, a gs:// --workdir without gcsfs), 130 / 143 (128 + the signal) Ctrl-C or
+SIGTERM stopped the sweep: the running trials saved and stopped, and the summary counts them
+(and those not started) as interrupted; rerun the same command to resume them. --dry_run writes nothing and
 reads no bucket.
 """
 
 from __future__ import annotations
 
+import collections
 import pathlib
 import shlex
 import subprocess
@@ -28,7 +31,9 @@ from absl import app, flags, logging
 
 import launch
 from launch import local, tpu_vm, trials as trials_lib
-from rnnlab import storage
+from rnnlab import layout, storage
+
+INTERRUPTED, NOT_STARTED = layout.INTERRUPTED, "not started"  # to rerun: not a result yet
 
 _CONFIG = flags.DEFINE_string("config", None, "Config file, path.py[:arg].", required=True)
 _SWEEP = flags.DEFINE_string("sweep", None, "Sweep file, path.py[:arg]; default: the config.")
@@ -135,20 +140,30 @@ def main(argv):
                 print(" ".join(trial.command))
         return
     held = _claim(sweep, trials)  # noqa: F841 - the lock lasts as long as this launcher
-    outcomes = _execute(trials)
-    counts = {}
-    for outcome in outcomes.values():
-        counts[outcome] = counts.get(outcome, 0) + 1
+    sys.exit(_summary(trials, _execute(trials)))
+
+
+def _summary(trials: list[trials_lib.Trial], outcomes: dict[str, str]) -> int:
+    """Prints what became of every trial; returns the exit code (see the module docstring)."""
+    states = {t.id: outcomes.get(t.id, NOT_STARTED) for t in trials}
+    counts = collections.Counter(states.values())
     logging.info("sweep %s: %s", _WORKDIR.value, ", ".join(f"{n} {k}" for k, n in counts.items()))
     print(f"{len(trials)} trials: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
-    failed = [t for t in trials if outcomes.get(t.id) == "failed"]
+    failed = [t for t in trials if states[t.id] == "failed"]
     if failed:
         logs = pathlib.Path(_WORKDIR.value) / "logs"
         where = ([logs / "vmap.log"] if _EXECUTOR.value == "vmap" else
                  [logs / f"{t.id}.log" for t in failed])
         print(f"failed: {', '.join(t.id for t in failed)} (logs: "
               f"{', '.join(map(str, where))}); rerun the sweep to retry them", file=sys.stderr)
-        sys.exit(1)
+    stopped = [f"{i} ({s})" for i, s in states.items() if s in (INTERRUPTED, NOT_STARTED)]
+    if stopped:
+        print(f"{len(stopped)} interrupted: {trials_lib.some(stopped, 8)}; rerun the sweep to "
+              "resume them", file=sys.stderr)
+    signum = local.stopped_by() if _EXECUTOR.value != "tpu_vm" else None
+    if stopped and signum:
+        return 128 + signum
+    return 1 if failed or stopped else 0
 
 
 if __name__ == "__main__":

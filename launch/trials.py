@@ -205,7 +205,7 @@ def _check_distinct(sweep: str, trials: list[Trial], resolved: list[str]) -> Non
         first.setdefault(config, trial)
     if repeats:
         raise ValueError(f"{sweep}: {len(repeats)} trial(s) listed twice (the same config): "
-                         f"{_some(repeats)}; list each trial once")
+                         f"{some(repeats)}; list each trial once")
 
 
 def _changed_keys(base, trial: Trial) -> list[str]:
@@ -238,14 +238,15 @@ def _check_run_configs(base, sweep_dir: str, trials: list[Trial]) -> None:
     if not changed:
         return
     count = sum(len(ids) for ids in changed.values())
-    named = "; ".join(f"{_some(ids)} (differs in: {', '.join(keys)})"
+    named = "; ".join(f"{some(ids)} (differs in: {', '.join(keys)})"
                       for keys, ids in changed.items())
     raise ValueError(f"{sweep_dir}: {count} trial(s) hold runs of a different config than the "
                      f"sweep's now (was the config file edited?): {named}; use a new --workdir "
                      f"for the changed sweep (or remove those trial dirs to rerun them)")
 
 
-def _some(ids: list[str], most: int = 4) -> str:
+def some(ids: list[str], most: int = 4) -> str:
+    """The first `most` of `ids`, and how many more."""
     return ", ".join(ids[:most]) + (f" (+{len(ids) - most} more)" if len(ids) > most else "")
 
 

@@ -490,3 +490,47 @@ def test_a_bad_flag_is_one_error_line_and_exit_2(tmp_path, module, args, says):
                           capture_output=True, text=True, timeout=120)
     assert says in one_error_line(proc)
     assert not (tmp_path / "out").exists() and not (tmp_path / "sweep" / "report").exists()
+
+
+# ------------------------------------------- 22. a stopped sweep says so, and exits non-zero
+
+
+@pytest.mark.parametrize("signum, when", [(signal.SIGTERM, "logs"), (signal.SIGINT, "logs"),
+                                          (signal.SIGTERM, "metrics.jsonl")])
+def test_a_signal_mid_sweep_counts_interrupted_trials_and_exits_128_plus_it(
+        tmp_path, signum, when):
+    """The launcher stopped while its first trial starts (or trains): that trial saves and
+    stops, the others never start. None of them is done, and the exit code says so."""
+    sweep = sweep_file(tmp_path, '    return dsl.sweep("seed", [0, 1, 2])')
+    out = tmp_path / "out"
+    first = out / ("logs/000_seed=0.log" if when == "logs" else "trials/000_seed=0/" + when)
+    a = subprocess.Popen([sys.executable, "-m", "launch.sweep", f"--config={SMOKE}",
+                          f"--sweep={sweep}", f"--workdir={out}"], cwd=ROOT, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not first.exists():
+            assert a.poll() is None and time.time() < deadline, a.stderr.read()
+            time.sleep(0.05)
+        time.sleep(0.3)
+        os.kill(a.pid, signum)
+        stdout, stderr = a.communicate(timeout=120)
+    finally:
+        if a.poll() is None:
+            os.killpg(a.pid, signal.SIGKILL)
+    assert a.returncode == 128 + signum, stderr
+    assert stdout == "3 trials: 1 interrupted, 2 not started\n", stderr
+    assert ("3 interrupted: 000_seed=0 (interrupted), 001_seed=1 (not started), 002_seed=2 "
+            "(not started); rerun the sweep to resume them") in stderr.splitlines()
+    shown = [line for line in stderr.splitlines() if "trials done" in line]
+    assert shown[-1].startswith("0/3 trials done (0 failed), 1 interrupted, 0 running"), shown
+    recorded = json.loads((out / "outcomes.json").read_text())
+    assert recorded["000_seed=0"]["outcome"] == "interrupted" and len(recorded) == 1
+
+
+def test_the_progress_line_does_not_count_interrupted_trials_as_done():
+    from launch import progress
+
+    line = progress.Progress(4, stream=io.StringIO()).line(
+        {"a": "finished", "b": "interrupted", "c": "failed", "d": "interrupted"}, [])
+    assert line.startswith("2/4 trials done (1 failed), 2 interrupted, 0 running"), line
