@@ -22,8 +22,10 @@ finished trial whose last metrics line is cut is read from what its status.json 
 
 Each trial is read from SWEEP_DIR/trials/<id> and nowhere else, so a sweep directory that was
 moved, copied or synced reports its own trials (a trial missing from the copy is missing).
-A --metric that no trial has is refused with the metrics found, and nothing is written; every
-bad argument is one line `error: ...` and exit code 2.
+A --metric that no trial has is refused with the metrics found, and nothing is written (unless
+every trial diverged before logging it, and some trial logged its name in another split: then
+the table shows them all diverged; without such a name the one line names the diverged trials);
+every bad argument is one line `error: ...` and exit code 2.
 """
 
 from __future__ import annotations
@@ -299,7 +301,9 @@ def _notes(metric: str, mode: str, summaries: list[TrialSummary], results) -> li
         notes.append(f"missing: {count} of {len(summaries)} trials: " + "; ".join(
             f"{', '.join(ids)} ({reason})" for reason, ids in missing.items()))
     notes += [s.problem for s in summaries if s.problem]
-    if all(s.best is None for s in summaries):
+    if summaries and all(s.outcome == "diverged" and s.best is None for s in summaries):
+        notes.append(f"no trial has a {metric} value: every trial diverged before it logged one")
+    elif all(s.best is None for s in summaries):
         notes.append(f"no trial has a {metric} value yet; metrics seen: "
                      + (", ".join(metrics_found(results)) or "none"))
     return notes
@@ -393,15 +397,31 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+def _check_metric(sweep_dir: pathlib.Path, results: Sequence[TrialResult], metric: str):
+    """Refuses a metric that no trial has (ValueError), unless every trial diverged before it
+    was logged and some trial logged the name in another split (valid/bpc after train/bpc):
+    then the table is still the sweep's result, its diverged fraction."""
+    found = metrics_found(results)
+    if metric in found:
+        return
+    diverged = [r.id for r in results if outcome(r) == "diverged"]
+    if diverged and len(diverged) == len(results):
+        name = _split_metric(metric)[1]
+        if any(f.partition("/")[2] == name for f in found):
+            return
+        raise ValueError(f"--metric={metric}: every trial of {sweep_dir} diverged before it "
+                         f"logged it ({', '.join(diverged)}); metrics found: "
+                         f"{', '.join(found) or 'none'}")
+    raise ValueError(f"--metric={metric}: no trial of {sweep_dir} has it; "
+                     f"metrics found: {', '.join(found) or 'none yet'}")
+
+
 def _tables(sweep_dir: pathlib.Path) -> tuple[list[TrialResult], Table, Pivot | None]:
     """The sweep's trials, table and pivot; a bad argument exits 2 before anything is written."""
     try:
         results = load_sweep(sweep_dir)
         _split_metric(_METRIC.value)
-        found = metrics_found(results)
-        if _METRIC.value not in found:
-            raise ValueError(f"--metric={_METRIC.value}: no trial of {sweep_dir} has it; "
-                             f"metrics found: {', '.join(found) or 'none yet'}")
+        _check_metric(sweep_dir, results, _METRIC.value)
         t = table(results, _METRIC.value, _MODE.value)
         pair = _PIVOT.value or (t.factors if len(t.factors) == 2 else [])
         if pair and len(pair) != 2:

@@ -534,3 +534,44 @@ def test_the_progress_line_does_not_count_interrupted_trials_as_done():
     line = progress.Progress(4, stream=io.StringIO()).line(
         {"a": "finished", "b": "interrupted", "c": "failed", "d": "interrupted"}, [])
     assert line.startswith("2/4 trials done (1 failed), 2 interrupted, 0 running"), line
+
+
+# ------------------------------------- 23. every trial diverged before its first evaluation
+
+
+def _diverged_early(sweep_dir: pathlib.Path, train_lines: bool) -> None:
+    """Two seeds that diverged at step 3, before the first evaluation (eval_every 10)."""
+    make_sweep(sweep_dir, [{"id": f"00{i}", "overrides": {"seed": i}} for i in range(2)])
+    for i in range(2):
+        run = sweep_dir / "trials" / f"00{i}"
+        run.mkdir(parents=True)
+        lines = [{"step": s, "split": "train", "loss": v, "bpc": v / 0.69, "steps_per_sec": 9.0}
+                 for s, v in ((1, 4.2), (2, 3.9))] if train_lines else []
+        (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+        (run / "status.json").write_text(json.dumps({"status": "diverged", "step": 3,
+                                                     "num_params": 9113}))
+
+
+def test_report_on_a_sweep_that_all_diverged_before_evaluating_writes_the_table(tmp_path):
+    _diverged_early(tmp_path, train_lines=True)
+    proc = subprocess.run([sys.executable, "-m", "launch.report", f"--sweep_dir={tmp_path}",
+                           "--metric=valid/bpc"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    table = (tmp_path / "report" / "table.md").read_text()
+    assert proc.stdout == table + "\n"
+    assert "| 2/2 |" in table and "every trial diverged before it logged one" in table, table
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "report" / "table.csv").read_text())))
+    assert len(rows) == 1, rows
+
+
+def test_report_on_a_sweep_that_diverged_before_logging_anything_names_them(tmp_path):
+    _diverged_early(tmp_path, train_lines=False)
+    for metric in ("valid/bpc", "valid/bcp"):
+        proc = subprocess.run([sys.executable, "-m", "launch.report", f"--sweep_dir={tmp_path}",
+                               f"--metric={metric}"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120)
+        assert one_error_line(proc).endswith(
+            f"--metric={metric}: every trial of {tmp_path} diverged before it logged it "
+            "(000, 001); metrics found: none")
+    assert not (tmp_path / "report").exists()
