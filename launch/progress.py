@@ -16,7 +16,7 @@ from typing import Callable
 
 from rnnlab import layout, storage
 
-FAILED = ("failed", "diverged")
+FAILED, DIVERGED = "failed", layout.DIVERGED
 INTERRUPTED = layout.INTERRUPTED  # stopped before the end: not done, a rerun resumes it
 
 
@@ -74,7 +74,8 @@ class Progress:
         done in this session (finished ones whole, running ones by their fraction of steps)
         extrapolated over what is left."""
         now = self.clock()
-        failed = sum(o in FAILED for o in outcomes.values())
+        failed = sum(o == FAILED for o in outcomes.values())
+        diverged = sum(o == DIVERGED for o in outcomes.values())  # a result, but not a number
         stopped = sum(o == INTERRUPTED for o in outcomes.values())  # to resume: not done
         done = len(outcomes) - stopped
         work, left, shown, active = float(finished_here), float(self.total - len(outcomes)), [], 0
@@ -95,7 +96,8 @@ class Progress:
             shown.append(f"{trial.id}: step {step}/{total}, ETA {_duration(eta)}")
         elapsed = now - self.start
         sweep_eta = left * elapsed / work if work > 0 and elapsed > 0 else None
-        text = (f"{done}/{self.total} trials done ({failed} failed), "
+        text = (f"{done}/{self.total} trials done ({failed} failed"
+                + (f", {diverged} diverged), " if diverged else "), ")
                 + (f"{stopped} interrupted, " if stopped else "")
                 + f"{active or len(running)} running")
         if self.tty:

@@ -245,7 +245,8 @@ def test_progress_shows_counts_each_trials_step_and_eta_and_the_sweeps(tmp_path)
     # 4 - 2 - 0.5 = 1.5 trials left: 1.5 * 40 / 2.4 = 25 s.
     assert out.getvalue().splitlines() == [
         "1/4 trials done (0 failed), 1 running | a: step 10/100, ETA ? | sweep ETA ?",
-        "2/4 trials done (1 failed), 1 running | a: step 50/100, ETA 0:00:50 | sweep ETA 0:00:25"]
+        "2/4 trials done (0 failed, 1 diverged), 1 running | a: step 50/100, ETA 0:00:50 | "
+        "sweep ETA 0:00:25"]
 
     class Terminal(io.StringIO):
         def isatty(self):
