@@ -22,6 +22,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -67,6 +68,9 @@ def quiet_orbax_logs() -> None:
     silence the echoes of a failed save (rnnlab reports the failure itself, in one line)."""
     absl_logging.get_absl_handler().addFilter(_QuietOrbax())
     sys.unraisablehook = _unraisable(sys.unraisablehook)
+    # (the same unawaited reads, when the garbage collector finds them first)
+    warnings.filterwarnings("ignore", message=r"coroutine '_read_array\w*' was never awaited",
+                            category=RuntimeWarning)
 
 
 # --------------------------------------------------------------------------------- checksums

@@ -301,10 +301,12 @@ def test_a_signal_during_the_final_evaluation_saves_and_a_rerun_finishes(text_ru
 
 @pytest.mark.slow
 def test_sigterm_stops_a_long_final_evaluation_within_seconds(tmp_path):
-    """A run whose whole valid and test splits take long to score (a wide model, 1.5M
-    characters each): SIGTERM after its last training step stops it within seconds, the
-    trained state saved; the rerun then does the final evaluation (and takes far longer)."""
+    """A run whose whole valid and test splits take long to score (a wide model, 1.3M
+    characters each: about 40 s here): SIGTERM after its last training step stops it within
+    seconds, mid-split, with the trained state saved. (That the rerun then finishes, with the
+    numbers of a run never stopped, is the test above.)"""
     import random
+    import re
     import signal
     import time
 
@@ -318,8 +320,8 @@ def test_sigterm_stops_a_long_final_evaluation_within_seconds(tmp_path):
             "--config.data.test_fraction=0.35", "--config.model.hidden_size=256",
             "--config.train.steps=2", "--config.train.eval_every=2", "--config.train.log_every=1",
             "--config.train.eval_batches=1", "--config.train.sample_length=0"]
-    workdir = tmp_path / "run"
-    proc = run_main(workdir, *args, wait=False)
+    workdir, log = tmp_path / "run", tmp_path / "run.log"
+    proc = run_main(workdir, *args, wait=False, log=log)
     deadline = time.time() + 240
     while not any(m["step"] == 2 for m in layout.read_metrics(workdir)):
         assert proc.poll() is None and time.time() < deadline, "no last training step"
@@ -332,12 +334,10 @@ def test_sigterm_stops_a_long_final_evaluation_within_seconds(tmp_path):
     status = layout.read_status(workdir)
     assert status["status"] == "interrupted" and status["step"] == 2
     assert layout.checkpoint_steps(workdir) == [2]
-    started = time.time()
-    rerun = run_main(workdir, *args)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    rerun_took = time.time() - started
-    assert layout.read_status(workdir)["status"] == "finished"
-    assert stop_took < 15 and stop_took < rerun_took / 3, (stop_took, rerun_took)
+    [(split, done, total)] = re.findall(r"stopping the final evaluation \((\w+) split, (\d+) of "
+                                        r"(\d+) windows done\)", log.read_text())
+    assert split == "test" and int(done) < int(total) / 2, (done, total)  # mid-split
+    assert stop_took < 15, stop_took
 
 
 # ------------------------------------------------- a cut metrics.jsonl on a resumed run
