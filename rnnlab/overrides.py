@@ -60,7 +60,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         if "config" in flags.FLAGS and flags.FLAGS["config"].value is not None:
             flags.FLAGS["config"].value.keys()  # (a file that failed to load raises here)
         return rest
-    except (AttributeError, KeyError):  # ml_collections, on a key the config does not have
+    except (AttributeError, KeyError) as e:  # ml_collections, on a key the config lacks
         known = known_keys(base.get_config())
         unknown = [a[len("--config."):].split("=")[0] for a in argv[1:]
                    if a.startswith("--config.") and a[len("--config."):].split("=")[0] not in known]
@@ -68,7 +68,7 @@ def parse_flags(argv: list[str]) -> list[str]:
             f"--config.{key} is not a config key"
             + (f" (did you mean {', '.join(difflib.get_close_matches(key, known, n=3))}?)"
                if difflib.get_close_matches(key, known, n=3) else "") for key in unknown
-        ) or "an unknown --config key"
+        ) or f"the --config file: {e}"  # (one that defines no get_config, say)
     except flags.Error as e:
         # A config file that raised: ml_collections wraps its traceback; its last line says it.
         lines = [line for line in str(e).splitlines() if line.strip()]

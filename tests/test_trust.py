@@ -371,6 +371,9 @@ def test_a_misspelt_config_variant_or_a_missing_config_file_is_one_line(tmp_path
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     proc = cli("rnnlab.main", f"--workdir={tmp_path / 'run'}")
     assert proc.returncode == 2 and "--config is required" in one_error_line(proc)
+    (tmp_path / "no_get_config.py").write_text("x = 1\n")
+    proc = run_main(tmp_path / "run", config=str(tmp_path / "no_get_config.py"))
+    assert proc.returncode == 2 and "no attribute 'get_config'" in one_error_line(proc)
     assert not (tmp_path / "run").exists()
     from experiments.relu_unroll import config as relu_unroll
 
