@@ -20,12 +20,14 @@ A sweep directory holds:
 A rerun skips results (finished with their final checkpoint, or diverged), waits for a trial
 that another process is still training, and resumes the rest; the launcher exits 1 and names the
 failed (or interrupted) trials when some failed, 128 + the signal when SIGTERM or Ctrl-C stopped
-it (the trials it stopped, and those it never started, counted as interrupted), and 2 with one line `error: ...` when it runs nothing: a bad flag,
-config or sweep file (its file and line, then its own traceback), or a sweep directory another
-launcher holds (a bad flag of either command: one line and exit 2, as `rnnlab.main`'s). A sweep directory can be moved, copied or synced: `launch.report` reads each
-trial from SWEEP_DIR/trials/<id>, and a rerun of the launcher there records the new paths.
-Trials get SIGTERM (save, then stop) when the launcher dies. The launcher only runs commands and
-reads run directories (`rnnlab.layout`); it does not reach into training.
+it (the trials it stopped, and those it never started, counted as interrupted), and 2 with one
+line `error: ...` when it runs nothing: a bad flag, config or sweep file (its file and line,
+then its own traceback), or a sweep directory another launcher holds (a bad flag of either
+command: one line and exit 2, as `rnnlab.main`'s). A sweep directory can be moved, copied or
+synced: `launch.report` reads each trial from SWEEP_DIR/trials/<id>, and a rerun of the launcher
+there records the new paths. Trials get SIGTERM (save, then stop) when the launcher dies. The
+launcher only runs commands and reads run directories (`rnnlab.layout`); it does not reach into
+training.
 """
 
 

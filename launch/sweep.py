@@ -7,16 +7,16 @@
 Executors: `local` (subprocesses, --max_parallel at once), `vmap` (trials that differ only in
 values such as learning rate or seed run as one jit-compiled program, split into groups
 automatically), `tpu_vm` (Cloud TPU VMs through gcloud; --dry_run prints every command).
-Rerunning the same command skips finished trials and resumes interrupted ones; after the
-config file was edited, trials that already ran with the old config are refused (exit 2, naming
-them and the keys that differ) rather than skipped as stale results. One launcher at a time per
-sweep directory (SWEEP_DIR/.lock): a second one exits 2 naming the first's pid.
-Exit codes: 0 every trial a result (finished or diverged), 1 some trial failed or was left
-interrupted, 2 nothing ran (a bad flag, config or sweep file, a held sweep dir, trials run with
-another config, a gs:// --workdir without gcsfs), 130 / 143 (128 + the signal) Ctrl-C or
-SIGTERM stopped the sweep: the running trials saved and stopped, and the summary counts them
-(and those not started) as interrupted; rerun the same command to resume them. --dry_run writes nothing and
-reads no bucket.
+Rerunning the same command skips finished trials and resumes interrupted ones; after the config
+file was edited, trials that already ran with the old config are refused (exit 2, naming them
+and the keys that differ) rather than skipped as stale results. One launcher at a time per sweep
+directory (SWEEP_DIR/.lock): a second one exits 2 naming the first's pid. Exit codes: 0 every
+trial a result (finished or diverged), 1 some trial failed or was left interrupted, 2 nothing
+ran (a bad flag, config or sweep file, a held sweep dir, trials run with another config, a gs://
+--workdir without gcsfs), 130 / 143 (128 + the signal) Ctrl-C or SIGTERM stopped the sweep: the
+running trials saved and stopped, and the summary counts them (and those not started) as
+interrupted; rerun the same command to resume them. --dry_run writes nothing and reads no
+bucket.
 """
 
 from __future__ import annotations

@@ -72,7 +72,8 @@ def parse_flags(argv: list[str]) -> list[str]:
     except flags.Error as e:
         # A config file that raised: ml_collections wraps its traceback; its last line says it.
         lines = [line for line in str(e).splitlines() if line.strip()]
-        message = str(e) if len(lines) < 2 else f"{lines[0].split(': Error whilst')[0]}: {lines[-1]}"
+        message = (str(e) if len(lines) < 2
+                   else f"{lines[0].split(': Error whilst')[0]}: {lines[-1]}")
         if "--config" not in message:  # another flag of the command
             print(f"error: {message}", file=sys.stderr)
             sys.exit(2)
