@@ -42,7 +42,7 @@ from rnnlab import checkpoint as checkpoint_lib
 from rnnlab import compile_cache
 from rnnlab import data as data_lib
 from rnnlab import diagnostics, optim, recurrent, rundir, sample, storage, tasks, validation
-from rnnlab import state as state_lib
+from rnnlab.train import state as state_lib
 from rnnlab.tasks import lm
 
 WHATS = ("gradients", "units", "gates")

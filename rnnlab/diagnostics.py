@@ -31,7 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnlab import recurrent, steps
+from rnnlab import recurrent
+from rnnlab.train import step as steps
 
 # The column blocks of a gated cell's recurrent matrix `w_h [H, k*H]`, in order.
 BLOCKS = {"lstm": ("input", "forget", "cell", "output"), "gru": ("reset", "update", "new")}

@@ -1,4 +1,6 @@
-"""Train a character language model: `python -m rnnlab.main --config=configs/quickstart.py`.
+"""The training command: trains (or resumes) a run of any task from a config file.
+
+    python -m rnnlab.main --config=configs/quickstart.py
 
     python -m rnnlab.main --config=configs/lstm_text8.py --workdir=runs/lstm_text8 \
         --config.model.cell=gru --config.train.bptt_len=100

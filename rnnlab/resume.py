@@ -14,7 +14,7 @@ from typing import NamedTuple
 from absl import logging
 
 from rnnlab import checkpoint, layout, optim, parallel, rundir, tasks
-from rnnlab import state as state_lib
+from rnnlab.train import state as state_lib
 
 
 class Start(NamedTuple):

@@ -22,7 +22,8 @@ from absl import logging
 
 from rnnlab import checkpoint as checkpoint_lib
 from rnnlab import compile_cache
-from rnnlab import data, layout, optim, rundir, state as state_lib, storage, tasks
+from rnnlab import data, layout, optim, rundir, storage, tasks
+from rnnlab.train import state as state_lib
 from rnnlab import model as model_lib
 from rnnlab.tasks import lm, seq2seq
 

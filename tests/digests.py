@@ -42,7 +42,7 @@ def digest(workdir: pathlib.Path) -> tuple[str, str]:
     """(metrics digest, final checkpoint digest) of a run directory."""
     sys.path.insert(0, str(ROOT))
     from rnnlab import checkpoint, layout, optim, sample, tasks
-    from rnnlab import state as state_lib
+    from rnnlab.train import state as state_lib
 
     lines = [{k: v for k, v in m.items() if k not in TIMINGS}
              for m in layout.read_metrics(workdir)]

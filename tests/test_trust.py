@@ -277,19 +277,19 @@ def test_a_signal_during_the_final_evaluation_saves_and_a_rerun_finishes(text_ru
     straight = layout.read_status(run)
     stopped = tmp_path / "run"
     config = tiny_config(**RUN, **{"data.path": str(corpus)})
-    whole = train._Loop._whole
+    whole = train.loop.Program.whole
 
     def signalled(self, state, split):
         os.kill(os.getpid(), signal.SIGTERM)  # handled at once: the stop is set
         return whole(self, state, split)
 
-    monkeypatch.setattr(train._Loop, "_whole", signalled)
+    monkeypatch.setattr(train.loop.Program, "whole", signalled)
     result = train.train(config, stopped)
     assert result["status"] == "interrupted" and result["step"] == 4
     assert layout.read_status(stopped)["status"] == "interrupted"
     assert layout.checkpoint_steps(stopped)[-1] == 4
     assert [m["step"] for m in layout.read_metrics(stopped) if m["split"] != "train"] == [2]
-    monkeypatch.setattr(train._Loop, "_whole", whole)
+    monkeypatch.setattr(train.loop.Program, "whole", whole)
     assert train.train(config, stopped)["status"] == "finished"
     status = layout.read_status(stopped)
     for key in ("valid", "test", "best_step", "best_valid_bpc"):
