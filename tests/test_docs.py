@@ -18,8 +18,9 @@ from test_train import ROOT
 SOURCES = sorted(
     [ROOT / "README.md", ROOT / "benchmarks" / "README.md"]
     + list((ROOT / "experiments").glob("*/README.md")) + list((ROOT / "configs").glob("*.py"))
-    + list((ROOT / "experiments").glob("*/*.py")) + list((ROOT / "launch").glob("*.py"))
-    + list((ROOT / "rnnlab").glob("*.py")) + list((ROOT / "benchmarks").glob("*.py")))
+    + list((ROOT / "experiments").glob("*/*.py")) + list((ROOT / "launch").rglob("*.py"))
+    + list((ROOT / "rnnlab").rglob("*.py")) + list((ROOT / "benchmarks").glob("*.py"))
+    + list((ROOT / "docs").glob("*.md")))
 NOT_OURS = ("venv", "pip", "pytest")
 PLACEHOLDER = re.compile(r"\b[A-Z][A-Z_]{2,}\b|\.\.\.")  # RUN, FILE, N_STEPS, ...
 
