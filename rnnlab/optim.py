@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import optax
 from ml_collections import config_dict
 
+from rnnlab import config as config_lib
+
 ConfigDict = config_dict.ConfigDict
 _Transformation = optax.GradientTransformation
 
@@ -134,24 +136,25 @@ def _int(x: Any) -> bool:
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
+_Rule = config_lib.Rule
 _UNIT = "a number in [0, 1)"
-# key -> (is the value allowed, what is allowed)
-_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "lr": (lambda x: _real(x) and x > 0, "a finite number > 0"),
-    "clip_norm": (lambda x: _real(x) and x >= 0, "a finite number >= 0 (0: off)"),
-    "clip_value": (lambda x: _real(x) and x >= 0, "a finite number >= 0 (0: off)"),
-    "weight_decay": (lambda x: _real(x) and x >= 0, "a finite number >= 0 (0: off)"),
-    "momentum": (lambda x: _real(x) and 0 <= x < 1, _UNIT),
-    "rms_decay": (lambda x: _real(x) and 0 <= x < 1, _UNIT),
-    "b1": (lambda x: _real(x) and 0 <= x < 1, _UNIT),
-    "b2": (lambda x: _real(x) and 0 <= x < 1, _UNIT),
-    "eps": (lambda x: _real(x) and x > 0, "a finite number > 0"),
-    "decay_rate": (lambda x: _real(x) and 0 < x <= 1, "a number in (0, 1]"),
-    "decay_steps": (lambda x: _int(x) and x > 0, "an integer > 0"),
-    "decay_after": (lambda x: _int(x) and x >= 0, "an integer >= 0"),
-    "warmup_steps": (lambda x: _int(x) and x >= 0, "an integer >= 0"),
-    "final_lr_factor": (lambda x: _real(x) and 0 <= x <= 1, "a number in [0, 1]"),
-    "staircase": (lambda x: isinstance(x, bool), "True or False"),
+# key -> (is the value allowed, what is allowed): the optimizer keys' rule table.
+_RULES: dict[str, config_lib.Rule] = {
+    "lr": _Rule(lambda x: _real(x) and x > 0, "a finite number > 0"),
+    "clip_norm": _Rule(lambda x: _real(x) and x >= 0, "a finite number >= 0 (0: off)"),
+    "clip_value": _Rule(lambda x: _real(x) and x >= 0, "a finite number >= 0 (0: off)"),
+    "weight_decay": _Rule(lambda x: _real(x) and x >= 0, "a finite number >= 0 (0: off)"),
+    "momentum": _Rule(lambda x: _real(x) and 0 <= x < 1, _UNIT),
+    "rms_decay": _Rule(lambda x: _real(x) and 0 <= x < 1, _UNIT),
+    "b1": _Rule(lambda x: _real(x) and 0 <= x < 1, _UNIT),
+    "b2": _Rule(lambda x: _real(x) and 0 <= x < 1, _UNIT),
+    "eps": _Rule(lambda x: _real(x) and x > 0, "a finite number > 0"),
+    "decay_rate": _Rule(lambda x: _real(x) and 0 < x <= 1, "a number in (0, 1]"),
+    "decay_steps": _Rule(lambda x: _int(x) and x > 0, "an integer > 0"),
+    "decay_after": _Rule(lambda x: _int(x) and x >= 0, "an integer >= 0"),
+    "warmup_steps": _Rule(lambda x: _int(x) and x >= 0, "an integer >= 0"),
+    "final_lr_factor": _Rule(lambda x: _real(x) and 0 <= x <= 1, "a number in [0, 1]"),
+    "staircase": _Rule(lambda x: isinstance(x, bool), "True or False"),
 }
 
 
@@ -171,7 +174,7 @@ def _check_name(optim: ConfigDict, key: str, registry: dict[str, Any], what: str
 def _check_keys(optim: ConfigDict, keys: tuple[str, ...], context: str) -> None:
     for key in keys:
         if key not in optim:
-            raise ValueError(f"optim.{key} is missing{context}; configs/base.py declares it")
+            raise ValueError(f"optim.{key} is missing{context}; rnnlab/config.py declares it")
         ok, allowed = _RULES[key]
         if not ok(optim[key]):
             raise ValueError(f"optim.{key}={optim[key]!r} is invalid{context}: must be {allowed}")
@@ -198,7 +201,7 @@ def check_optim_config(optim: ConfigDict, total_steps: int | None = None) -> Non
     """Raises ValueError naming the key, its value and what is allowed, for a bad `optim`.
 
     Args:
-      optim: the `optim` section of a config (see configs/base.py).
+      optim: the `optim` section of a config (see rnnlab/config.py).
       total_steps: the number of optimizer steps (train.steps); when given, also checked
         against the schedules that span it (cosine, warmup_cosine, linear).
     """
@@ -217,31 +220,6 @@ def structure(optim: ConfigDict) -> tuple:
     """What fixes the shape of the optimizer's computation; the rest are values."""
     return (optim.name, optim.schedule, optim.staircase, optim.clip_value > 0,
             optim.clip_norm > 0, optim.weight_decay > 0)
-
-
-def make_schedule(optim: ConfigDict, total_steps: int) -> optax.Schedule:
-    """Returns the learning rate as a function of the step count s (0 for the first update).
-
-    With lr = optim.lr, r = decay_rate, k = decay_steps, f = final_lr_factor, N = total_steps:
-      constant       lr
-      exponential    lr * r ** (s / k)   (staircase: floor(s / k))
-      step           lr for s < decay_after, then lr * r ** (floor((s - decay_after) / k) + 1)
-      cosine         lr * (f + (1 - f) * (1 + cos(pi * min(s, N) / N)) / 2)
-      warmup_cosine  lr * s / W for s < W = warmup_steps, then cosine from lr to lr * f over
-                     the remaining N - W steps
-      linear         lr + (lr * f - lr) * min(s, N) / N
-
-    Args:
-      optim: the `optim` section of a config; `optim.schedule` picks one of SCHEDULES.
-      total_steps: the number of optimizer steps; cosine, warmup_cosine and linear end there
-        at lr * final_lr_factor and stay there.
-
-    Raises:
-      ValueError: a schedule key is invalid (see `check_optim_config`).
-    """
-    name = _check_schedule(optim, total_steps)
-    hp = {k: optim[k] for k in ("lr",) + _SCHEDULE_KEYS[name] if k != "staircase"}
-    return lambda count: SCHEDULES[name](jnp.asarray(count), hp, total_steps, optim.staircase)
 
 
 class ScheduleState(NamedTuple):
@@ -274,7 +252,7 @@ def make_optimizer(optim: ConfigDict, total_steps: int) -> optax.GradientTransfo
     arrays only (it jits and checkpoints); `current_lr` reads the rate of the last update.
 
     Args:
-      optim: the `optim` section of a config (see configs/base.py).
+      optim: the `optim` section of a config (see rnnlab/config.py).
       total_steps: the number of optimizer steps (train.steps), the length of the schedule.
 
     Raises:

@@ -6,28 +6,43 @@ from typing import Any
 
 import ml_collections
 
+from rnnlab import config as config_lib
+
 
 def apply(config: ml_collections.ConfigDict, overrides: dict[str, Any]) -> ml_collections.ConfigDict:
     """A copy of `config` with `overrides` set; an unknown key or a wrong type is a ValueError.
 
-    ConfigDict checks each value's type against the declared one (an int where a float is
-    declared is fine), exactly as `--config.key=value` does.
+    Each value is set by ml_collections itself (`update_from_flattened_dict`, which checks its
+    type against the declared one exactly as `--config.key=value` does: an int where a float is
+    declared is fine), on the copy locked so that no key can be added. What is kept here is the
+    one-line error naming the override and the part of its key that the config lacks:
+    ml_collections' KeyError names neither the same way for a leaf and for a section.
     """
     config = config.copy_and_resolve_references()
-    for key, value in overrides.items():
-        node = config
-        *parents, leaf = key.split(".")
-        for part in parents:
-            if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
-                raise ValueError(f"override {key!r}: the config has no section {part!r}")
-            node = node[part]
-        if leaf not in node:
-            raise ValueError(f"override {key!r}: the config has no key {leaf!r}")
-        try:
-            node[leaf] = value
-        except TypeError as e:
-            raise ValueError(f"override {key!r}: {value!r} has the wrong type ({e})") from e
+    was_locked = config.is_locked
+    config.lock()
+    try:
+        for key, value in overrides.items():
+            try:
+                config.update_from_flattened_dict({key: value})
+            except KeyError:
+                raise ValueError(f"override {key!r}: {_missing(config, key)}") from None
+            except TypeError as e:
+                raise ValueError(f"override {key!r}: {value!r} has the wrong type ({e})") from e
+    finally:
+        if not was_locked:
+            config.unlock()
     return config
+
+
+def _missing(config: ml_collections.ConfigDict, key: str) -> str:
+    """What `config` lacks of the dotted `key`: "the config has no section/key NAME"."""
+    *parents, leaf = key.split(".")
+    for part in parents:
+        if part not in config or not isinstance(config[part], ml_collections.ConfigDict):
+            return f"the config has no section {part!r}"
+        config = config[part]
+    return f"the config has no key {leaf!r}"
 
 
 def known_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
@@ -53,15 +68,13 @@ def parse_flags(argv: list[str]) -> list[str]:
 
     from absl import flags
 
-    from configs import base
-
     try:
         rest = flags.FLAGS(argv)
         if "config" in flags.FLAGS and flags.FLAGS["config"].value is not None:
             flags.FLAGS["config"].value.keys()  # (a file that failed to load raises here)
         return rest
     except (AttributeError, KeyError) as e:  # ml_collections, on a key the config lacks
-        known = known_keys(base.get_config())
+        known = known_keys(config_lib.get_config())
         unknown = [a[len("--config."):].split("=")[0] for a in argv[1:]
                    if a.startswith("--config.") and a[len("--config."):].split("=")[0] not in known]
         message = "; ".join(

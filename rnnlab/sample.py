@@ -91,9 +91,9 @@ def load_run(workdir) -> tuple[ml_collections.ConfigDict, dict]:
 
 def with_defaults(resolved: dict) -> ml_collections.ConfigDict:
     """`resolved` (a config as a dict) over the defaults of `configs.base`."""
-    from configs import base
+    from rnnlab import config as config_lib
 
-    config = base.get_config()
+    config = config_lib.get_config()
 
     def merge(section, values):
         for key, value in values.items():

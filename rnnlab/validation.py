@@ -1,7 +1,10 @@
 """What a config means before anything runs: its errors, and which configs train together.
 
-`check_config` finds every bad value that needs no data and no compute. `split_groups` sorts
-trials into those that can share one compiled program (they differ only in VALUE_KEYS).
+`check_config` is the one place that checks a whole config: it finds every bad value that
+needs no data and no compute, running the rule tables of `rnnlab.config` (seed, train), the
+task's `check` (its data and eval keys, and through `rnnlab.model.check_model_config` its
+layers'), and `rnnlab.optim`'s table. `split_groups` sorts trials into those that can share one
+compiled program (they differ only in VALUE_KEYS).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import math
 
 import ml_collections
 
+from rnnlab import config as config_lib
 from rnnlab import optim, tasks
 
 
@@ -18,27 +22,8 @@ class ConfigError(ValueError):
     """A bad config value, found before any compute."""
 
 
-def check_train_config(t: ml_collections.ConfigDict) -> None:
-    """Raises ValueError for a bad `config.train`, before any compute."""
-    for key in ("steps", "batch_size", "log_every", "eval_every", "ckpt_every",
-                "keep_checkpoints", "max_nonfinite", "final_eval_streams"):
-        if not isinstance(t[key], int) or t[key] <= 0:
-            raise ValueError(f"train.{key} must be a positive integer, got {t[key]!r}")
-    if not isinstance(t.bptt_len, int) or t.bptt_len < 0:
-        raise ValueError(f"train.bptt_len must be an integer >= 0 (0: full BPTT where the task "
-                         f"allows it), got {t.bptt_len!r}")
-    for key in ("eval_batches", "eval_batch_size", "sample_length"):
-        if t[key] < 0:
-            raise ValueError(f"train.{key} must be >= 0 (0: the default), got {t[key]!r}")
-    if not isinstance(t.log_gradients, bool):
-        raise ValueError(f"train.log_gradients must be True or False, got {t.log_gradients!r}")
-    if t.sample_temperature < 0:
-        raise ValueError(f"train.sample_temperature must be >= 0, got {t.sample_temperature}")
-
-
-# A JAX key holds 32 bits of a seed: a larger seed would silently repeat a smaller one's run
-# (2**32 gives seed 0's key), and training samples from the key of seed + 1.
-MAX_SEED = 2**32 - 2
+# Kept at its old name: the largest seed (see `rnnlab.config.SEED`).
+MAX_SEED = config_lib.MAX_SEED
 
 
 def check_finite(values: dict, prefix: str = "") -> None:
@@ -54,14 +39,10 @@ def check_finite(values: dict, prefix: str = "") -> None:
 def check_config(config: ml_collections.ConfigDict) -> None:
     """Every config error that needs no data or compute, as a ConfigError saying what to do."""
     try:
-        seed = config.seed
-        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
-            raise ValueError(f"seed must be an integer from 0 to {MAX_SEED} (a JAX key holds 32 "
-                             f"bits: a larger seed would repeat a smaller one's run), got "
-                             f"{seed!r}")
+        config_lib.check(config, config_lib.SEED)
         check_finite(config.to_dict())
-        check_train_config(config.train)
-        tasks.check(config)
+        config_lib.check(config, config_lib.TRAIN)
+        tasks.check(config)  # the task's data and eval keys, and its model's (model.py)
         optim.check_optim_config(config.optim, config.train.steps)
     except ValueError as e:
         raise ConfigError(str(e)) from e

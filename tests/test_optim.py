@@ -1,8 +1,6 @@
 """Optimizers and schedules against closed-form formulas and NumPy references of their rules."""
 
-import importlib.util
 import math
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -10,17 +8,13 @@ import numpy as np
 import optax
 import pytest
 
+from rnnlab import config as config_lib
 from rnnlab import optim
-
-_BASE = pathlib.Path(__file__).resolve().parents[1] / "configs" / "base.py"
 
 
 def make_config(**overrides):
-    """The real `optim` section of configs/base.py, so the tests read every key it declares."""
-    spec = importlib.util.spec_from_file_location("rnnlab_test_base_config", _BASE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config().optim
+    """The real `optim` section of rnnlab/config.py, so the tests read every key it declares."""
+    c = config_lib.get_config().optim
     c.clip_norm = 0.0  # base default 5.0; off unless a test turns it on
     for key, value in overrides.items():
         c[key] = value
@@ -28,7 +22,8 @@ def make_config(**overrides):
 
 
 # ---------------------------------------------------------------------------------------------
-# Schedules: rnnlab's == the closed-form formula written out here == optax's own schedule.
+# Schedules: the learning rate each update of `make_optimizer`'s chain uses (read back from its
+# state with `current_lr`) == the closed-form formula written out here == optax's own schedule.
 
 LR, TOTAL, RATE, EVERY, AFTER, WARMUP, FINAL = 0.5, 1000, 0.5, 100, 250, 100, 0.1
 STEPS = [0, 1, 5, 99, 100, 101, 249, 250, 251, 349, 350, 500, 999, 1000, 1500]
@@ -53,6 +48,20 @@ def closed_form(name, s, staircase=False):
     raise AssertionError(name)
 
 
+def rates(config, steps):
+    """The learning rate that update s (0 for the first) of make_optimizer's chain used, for s
+    in `steps`: after s + 1 updates, `current_lr` reads schedule(s)."""
+    tx = optim.make_optimizer(config, TOTAL)
+    params = {"w": jnp.zeros(2)}
+
+    def update(state, _):
+        _, state = tx.update({"w": jnp.ones(2)}, state, params)
+        return state, optim.current_lr(state)
+
+    _, lrs = jax.lax.scan(update, tx.init(params), length=max(steps) + 1)
+    return [float(lrs[s]) for s in steps]
+
+
 def schedule_config(name, **overrides):
     return make_config(
         schedule=name,
@@ -70,8 +79,7 @@ def schedule_config(name, **overrides):
     "name", ["constant", "exponential", "step", "cosine", "warmup_cosine", "linear"]
 )
 def test_schedule_matches_closed_form(name):
-    schedule = optim.make_schedule(schedule_config(name), TOTAL)
-    got = [float(schedule(jnp.asarray(s, jnp.int32))) for s in STEPS]
+    got = rates(schedule_config(name), STEPS)
     want = [closed_form(name, s) for s in STEPS]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
 
@@ -90,25 +98,23 @@ OPTAX_SCHEDULES = {
 
 @pytest.mark.parametrize("name", list(OPTAX_SCHEDULES))
 def test_schedule_matches_optax_own_schedule(name):
-    ours = optim.make_schedule(schedule_config(name), TOTAL)
+    ours = rates(schedule_config(name), STEPS)
     theirs = OPTAX_SCHEDULES[name]()
-    for s in STEPS:
-        step = jnp.asarray(s, jnp.int32)
-        np.testing.assert_allclose(float(ours(step)), float(theirs(step)), rtol=1e-5, atol=1e-7,
-                                   err_msg=f"step {s}")
+    for s, lr in zip(STEPS, ours):
+        np.testing.assert_allclose(lr, float(theirs(jnp.asarray(s, jnp.int32))), rtol=1e-5,
+                                   atol=1e-7, err_msg=f"step {s}")
 
 
 def test_exponential_staircase_matches_closed_form():
-    schedule = optim.make_schedule(schedule_config("exponential", staircase=True), TOTAL)
-    got = [float(schedule(jnp.asarray(s, jnp.int32))) for s in STEPS]
+    got = rates(schedule_config("exponential", staircase=True), STEPS)
     want = [closed_form("exponential", s, staircase=True) for s in STEPS]
     np.testing.assert_allclose(got, want, rtol=1e-5)
     assert got[STEPS.index(99)] == LR and got[STEPS.index(100)] == LR * RATE
 
 
 def test_step_schedule_first_decay_at_decay_after():
-    schedule = optim.make_schedule(schedule_config("step"), TOTAL)
-    lr = {s: float(schedule(jnp.asarray(s, jnp.int32))) for s in (0, 249, 250, 349, 350)}
+    steps = (0, 249, 250, 349, 350)
+    lr = dict(zip(steps, rates(schedule_config("step"), steps)))
     assert lr == {0: LR, 249: LR, 250: LR * RATE, 349: LR * RATE, 350: LR * RATE**2}
 
 
@@ -410,7 +416,7 @@ def test_schedules_over_total_steps_reject_a_bad_total(schedule):
     with pytest.raises(ValueError, match="total_steps=0"):
         optim.make_optimizer(config, 0)
     with pytest.raises(ValueError, match="total_steps=0"):
-        optim.make_schedule(config, 0)
+        optim.check_optim_config(config, 0)
 
 
 def test_keys_of_other_optimizers_and_schedules_are_not_checked():

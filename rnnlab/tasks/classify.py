@@ -42,6 +42,7 @@ import numpy as np
 import optax
 from absl import logging
 
+from rnnlab import config as config_lib
 from rnnlab import data as data_lib
 from rnnlab.tasks import base, encoder
 
@@ -59,8 +60,7 @@ def check(config: ml_collections.ConfigDict) -> None:
     if not d.text_field or not d.label_field:
         raise ValueError("data.text_field and data.label_field name the file's columns; "
                          "neither may be empty")
-    if d.max_length < 0:
-        raise ValueError(f"data.max_length must be >= 0 (0: no limit), got {d.max_length}")
+    config_lib.check(config, config_lib.DATA, ("data.max_length",))
     if bool(d.valid_path) != bool(d.test_path):
         raise ValueError("give both data.valid_path and data.test_path, or neither (then the "
                          "fractions split data.path)")

@@ -20,6 +20,7 @@ import numpy as np
 import optax
 from absl import logging
 
+from rnnlab import config as config_lib
 from rnnlab import data, decode, metrics as metrics_lib
 from rnnlab import model as model_lib
 from rnnlab.tasks import base
@@ -36,8 +37,7 @@ def check(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"data.path={config.data.path!r} is read only with data.name='text' "
                          f"(this run would train on {config.data.name!r} and ignore it): set "
                          "data.name=text, or drop data.path")
-    if config.data.max_chars < 0:
-        raise ValueError(f"data.max_chars must be >= 0 (0: all), got {config.data.max_chars}")
+    config_lib.check(config, config_lib.DATA, ("data.max_chars",))
     data.check_fractions(config.data.valid_fraction, config.data.test_fraction)
     if config.train.bptt_len <= 0:
         raise ValueError(f"train.bptt_len must be a positive integer for the LM (its window), "

@@ -38,6 +38,7 @@ import numpy as np
 import optax
 from absl import logging
 
+from rnnlab import config as config_lib
 from rnnlab import data as data_lib
 from rnnlab import model as model_lib
 from rnnlab.tasks import base, decoder
@@ -53,7 +54,7 @@ def _addition_id(symbol: str) -> int:
 
 
 def check(config: ml_collections.ConfigDict) -> None:
-    d, e = config.data, config.eval
+    d = config.data
     if config.task.name == "seq2seq" and d.name not in SOURCES:
         raise ValueError(f"data.name for task.name='seq2seq' must be one of {SOURCES}, got "
                          f"{d.name!r}")
@@ -62,22 +63,15 @@ def check(config: ml_collections.ConfigDict) -> None:
             raise ValueError("data.name='pairs' reads the tab-separated file at data.path, "
                              "which is empty")
         data_lib.check_fractions(d.valid_fraction, d.test_fraction)
-        if not isinstance(d.max_length, int) or d.max_length < 0:
-            raise ValueError(f"data.max_length must be an integer >= 0 (0: no limit), got "
-                             f"{d.max_length!r}")
+        config_lib.check(config, config_lib.DATA, ("data.max_length",))
     elif d.path:
         raise ValueError(f"data.path={d.path!r} is read only with data.name='pairs' (this run "
                          f"would train on {d.name!r} and ignore it): set data.name=pairs, or "
                          "drop data.path")
-    elif not isinstance(d.max_digits, int) or not 1 <= d.max_digits <= 8:
-        raise ValueError(f"data.max_digits must be an integer in [1, 8], got {d.max_digits!r}")
-    if not isinstance(d.eval_examples, int) or d.eval_examples <= 0:
-        raise ValueError(f"data.eval_examples must be a positive integer, got "
-                         f"{d.eval_examples!r}")
-    if not isinstance(e.beam_size, int) or e.beam_size < 1:
-        raise ValueError(f"eval.beam_size must be a positive integer, got {e.beam_size!r}")
-    if not math.isfinite(e.length_penalty) or e.length_penalty < 0:
-        raise ValueError(f"eval.length_penalty must be >= 0, got {e.length_penalty!r}")
+    else:
+        config_lib.check(config, config_lib.DATA, ("data.max_digits",))
+    config_lib.check(config, config_lib.DATA, ("data.eval_examples",))
+    config_lib.check(config, config_lib.EVAL)
     if config.train.bptt_len:
         raise ValueError(f"task.name={config.task.name!r} trains with full BPTT: set "
                          f"train.bptt_len=0 (got {config.train.bptt_len})")

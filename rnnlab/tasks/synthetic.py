@@ -30,6 +30,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from rnnlab import config as config_lib
 from rnnlab import model as model_lib
 from rnnlab.tasks import base, encoder
 
@@ -75,13 +76,8 @@ def _length(config) -> int:
 
 def check(config: ml_collections.ConfigDict) -> None:
     d, name = config.data, config.task.name
-    key = "data.delay" if name == "copy" else "data.length"
-    minimum = 1 if name == "copy" else 2
-    if not isinstance(_length(config), int) or _length(config) < minimum:
-        raise ValueError(f"{key} must be an integer >= {minimum}, got {_length(config)!r}")
-    if not isinstance(d.eval_examples, int) or d.eval_examples <= 0:
-        raise ValueError(f"data.eval_examples must be a positive integer, got "
-                         f"{d.eval_examples!r}")
+    length = "data.delay" if name == "copy" else "data.length"
+    config_lib.check(config, config_lib.DATA, (length, "data.eval_examples"))
     if d.path:
         raise ValueError(f"data.path={d.path!r}: task.name={name!r} generates its data and "
                          "would ignore the file; drop data.path")
