@@ -41,8 +41,9 @@ from absl import logging
 from rnnlab import checkpoint as checkpoint_lib
 from rnnlab import compile_cache
 from rnnlab import data as data_lib
-from rnnlab import diagnostics, optim, recurrent, rundir, sample, storage, tasks, validation
+from rnnlab import diagnostics, optim, recurrent, rundir, storage, tasks, validation
 from rnnlab.train import state as state_lib
+from rnnlab.run import load as load_lib
 from rnnlab.tasks import lm
 
 WHATS = ("gradients", "units", "gates")
@@ -85,7 +86,7 @@ def load(workdir=None, config=None, checkpoint: str = "best", out=None, *,
     if config is not None:
         validation.check_config(config)
     else:
-        config, _ = sample.load_run(workdir)
+        config, _ = load_lib.load_run(workdir)
     config = _full_bptt(config)
     task = tasks.build(config)
     changed = workdir is not None and rundir.data_mismatch(workdir, task.fingerprint)
@@ -97,7 +98,7 @@ def load(workdir=None, config=None, checkpoint: str = "best", out=None, *,
         state = state_lib.init_state(config, task.model, tx, task.metrics)
         label = "initialisation"
     else:
-        restored = sample.load_state(workdir, config, task.model, checkpoint=checkpoint)
+        restored = load_lib.load_state(workdir, config, task.model, checkpoint=checkpoint)
         state, label = restored.state, f"step {restored.step} ({checkpoint} checkpoint)"
     if changed:
         logging.warning("%s", changed)

@@ -19,7 +19,8 @@ import jax
 from absl import app, flags
 
 from rnnlab import checkpoint as checkpoint_lib
-from rnnlab import data, rundir, sample, storage, tasks, validation
+from rnnlab import data, rundir, storage, tasks, validation
+from rnnlab.run import load
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run directory to evaluate.", required=True)
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which checkpoint.")
@@ -37,7 +38,7 @@ def evaluate(workdir, *, checkpoint: str = "best", allow_changed_data: bool = Fa
       rundir.RunDirError: the data is not the run's own (unless `allow_changed_data`; the
         result's `data_changed` then says how it differs).
     """
-    config, record = sample.load_run(workdir)
+    config, record = load.load_run(workdir)
     for key, value in eval_settings.items():
         if value is not None:
             config.eval[key] = value
@@ -47,8 +48,8 @@ def evaluate(workdir, *, checkpoint: str = "best", allow_changed_data: bool = Fa
     if changed and not allow_changed_data:
         raise rundir.RunDirError(f"{changed}: its scores would not be the run's; pass "
                                  "--allow_changed_data to score this data anyway")
-    restored = sample.load_state(workdir, config, tasks.model(config, record),
-                                 checkpoint=checkpoint)
+    restored = load.load_state(workdir, config, tasks.model(config, record),
+                               checkpoint=checkpoint)
     out = {"step": restored.step, "checkpoint": checkpoint}
     if changed:
         out["data_changed"] = changed

@@ -17,7 +17,8 @@ import jax
 import numpy as np
 import pytest
 
-from rnnlab import checkpoint, layout, rundir, sample, storage, train, validation
+from rnnlab import layout, rundir, sample, storage, train, validation
+from rnnlab.run import verify
 from test_train import (ROOT, deterministic_metrics, restore_params, run_main, tiny_config,
                         wait_for_step)
 
@@ -160,17 +161,17 @@ def test_flipped_bits_never_change_a_result(finished, tmp_path):
 def test_the_checksum_sees_any_single_changed_element():
     tree = {"a": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.zeros(5, np.int32),
             "c": np.ones((2,), jax.numpy.bfloat16), "d": np.array([True, False])}
-    base = checkpoint.checksum(tree)
-    assert base == checkpoint.checksum(jax.tree_util.tree_map(np.copy, tree))
+    base = verify.checksum(tree)
+    assert base == verify.checksum(jax.tree_util.tree_map(np.copy, tree))
     for name, leaf in tree.items():
         for index in np.ndindex(leaf.shape):
             changed = {k: np.copy(v) for k, v in tree.items()}
             flat = changed[name].view(np.uint8 if leaf.dtype == bool else
                                       {2: np.uint16, 4: np.uint32}[leaf.dtype.itemsize])
             flat[index] ^= 1  # the lowest bit of one element
-            assert checkpoint.checksum(changed) != base, (name, index)
+            assert verify.checksum(changed) != base, (name, index)
     swapped = {"a": tree["a"].T.copy(), **{k: v for k, v in tree.items() if k != "a"}}
-    assert checkpoint.checksum(swapped) != base  # same values, other shape
+    assert verify.checksum(swapped) != base  # same values, other shape
 
 
 def test_a_deleted_ckpt_dir_is_refused_not_restarted(finished, tmp_path):

@@ -1,0 +1,108 @@
+"""Verification of checkpoints: a checksum of the state and a digest of the meta, recorded
+when a checkpoint is saved and compared when it is read back.
+
+Orbax checks no checksum: a truncated file fails deep in TensorStore, and flipped bits restore
+silently with changed values. So `seal` adds a checksum of the state (and a digest of the meta)
+to the meta, and `problem` says why a restored checkpoint is not what was saved.
+
+The checksum runs where the arrays are (one jitted reduction, also over sharded arrays on many
+hosts): every element's bits, mixed with its position and leaf, summed modulo 2**32 in two
+lanes. Integer sums are exact in any order, so it is the same for any sharding, and any single
+changed element changes it (the mix is a bijection).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# The keys `seal` adds to a checkpoint's meta.
+SEALS = ("checksum", "digest")
+
+
+def _fmix(h):
+    """MurmurHash3's 32-bit finaliser: a bijection of uint32 that mixes every bit."""
+    h = h ^ (h >> 16)
+    h = h * jnp.uint32(0x85EBCA6B)
+    h = h ^ (h >> 13)
+    h = h * jnp.uint32(0xC2B2AE35)
+    return h ^ (h >> 16)
+
+
+def _bits(x: jax.Array) -> jax.Array:
+    """The bits of every element as uint32 (8-byte elements as two)."""
+    if x.dtype == jnp.bool_:
+        return x.astype(jnp.uint32)
+    if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
+    if jnp.issubdtype(x.dtype, jnp.complexfloating):  # (an LRU's carry): its two parts
+        x = jnp.stack([jnp.real(x), jnp.imag(x)], axis=-1)
+    size = x.dtype.itemsize
+    unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[size]
+    return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
+
+
+def _position(shape) -> jax.Array:
+    """Each element's row-major index (mod 2**32), without materialising a reshape."""
+    index, stride = jnp.zeros(shape, jnp.uint32), 1
+    for axis in reversed(range(len(shape))):
+        index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * jnp.uint32(stride)
+        stride = stride * shape[axis] % 2**32
+    return index
+
+
+@jax.jit
+def _lanes(leaves: list[jax.Array]) -> jax.Array:
+    total = jnp.zeros((2,), jnp.uint32)
+    for i, leaf in enumerate(leaves):
+        bits = _bits(leaf)
+        salt = _fmix(_position(bits.shape) * jnp.uint32(0x9E3779B9) + jnp.uint32(i + 1))
+        for lane, key in enumerate((0, 0x5BD1E995)):
+            term = _fmix(bits ^ salt ^ jnp.uint32(key))
+            total = total.at[lane].add(jnp.sum(term, dtype=jnp.uint32))
+    return total
+
+
+def checksum(tree: Any) -> str:
+    """A checksum of the values, shapes and dtypes of the arrays of `tree`."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    leaves = [jnp.asarray(x) for x in leaves]
+    shapes = [(x.shape, str(x.dtype)) for x in leaves]
+    structure = hashlib.sha1(repr((str(treedef), shapes)).encode()).hexdigest()[:8]
+    lanes = _lanes(leaves) if leaves else jnp.zeros(2, jnp.uint32)
+    # Replicated, so every process holds the whole value.
+    values = np.asarray(lanes.addressable_data(0))
+    return f"{structure}-{int(values[0]):08x}{int(values[1]):08x}"
+
+
+def _digest(meta: dict) -> str:
+    return hashlib.sha1(json.dumps({k: v for k, v in meta.items() if k != "digest"},
+                                   sort_keys=True).encode()).hexdigest()
+
+
+def seal(state: Any, meta: dict) -> dict:
+    """`meta` with the checksum of `state` and a digest of both added, to save with them."""
+    meta = {**meta, "checksum": checksum(state)}
+    meta["digest"] = _digest(meta)
+    return meta
+
+
+def unseal(meta: dict) -> dict:
+    """A restored meta without what `seal` added."""
+    return {k: v for k, v in meta.items() if k not in SEALS}
+
+
+def problem(state: Any, meta: Any) -> str | None:
+    """Why a restored (state, meta) is not what was saved, or None if it is."""
+    if not isinstance(meta, dict) or "checksum" not in meta:
+        return "its metadata has no checksum (not written by this version of rnnlab?)"
+    if meta.get("digest") != _digest(meta):
+        return "its metadata does not match its digest (changed on disk)"
+    if checksum(state) != meta["checksum"]:
+        return "its values do not match the checksum recorded when it was saved"
+    return None
