@@ -20,10 +20,7 @@ CELL_FACTORY_LIMIT = 80
 # Known excesses while the house is rebuilt (issue 23): each may shrink, none may grow, and
 # nothing else may pass a limit.
 KNOWN = {
-    "rnnlab/train.py": 444,
     "launch/report.py": 415,
-    "rnnlab/train.py:_Loop": 363,
-    "rnnlab/rundir.py:RunDir": 257,
     "rnnlab/recurrent.py:rnn": 150,
     "rnnlab/tasks/seq2seq.py:build": 91,
     "rnnlab/recurrent.py:apply": 87,
