@@ -125,7 +125,7 @@ _SCHEDULE_KEYS = {
     "warmup_cosine": ("warmup_steps", "final_lr_factor"),
     "linear": ("final_lr_factor",),
 }
-_USES_TOTAL_STEPS = ("cosine", "warmup_cosine", "linear")
+USES_TOTAL_STEPS = ("cosine", "warmup_cosine", "linear")
 
 
 def _real(x: Any) -> bool:
@@ -183,7 +183,7 @@ def _check_keys(optim: ConfigDict, keys: tuple[str, ...], context: str) -> None:
 def _check_schedule(optim: ConfigDict, total_steps: int | None) -> str:
     name = _check_name(optim, "schedule", SCHEDULES, "schedule")
     _check_keys(optim, ("lr",) + _SCHEDULE_KEYS[name], f" for optim.schedule={name!r}")
-    if total_steps is not None and name in _USES_TOTAL_STEPS:
+    if total_steps is not None and name in USES_TOTAL_STEPS:
         if not (_int(total_steps) and total_steps > 0):
             raise ValueError(
                 f"total_steps={total_steps!r} is invalid for optim.schedule={name!r}: "

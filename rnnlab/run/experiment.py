@@ -27,7 +27,7 @@ RESUMABLE_KEYS = {
     "train.sample_prime", "train.max_nonfinite",
 }
 # train.steps may grow on resume, unless the learning-rate schedule spans it.
-SCHEDULES_OVER_ALL_STEPS = optim._USES_TOTAL_STEPS
+SCHEDULES_OVER_ALL_STEPS = optim.USES_TOTAL_STEPS
 
 
 def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
