@@ -1,5 +1,6 @@
-"""The local executors: trials as subprocesses, at most `max_parallel` at a time, or all of
-them in one vmapped process.
+"""The local executors: each trial its own subprocess, or the trials in one vmapped process.
+
+Subprocesses run at most `max_parallel` at a time.
 
 Each trial logs to SWEEP_DIR/logs/<id>.log. A trial whose run directory holds a result
 (finished or diverged, with its final checkpoint) is skipped on a rerun; any other trial is

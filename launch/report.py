@@ -1,4 +1,4 @@
-"""Ablation tables and figures from a sweep directory.
+"""The `launch.report` command: a sweep directory's ablation tables and figures.
 
     python -m launch.report --sweep_dir=runs/NAME --metric=valid/bpc [--mode=auto|min|max]
         [--out=DIR] [--formats=md,csv,tex] [--pivot=cell,bptt_len] [--nofigures]
