@@ -1,9 +1,9 @@
-"""The figures of an ablation Table (made by `launch.report`): curves, metric vs factor, box plots.
+"""The figures of an ablation Table: learning curves, best metric vs each factor, box plots.
 
 matplotlib is an optional dependency (the `plots` extra): it is imported when `write` runs, and
 tables need nothing of this module. `write` takes the Table and the trials' curves rather than
-the sweep: launch.report (which imports this module) makes them, so `python -m launch.report`
-loads that module once. `launch.report.figures` does it all from a sweep.
+the sweep, so this module knows only `launch.tables`; `launch.report.figures` does it all from a
+sweep.
 """
 
 from __future__ import annotations
@@ -14,12 +14,9 @@ import pathlib
 import re
 import statistics
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from launch import tables
-
-if TYPE_CHECKING:
-    from launch.report import Table
 
 
 # Ten well-separated colours (matplotlib's tab10); past ten series the dash changes, so no two
@@ -56,11 +53,11 @@ def axis_kind(values: Sequence[Any]) -> str:
     return "log" if min(numbers) > 0 and max(numbers) > 10 * min(numbers) else "linear"
 
 
-def _label(t: Table, setting: dict[str, Any], keys: Sequence[str]) -> str:
+def _label(t: tables.Table, setting: dict[str, Any], keys: Sequence[str]) -> str:
     return ", ".join(f"{t.names[k]}={tables.value_text(setting[k])}" for k in keys) or "all"
 
 
-def write(t: Table, curves: Mapping[str, Sequence[tuple[int, float]]],
+def write(t: tables.Table, curves: Mapping[str, Sequence[tuple[int, float]]],
           out_dir: str | pathlib.Path) -> list[pathlib.Path]:
     """Writes curves.png, vs_<factor>.png per swept factor and box.png; returns their paths.
 
@@ -73,17 +70,27 @@ def write(t: Table, curves: Mapping[str, Sequence[tuple[int, float]]],
 
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    metric = t.metric
     paths = []
-
-    def save(fig, name: str) -> None:
+    for name, fig in _drawn(plt, t, curves):
         fig.tight_layout()
         fig.savefig(out_dir / name, dpi=120, bbox_inches="tight")  # (the legend outside)
         plt.close(fig)
         paths.append(out_dir / name)
+    return paths
 
+
+def _drawn(plt, t: tables.Table, curves: Mapping[str, Sequence[tuple[int, float]]]):
+    """(file name, figure) of each figure, drawn one at a time so that one is open at once."""
+    yield "curves.png", _curves(plt, t, curves)
+    for factor in t.factors:
+        yield f"vs_{re.sub(r'[^A-Za-z0-9_.-]+', '_', t.names[factor])}.png", _versus(plt, t, factor)
+    yield "box.png", _box(plt, t)
+
+
+def _curves(plt, t: tables.Table, curves: Mapping[str, Sequence[tuple[int, float]]]):
+    """Each row's learning curve: the mean over the seeds that logged each step, band min-max."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for k, row in enumerate(t.rows):  # mean over the seeds that logged each step, band min-max
+    for k, row in enumerate(t.rows):
         per_step = collections.defaultdict(list)
         for trial_id in row.included:
             for step, v in curves[trial_id]:
@@ -95,47 +102,52 @@ def write(t: Table, curves: Mapping[str, Sequence[tuple[int, float]]],
             ax.fill_between(steps, [min(per_step[s]) for s in steps],
                             [max(per_step[s]) for s in steps], color=line.get_color(),
                             alpha=0.2, linewidth=0)
-    ax.set(xlabel="step", ylabel=metric, title=f"{metric}: mean over seeds, min–max band")
+    ax.set(xlabel="step", ylabel=t.metric, title=f"{t.metric}: mean over seeds, min–max band")
     if ax.lines:
         legend_outside(ax)
         if box_scale([y for line in ax.lines for y in line.get_ydata()]) == "log":
             ax.set_yscale("log")
-    save(fig, "curves.png")
+    return fig
 
-    for factor in t.factors:
-        values = list({tables.canon(r.setting[factor]): r.setting[factor] for r in t.rows}.values())
-        kind = axis_kind(values)
-        x_of = {tables.canon(v): (float(v) if kind != "categorical" else i)
-                for i, v in enumerate(values)}
-        others = [k for k in t.factors if k != factor]
-        lines = collections.defaultdict(list)  # one line per setting of the other factors
-        for row in t.rows:
-            lines[tuple(tables.canon(row.setting[k]) for k in others)].append(row)
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for g, rows in enumerate(lines.values()):
-            colour = style(g)["color"]
-            rows = sorted((r for r in rows if r.best.n),
-                          key=lambda r: x_of[tables.canon(r.setting[factor])])
-            if not rows:
-                continue
-            # Categories: no connecting lines, and each group nudged sideways so none hide.
-            dodge = 0.08 * (g - (len(lines) - 1) / 2) if kind == "categorical" else 0.0
-            xs = [x_of[tables.canon(r.setting[factor])] + dodge for r in rows]
-            bars = ax.errorbar(xs, [r.best.mean for r in rows], capsize=3, marker="o",
-                               yerr=[r.best.std or 0.0 for r in rows],
-                               linestyle="none" if kind == "categorical" else style(g)["linestyle"],
-                               color=colour, label=_label(t, rows[0].setting, others))
-            for x, r in zip(xs, rows):
-                ax.scatter([x] * r.best.n, r.best_values, s=10, alpha=0.4, color=colour)
-        if kind == "log":
-            ax.set_xscale("log")
-        if kind == "categorical":
-            ax.set_xticks(range(len(values)), [tables.value_text(v) for v in values])
-        ax.set(xlabel=t.names[factor], ylabel=f"best {metric}")
-        if others and ax.lines:
-            legend_outside(ax)
-        save(fig, f"vs_{re.sub(r'[^A-Za-z0-9_.-]+', '_', t.names[factor])}.png")
 
+def _versus(plt, t: tables.Table, factor: str):
+    """The best metric against one factor's values, a line per setting of the other factors."""
+    values = list({tables.canon(r.setting[factor]): r.setting[factor] for r in t.rows}.values())
+    kind = axis_kind(values)
+    x_of = {tables.canon(v): (float(v) if kind != "categorical" else i)
+            for i, v in enumerate(values)}
+    others = [k for k in t.factors if k != factor]
+    lines = collections.defaultdict(list)  # one line per setting of the other factors
+    for row in t.rows:
+        lines[tuple(tables.canon(row.setting[k]) for k in others)].append(row)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for g, rows in enumerate(lines.values()):
+        colour = style(g)["color"]
+        rows = sorted((r for r in rows if r.best.n),
+                      key=lambda r: x_of[tables.canon(r.setting[factor])])
+        if not rows:
+            continue
+        # Categories: no connecting lines, and each group nudged sideways so none hide.
+        dodge = 0.08 * (g - (len(lines) - 1) / 2) if kind == "categorical" else 0.0
+        xs = [x_of[tables.canon(r.setting[factor])] + dodge for r in rows]
+        ax.errorbar(xs, [r.best.mean for r in rows], capsize=3, marker="o",
+                    yerr=[r.best.std or 0.0 for r in rows],
+                    linestyle="none" if kind == "categorical" else style(g)["linestyle"],
+                    color=colour, label=_label(t, rows[0].setting, others))
+        for x, r in zip(xs, rows):
+            ax.scatter([x] * r.best.n, r.best_values, s=10, alpha=0.4, color=colour)
+    if kind == "log":
+        ax.set_xscale("log")
+    if kind == "categorical":
+        ax.set_xticks(range(len(values)), [tables.value_text(v) for v in values])
+    ax.set(xlabel=t.names[factor], ylabel=f"best {t.metric}")
+    if others and ax.lines:
+        legend_outside(ax)
+    return fig
+
+
+def _box(plt, t: tables.Table):
+    """Greff et al.'s box plot of the best metric per setting, each trial's point over it."""
     fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(t.rows)), 4.5))
     ax.boxplot([list(r.best_values) for r in t.rows])
     for i, r in enumerate(t.rows, start=1):  # with 3 seeds a box hides little: show the points
@@ -143,8 +155,7 @@ def write(t: Table, curves: Mapping[str, Sequence[tuple[int, float]]],
     crowded = len(t.rows) > 3
     ax.set_xticks(range(1, len(t.rows) + 1), [_label(t, r.setting, t.factors) for r in t.rows],
                   rotation=30 if crowded else 0, ha="right" if crowded else "center")
-    ax.set(ylabel=f"best {metric}", title=f"best {metric} per setting over seeds")
+    ax.set(ylabel=f"best {t.metric}", title=f"best {t.metric} per setting over seeds")
     if box_scale([v for r in t.rows for v in r.best_values]) == "log":
         ax.set_yscale("log")  # an outlier setting would flatten all the others' boxes
-    save(fig, "box.png")
-    return paths
+    return fig

@@ -1,5 +1,6 @@
-"""The local executors: trials as subprocesses, at most `max_parallel` at a time, or all of
-them in one vmapped process.
+"""The local executors: each trial its own subprocess, or the trials in one vmapped process.
+
+Subprocesses run at most `max_parallel` at a time.
 
 Each trial logs to SWEEP_DIR/logs/<id>.log. A trial whose run directory holds a result
 (finished or diverged, with its final checkpoint) is skipped on a rerun; any other trial is
@@ -125,25 +126,7 @@ def run_jobs(jobs, sweep_dir: str, *, max_parallel: int = 1, done: dict | None =
 
     try:
         while (todo or running) and not stopping:
-            for job in list(todo):
-                if len(running) >= max_parallel:
-                    break
-                name, command, job_trials = job
-                if busy := _busy(job_trials):
-                    if name not in waiting:
-                        waiting.add(name)
-                        logging.warning("%s: still running in another process (%s); waiting "
-                                        "for it to end", name, ", ".join(
-                                            f"{i}: pid {pid or '?'}" for i, pid in busy))
-                    continue
-                todo.remove(job)
-                if name in waiting and all(trials_lib.result(t) for t in job_trials):
-                    for trial in job_trials:  # the other process finished it
-                        outcomes[trial.id] = trials_lib.result(trial)
-                    continue
-                with open(logs / f"{name}.log", "a") as log:
-                    logging.info("start %s: %s", name, " ".join(command))
-                    running[name] = (job_trials, spawn(command, log))
+            _start_ready(todo, running, max_parallel, waiting, outcomes, logs)
             for name, (job_trials, proc) in list(running.items()):
                 if proc.poll() is not None:
                     del running[name]
@@ -162,6 +145,35 @@ def run_jobs(jobs, sweep_dir: str, *, max_parallel: int = 1, done: dict | None =
         running.clear()
         show(force=True)
     return outcomes
+
+
+def _start_ready(todo: list, running: dict, max_parallel: int, waiting: set, outcomes: dict,
+                 logs: pathlib.Path) -> None:
+    """Starts the jobs of `todo` that may start now, while fewer than `max_parallel` run.
+
+    A started job moves from `todo` to `running` ({name: (trials, process)}). A job whose trials
+    another process is training stays in `todo` and is named in `waiting`; when that process
+    ends, the job starts (and resumes its trials), unless every one of them has a result: then
+    the job leaves `todo` with those results in `outcomes`.
+    """
+    for job in list(todo):
+        if len(running) >= max_parallel:
+            break
+        name, command, job_trials = job
+        if busy := _busy(job_trials):
+            if name not in waiting:
+                waiting.add(name)
+                logging.warning("%s: still running in another process (%s); waiting for it to "
+                                "end", name, ", ".join(f"{i}: pid {pid or '?'}" for i, pid in busy))
+            continue
+        todo.remove(job)
+        if name in waiting and all(trials_lib.result(t) for t in job_trials):
+            for trial in job_trials:  # the other process finished it
+                outcomes[trial.id] = trials_lib.result(trial)
+            continue
+        with open(logs / f"{name}.log", "a") as log:
+            logging.info("start %s: %s", name, " ".join(command))
+            running[name] = (job_trials, spawn(command, log))
 
 
 def run_vmapped(trials: list[trials_lib.Trial], config: str, sweep_dir: str, *,

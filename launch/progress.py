@@ -1,6 +1,8 @@
-"""A sweep's live progress on the console: trials done / failed / interrupted / running, each running trial's
-step and ETA, and the sweep's ETA. A redrawn bar where the output is a terminal, a plain line
-every `every` seconds where it is not (a log file, CI).
+"""A sweep's live progress on the console: its trials' outcomes so far, their steps and ETAs.
+
+Trials done / failed / interrupted / running, each running trial's step and ETA, and the sweep's
+ETA: a redrawn bar where the output is a terminal, a plain line every `every` seconds where it
+is not (a log file, CI).
 
 It reads what the trials write anyway (`config.json` for the step count, the last `train` line
 of `metrics.jsonl` for the step), so it works for every executor whose trials' run directories

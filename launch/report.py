@@ -1,4 +1,4 @@
-"""Ablation tables and figures from a sweep directory.
+"""The `launch.report` command: a sweep directory's ablation tables and figures.
 
     python -m launch.report --sweep_dir=runs/NAME --metric=valid/bpc [--mode=auto|min|max]
         [--out=DIR] [--formats=md,csv,tex] [--pivot=cell,bptt_len] [--nofigures]
@@ -11,8 +11,9 @@ status.json; see `launch/__init__.py`) and writes into OUT (default SWEEP_DIR/re
                       (Collins et al. 2017); the best row is marked. Markdown is also printed.
   pivot.{md,csv,tex}  factor A rows x factor B columns of the best metric (two-factor sweeps)
   curves.png, vs_<factor>.png, box.png   (Greff et al. 2015's box plots per variant)
-This module loads, aggregates and runs the CLI; `launch.tables` writes the tables and
-`launch.figures` draws (to_markdown, to_csv, to_latex and figures are reachable from here too).
+This module folds the trials into the table and runs the command: `launch.results` reads the
+trials, `launch.tables` holds the table types and writes their text, `launch.figures` draws (the
+names that lived here before, load_sweep, Table, to_markdown and the rest, still work).
 
 A metric `split/name` is the `name` scalar of the metrics.jsonl lines of that split. Trials that
 diverged (status or outcome "diverged", or a non-finite metric value) count in the diverged
@@ -31,221 +32,30 @@ every bad argument is one line `error: ...` and exit code 2.
 from __future__ import annotations
 
 import collections
-import json
-import math
 import pathlib
 import statistics
 import sys
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from absl import app, flags, logging
 
 import launch
 from launch import figures as figures_lib
-from launch import tables, trials as trials_lib
-from rnnlab import layout
+from launch import results as results_lib
+from launch import tables
 
+# Names that lived here before the table types moved to `launch.tables` and the reading of trials
+# to `launch.results`, kept working for old callers.
+Stats, Row, Table, Pivot = tables.Stats, tables.Row, tables.Table, tables.Pivot
 to_markdown, to_csv, to_latex = tables.to_markdown, tables.to_csv, tables.to_latex
+TrialResult, TrialSummary = results_lib.TrialResult, results_lib.TrialSummary
+load_sweep, metrics_found, outcome = (results_lib.load_sweep, results_lib.metrics_found,
+                                      results_lib.outcome)
+curve, summarize = results_lib.curve, results_lib.summarize
 
 
-class TrialResult(NamedTuple):
-    """What a sweep directory says about one trial."""
-
-    id: str
-    overrides: dict[str, Any]
-    workdir: pathlib.Path
-    records: list[dict]  # the parsable lines of metrics.jsonl
-    status: dict  # status.json, {} when absent or unreadable
-    recorded_outcome: str | None  # outcomes.json: what the launcher last saw
-
-
-class TrialSummary(NamedTuple):
-    id: str
-    outcome: str  # finished | diverged | failed | interrupted | running | not started
-    best: float | None
-    final: float | None
-    steps_per_sec: float | None
-    num_params: float | None
-    problem: str | None = None  # metrics.jsonl disagrees with status.json (see `curve`)
-
-
-class Stats(NamedTuple):
-    mean: float | None  # None when n == 0
-    std: float | None  # sample std (ddof=1); None when n < 2
-    n: int
-
-
-class Row(NamedTuple):
-    setting: dict[str, Any]  # factor key -> override value (None: key absent)
-    best: Stats
-    final: Stats
-    num_params: float | None
-    steps_per_sec: float | None
-    diverged: int
-    trials: int  # trials that have a value or diverged: the diverged fraction's denominator
-    best_values: tuple[float, ...]  # of the trials in the means, in sweep order
-    included: tuple[str, ...]  # their ids
-
-
-class Table(NamedTuple):
-    metric: str
-    mode: str  # min | max
-    factors: list[str]  # full override keys, in sweep order
-    names: dict[str, str]  # factor key -> column name
-    rows: list[Row]
-    best: int | None  # index of the best row
-    notes: list[str]
-
-
-class Pivot(NamedTuple):
-    metric: str
-    mode: str
-    a: str  # row factor key
-    b: str  # column factor key
-    names: dict[str, str]
-    row_values: list[Any]
-    col_values: list[Any]
-    cells: list[list[Row | None]]  # None: a combination the sweep does not have
-    best: tuple[int, int] | None
-    notes: list[str]
-
-
-# ----------------------------------------------------------------------------------- reading
-
-
-def _read_json(path: pathlib.Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):  # absent, or caught while being written
-        return None
-
-
-def _trial_dir(sweep_dir: pathlib.Path, trial: dict) -> pathlib.Path:
-    """SWEEP_DIR/trials/<id>, whatever sweep.json's `workdir` says: it is relative to the sweep
-    dir (trials/<id>), or, in sweep.json files of older launchers, where the launcher ran
-    (often absolute), which after a move or a copy is another sweep's directory. A trial is
-    never read from outside the sweep dir."""
-    trial_id = trial.get("id")
-    if not isinstance(trial_id, str) or trial_id in ("", ".", "..") or "/" in trial_id:
-        raise ValueError(f"{sweep_dir / trials_lib.SWEEP_FILE}: trial id {trial_id!r} is not "
-                         "a directory name")
-    return sweep_dir / trials_lib.TRIALS_DIR / trial_id
-
-
-def load_sweep(sweep_dir: str | pathlib.Path) -> list[TrialResult]:
-    """Every trial of sweep.json, in sweep order, whether or not it has run."""
-    sweep_dir = pathlib.Path(sweep_dir)
-    spec = _read_json(sweep_dir / trials_lib.SWEEP_FILE)
-    if not isinstance(spec, dict) or not isinstance(spec.get("trials"), list):
-        raise FileNotFoundError(f"no readable sweep.json in {sweep_dir}: is it a sweep directory "
-                                "made by launch.sweep?")
-    outcomes = _read_json(sweep_dir / trials_lib.OUTCOMES_FILE)
-    outcomes = outcomes if isinstance(outcomes, dict) else {}
-    results = []
-    for trial in spec["trials"]:
-        workdir = _trial_dir(sweep_dir, trial)
-        recorded = outcomes.get(trial["id"])
-        results.append(TrialResult(
-            id=trial["id"], overrides=dict(trial.get("overrides") or {}), workdir=workdir,
-            records=layout.read_metrics(workdir),
-            status=layout.read_status(workdir) or {},
-            recorded_outcome=recorded.get("outcome") if isinstance(recorded, dict) else None))
-    return results
-
-
-def metrics_found(results: Sequence[TrialResult]) -> list[str]:
-    """Every `split/name` with a number in some trial's metrics.jsonl or status.json."""
-    found = {f"{r.get('split')}/{k}" for res in results for r in res.records
-             for k, v in r.items() if k not in ("step", "split") and _number(v) is not None}
-    for res in results:
-        records = res.status.get("records")
-        for split, values in (records.items() if isinstance(records, dict) else ()):
-            if isinstance(values, dict):
-                found |= {f"{split}/{k}" for k, v in values.items() if _number(v) is not None}
-    return sorted(found)
-
-
-def outcome(result: TrialResult) -> str:
-    """finished | diverged | failed | interrupted | running | not started."""
-    said = (result.status.get("status"), result.recorded_outcome)
-    for name in ("diverged", "finished"):
-        if name in said:
-            return name
-    if result.recorded_outcome == "failed":
-        return "failed"
-    if "interrupted" in said:
-        return "interrupted"
-    return "running" if "running" in said or result.records else "not started"
-
-
-def _split_metric(metric: str) -> tuple[str, str]:
-    split, _, name = metric.partition("/")
-    if not split or not name:
-        raise ValueError(f"a metric is split/name (e.g. valid/bpc), got {metric!r}")
-    return split, name
-
-
-def _resolve_mode(metric: str, mode: str = "auto") -> str:
-    """min or max; auto is max iff the metric's name contains "acc" (accuracy)."""
-    if mode == "auto":
-        return "max" if "acc" in _split_metric(metric)[1].lower() else "min"
-    if mode not in ("min", "max"):
-        raise ValueError(f"mode is auto, min or max, got {mode!r}")
-    return mode
-
-
-def _number(x: Any) -> float | None:
-    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
-
-
-def curve(result: TrialResult, metric: str) -> list[tuple[int, float]]:
-    """(step, value) of every line of the metric's split that has the scalar (see `_curve`)."""
-    return _curve(result, metric)[0]
-
-
-def _curve(result: TrialResult, metric: str) -> tuple[list[tuple[int, float]], str | None]:
-    """The curve, and what disagrees with status.json: the final line of a finished run missing
-    from metrics.jsonl (cut; status.json's value is used) or different from what it recorded."""
-    split, name = _split_metric(metric)
-    points = [(int(r.get("step", i)), _number(r[name])) for i, r in enumerate(result.records)
-              if r.get("split") == split and _number(r.get(name)) is not None]
-    status = result.status
-    final = _number(((status.get("records") or {}).get(split) or {}).get(name))
-    if status.get("status") != "finished" or final is None:
-        return points, None
-    step = int(status["step"])
-    if not points or points[-1][0] < step:
-        return points + [(step, final)], (f"{result.id}: metrics.jsonl has no {metric} line "
-                                          f"at its final step {step} (cut?); status.json's "
-                                          "value is used")
-    if points[-1] != (step, final):
-        return points, (f"{result.id}: its final {metric} in metrics.jsonl ({points[-1][1]:.6g})"
-                        f" disagrees with status.json ({final:.6g})")
-    return points, None
-
-
-def summarize(result: TrialResult, metric: str, mode: str = "auto") -> TrialSummary:
-    """One trial's best and final metric, speed, size and outcome."""
-    curve_points, problem = _curve(result, metric)
-    points = [v for _, v in curve_points]
-    state = outcome(result)
-    if any(not math.isfinite(v) for v in points):
-        state = "diverged"  # e.g. a run that logged NaN without a status.json
-    finite = [v for v in points if math.isfinite(v)]
-    best = (max if _resolve_mode(metric, mode) == "max" else min)(finite) if finite else None
-    rates = [r["steps_per_sec"] for r in result.records if r.get("split") == "train"
-             and _number(r.get("steps_per_sec")) is not None
-             and math.isfinite(r["steps_per_sec"])]
-    return TrialSummary(result.id, state, best, points[-1] if points else None,
-                        statistics.fmean(rates) if rates else None,
-                        _number(result.status.get("num_params")), problem)
-
-
-# ----------------------------------------------------------------------------- aggregation
-
-
-def _swept_factors(results: Sequence[TrialResult]) -> list[str]:
+def _swept_factors(results: Sequence[results_lib.TrialResult]) -> list[str]:
     """Override keys with more than one value across trials, seeds excluded, in sweep order."""
     keys = list(dict.fromkeys(k for r in results for k in r.overrides))
     return [k for k in keys if k.rsplit(".", 1)[-1] != "seed"
@@ -259,11 +69,11 @@ def short_names(keys: Sequence[str]) -> dict[str, str]:
     return {k: s if counts[s] == 1 else k for k, s in short.items()}
 
 
-def _stats(values: Sequence[float]) -> Stats:
+def _stats(values: Sequence[float]) -> tables.Stats:
     if not values:
-        return Stats(None, None, 0)
+        return tables.Stats(None, None, 0)
     std = statistics.stdev(values) if len(values) > 1 else None
-    return Stats(statistics.fmean(values), std, len(values))
+    return tables.Stats(statistics.fmean(values), std, len(values))
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -271,16 +81,17 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def _row(setting: dict[str, Any], summaries: list[TrialSummary]) -> Row:
+def _row(setting: dict[str, Any], summaries: list[results_lib.TrialSummary]) -> tables.Row:
     kept = [s for s in summaries if s.outcome not in ("diverged", "failed") and s.best is not None]
     diverged = sum(s.outcome == "diverged" for s in summaries)
-    return Row(setting, _stats([s.best for s in kept]), _stats([s.final for s in kept]),
+    return tables.Row(setting, _stats([s.best for s in kept]), _stats([s.final for s in kept]),
                _mean([s.num_params for s in summaries]),
                _mean([s.steps_per_sec for s in summaries]), diverged, len(kept) + diverged,
                tuple(s.best for s in kept), tuple(s.id for s in kept))
 
 
-def _notes(metric: str, mode: str, summaries: list[TrialSummary], results) -> list[str]:
+def _notes(metric: str, mode: str, summaries: list[results_lib.TrialSummary],
+           results: Sequence[results_lib.TrialResult]) -> list[str]:
     word = "lowest" if mode == "min" else "highest"
     notes = [(f"best: a trial's {word} {metric}; final: its last {metric}; mean ± sample std "
               "(ddof=1) over seeds, n trials. Diverged trials (status, outcome or a non-finite "
@@ -305,7 +116,7 @@ def _notes(metric: str, mode: str, summaries: list[TrialSummary], results) -> li
         notes.append(f"no trial has a {metric} value: every trial diverged before it logged one")
     elif all(s.best is None for s in summaries):
         notes.append(f"no trial has a {metric} value yet; metrics seen: "
-                     + (", ".join(metrics_found(results)) or "none"))
+                     + (", ".join(results_lib.metrics_found(results)) or "none"))
     return notes
 
 
@@ -314,25 +125,26 @@ def _best(means: Sequence[float | None], mode: str) -> int | None:
     return min(scored)[1] if scored else None
 
 
-def table(results: Sequence[TrialResult], metric: str, mode: str = "auto") -> Table:
+def table(results: Sequence[results_lib.TrialResult], metric: str,
+          mode: str = "auto") -> tables.Table:
     """One row per setting of the swept factors, in order of first appearance in the sweep."""
-    mode = _resolve_mode(metric, mode)
+    mode = results_lib.resolve_mode(metric, mode)
     factors = _swept_factors(results)
     settings: dict[tuple, dict] = {}
-    groups: dict[tuple, list[TrialSummary]] = collections.defaultdict(list)
+    groups: dict[tuple, list[results_lib.TrialSummary]] = collections.defaultdict(list)
     summaries = []
     for r in results:
         key = tuple(tables.canon(r.overrides.get(f)) for f in factors)
         settings.setdefault(key, {f: r.overrides.get(f) for f in factors})
-        summaries.append(summarize(r, metric, mode))
+        summaries.append(results_lib.summarize(r, metric, mode))
         groups[key].append(summaries[-1])
     rows = [_row(settings[key], groups[key]) for key in settings]
-    return Table(metric, mode, factors, short_names(factors), rows,
+    return tables.Table(metric, mode, factors, short_names(factors), rows,
                  _best([row.best.mean for row in rows], mode),
                  _notes(metric, mode, summaries, results))
 
 
-def _resolve_factor(t: Table, name: str) -> str:
+def _resolve_factor(t: tables.Table, name: str) -> str:
     for key in t.factors:
         if name in (key, t.names[key]):
             return key
@@ -340,7 +152,8 @@ def _resolve_factor(t: Table, name: str) -> str:
                      f"{[t.names[k] for k in t.factors]}")
 
 
-def pivot(results: Sequence[TrialResult], metric: str, mode: str, a: str, b: str) -> Pivot:
+def pivot(results: Sequence[results_lib.TrialResult], metric: str, mode: str, a: str,
+          b: str) -> tables.Pivot:
     """The best metric with factor `a` down the rows and factor `b` across the columns."""
     t = table(results, metric, mode)
     a, b = _resolve_factor(t, a), _resolve_factor(t, b)
@@ -352,7 +165,7 @@ def pivot(results: Sequence[TrialResult], metric: str, mode: str, a: str, b: str
     col_values = list({tables.canon(r.setting[b]): r.setting[b] for r in t.rows}.values())
     index_a = {tables.canon(v): i for i, v in enumerate(row_values)}
     index_b = {tables.canon(v): j for j, v in enumerate(col_values)}
-    cells: list[list[Row | None]] = [[None] * len(col_values) for _ in row_values]
+    cells: list[list[tables.Row | None]] = [[None] * len(col_values) for _ in row_values]
     best = None
     for k, row in enumerate(t.rows):
         i, j = index_a[tables.canon(row.setting[a])], index_b[tables.canon(row.setting[b])]
@@ -361,16 +174,16 @@ def pivot(results: Sequence[TrialResult], metric: str, mode: str, a: str, b: str
     diverged = any(row.diverged for row in t.rows)
     notes = [(f"best {metric} (mean ± std over seeds): {t.names[a]} down, {t.names[b]} across"
               + ("; † some trials diverged (see the table)." if diverged else "."))] + t.notes[1:]
-    return Pivot(metric, t.mode, a, b, t.names, row_values, col_values, cells, best, notes)
+    return tables.Pivot(metric, t.mode, a, b, t.names, row_values, col_values, cells, best, notes)
 
 
-def figures(results: Sequence[TrialResult], metric: str, out_dir: str | pathlib.Path,
+def figures(results: Sequence[results_lib.TrialResult], metric: str, out_dir: str | pathlib.Path,
             mode: str = "auto") -> list[pathlib.Path]:
     """`launch.figures.write` of the sweep's table: curves.png, vs_<factor>.png, box.png."""
     t = table(results, metric, mode)
     by_id = {r.id: r for r in results}
-    return figures_lib.write(
-        t, {i: curve(by_id[i], metric) for row in t.rows for i in row.included}, out_dir)
+    curves = {i: results_lib.curve(by_id[i], metric) for row in t.rows for i in row.included}
+    return figures_lib.write(t, curves, out_dir)
 
 
 _SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "Sweep directory (holds sweep.json).",
@@ -387,7 +200,8 @@ _PIVOT = flags.DEFINE_list("pivot", [], "factorA,factorB: also a pivot table (au
 _FIGURES = flags.DEFINE_bool("figures", True, "Write PNG figures (--nofigures: tables only).")
 
 
-def _write(out: pathlib.Path, stem: str, t: Table | Pivot, formats: Sequence[str]) -> None:
+def _write(out: pathlib.Path, stem: str, t: tables.Table | tables.Pivot,
+           formats: Sequence[str]) -> None:
     for fmt in formats:
         (out / f"{stem}.{fmt}").write_text(tables.WRITERS[fmt](t))
 
@@ -397,16 +211,16 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
-def _check_metric(sweep_dir: pathlib.Path, results: Sequence[TrialResult], metric: str):
+def _check_metric(sweep_dir: pathlib.Path, results: Sequence[results_lib.TrialResult], metric: str):
     """Refuses a metric that no trial has (ValueError), unless every trial diverged before it
     was logged and some trial logged the name in another split (valid/bpc after train/bpc):
     then the table is still the sweep's result, its diverged fraction."""
-    found = metrics_found(results)
+    found = results_lib.metrics_found(results)
     if metric in found:
         return
-    diverged = [r.id for r in results if outcome(r) == "diverged"]
+    diverged = [r.id for r in results if results_lib.outcome(r) == "diverged"]
     if diverged and len(diverged) == len(results):
-        name = _split_metric(metric)[1]
+        name = results_lib.split_metric(metric)[1]
         if any(f.partition("/")[2] == name for f in found):
             return
         raise ValueError(f"--metric={metric}: every trial of {sweep_dir} diverged before it "
@@ -416,11 +230,12 @@ def _check_metric(sweep_dir: pathlib.Path, results: Sequence[TrialResult], metri
                      f"metrics found: {', '.join(found) or 'none yet'}")
 
 
-def _tables(sweep_dir: pathlib.Path) -> tuple[list[TrialResult], Table, Pivot | None]:
+def _tables(sweep_dir: pathlib.Path) -> tuple[list[results_lib.TrialResult], tables.Table,
+                                              tables.Pivot | None]:
     """The sweep's trials, table and pivot; a bad argument exits 2 before anything is written."""
     try:
-        results = load_sweep(sweep_dir)
-        _split_metric(_METRIC.value)
+        results = results_lib.load_sweep(sweep_dir)
+        results_lib.split_metric(_METRIC.value)
         _check_metric(sweep_dir, results, _METRIC.value)
         t = table(results, _METRIC.value, _MODE.value)
         pair = _PIVOT.value or (t.factors if len(t.factors) == 2 else [])
@@ -447,10 +262,10 @@ def main(argv: Sequence[str]) -> None:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         _fail(f"cannot make the report folder {out}: {e.strerror or e}")
-    print(to_markdown(t))
+    print(tables.to_markdown(t))
     _write(out, "table", t, _FORMATS.value)
     if p is not None:
-        print(to_markdown(p))
+        print(tables.to_markdown(p))
         _write(out, "pivot", p, _FORMATS.value)
     if _FIGURES.value:
         try:

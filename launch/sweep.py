@@ -1,4 +1,6 @@
-"""Run a sweep: `python -m launch.sweep --config=... --sweep=...[:arg] --workdir=runs/NAME`.
+"""The `launch.sweep` command: runs every trial of a sweep with one of the executors.
+
+    python -m launch.sweep --config=... --sweep=...[:arg] --workdir=runs/NAME
 
     python -m launch.sweep --config=configs/quickstart.py:smoke \
         --sweep=experiments/relu_unroll/config.py --workdir=runs/relu_unroll \

@@ -1,7 +1,7 @@
-"""An ablation Table or Pivot (made by `launch.report`) as Markdown, CSV or LaTeX text.
+"""The ablation table types (Stats, Row, Table, Pivot) and their Markdown, CSV and LaTeX text.
 
-Every formatter takes either kind: a Pivot is told from a Table by its `cells`. This module does
-not import launch.report (which imports it), so `python -m launch.report` loads that module once.
+`launch.report` fills a Table or Pivot from a sweep's trials; `launch.figures` draws a Table.
+Every formatter takes either kind: a Pivot is told from a Table by its `cells`.
 """
 
 from __future__ import annotations
@@ -11,10 +11,56 @@ import io
 import json
 import math
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple
 
-if TYPE_CHECKING:
-    from launch.report import Pivot, Stats, Table
+
+class Stats(NamedTuple):
+    """A metric over the seeds of one setting."""
+
+    mean: float | None  # None when n == 0
+    std: float | None  # sample std (ddof=1); None when n < 2
+    n: int
+
+
+class Row(NamedTuple):
+    """One setting of the swept factors, its trials folded."""
+
+    setting: dict[str, Any]  # factor key -> override value (None: key absent)
+    best: Stats
+    final: Stats
+    num_params: float | None
+    steps_per_sec: float | None
+    diverged: int
+    trials: int  # trials that have a value or diverged: the diverged fraction's denominator
+    best_values: tuple[float, ...]  # of the trials in the means, in sweep order
+    included: tuple[str, ...]  # their ids
+
+
+class Table(NamedTuple):
+    """The ablation table: one row per setting of the swept factors."""
+
+    metric: str
+    mode: str  # min | max
+    factors: list[str]  # full override keys, in sweep order
+    names: dict[str, str]  # factor key -> column name
+    rows: list[Row]
+    best: int | None  # index of the best row
+    notes: list[str]
+
+
+class Pivot(NamedTuple):
+    """A two-factor sweep's best metric, factor `a` down and factor `b` across."""
+
+    metric: str
+    mode: str
+    a: str  # row factor key
+    b: str  # column factor key
+    names: dict[str, str]
+    row_values: list[Any]
+    col_values: list[Any]
+    cells: list[list[Row | None]]  # None: a combination the sweep does not have
+    best: tuple[int, int] | None
+    notes: list[str]
 
 
 def canon(value: Any) -> str:

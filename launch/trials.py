@@ -1,4 +1,4 @@
-"""From a config and a sweep definition to trials: one reproducible command line each.
+"""A sweep's trials: from a config and a sweep definition, one reproducible command line each.
 
 A sweep definition is a Python file with `get_sweep(arg=None)` returning a list (or any
 iterable, read once) of dicts of dotted config overrides (built with `launch.dsl`; a nested

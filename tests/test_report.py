@@ -1,4 +1,5 @@
-"""launch.report, .tables and .figures on fake sweep directories written by hand (no training)."""
+"""launch.report, .results, .tables and .figures on fake sweep directories written by hand (no
+training)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 import pytest
 
 from launch import figures, report, tables
+from launch import results as results_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -79,14 +81,14 @@ def make_2x2(sweep_dir: pathlib.Path, skip: dict | None = None) -> list[dict]:
     return trials
 
 
-def _row(t: report.Table, cell: str, bptt: int) -> report.Row:
+def _row(t: tables.Table, cell: str, bptt: int) -> tables.Row:
     (row,) = [r for r in t.rows if r.setting == {"model.cell": cell, "train.bptt_len": bptt}]
     return row
 
 
 def test_2x2_table_folds_seeds_into_mean_std_n(tmp_path):
     make_2x2(tmp_path)
-    t = report.table(report.load_sweep(tmp_path), "valid/bpc", "auto")
+    t = report.table(results_lib.load_sweep(tmp_path), "valid/bpc", "auto")
     assert t.mode == "min"
     assert t.factors == ["model.cell", "train.bptt_len"]  # seed and constant keys are not
     assert [t.names[f] for f in t.factors] == ["cell", "bptt_len"]
@@ -102,7 +104,7 @@ def test_2x2_table_folds_seeds_into_mean_std_n(tmp_path):
         assert row.num_params == (1000 if cell == "elman" else 4000)
         assert (row.diverged, row.trials) == (0, 3)
     assert t.rows[t.best].setting == {"model.cell": "lstm", "train.bptt_len": 10}
-    md = report.to_markdown(t)
+    md = tables.to_markdown(t)
     starred = [line for line in md.splitlines() if "★" in line and line.startswith("|")]
     assert starred == [
         "| lstm | 10 | **1.550 ± 0.050** ★ | 1.800 ± 0.050 | 3 | 4k | 11.0 | 0/3 |"]
@@ -110,14 +112,14 @@ def test_2x2_table_folds_seeds_into_mean_std_n(tmp_path):
 
 def test_mode_max_for_accuracy_picks_the_highest(tmp_path):
     make_2x2(tmp_path)
-    t = report.table(report.load_sweep(tmp_path), "valid/accuracy")
+    t = report.table(results_lib.load_sweep(tmp_path), "valid/accuracy")
     assert t.mode == "max"
     row = t.rows[t.best]
     # accuracy = 1 / (1 + bpc): its best is at the lowest bpc of each trial
     expected = statistics.fmean(1 / (1 + 1.5 + s * 0.05) for s in range(3))
     assert row.setting == {"model.cell": "lstm", "train.bptt_len": 10}
     assert row.best.mean == pytest.approx(expected)
-    t_min = report.table(report.load_sweep(tmp_path), "valid/accuracy", "min")
+    t_min = report.table(results_lib.load_sweep(tmp_path), "valid/accuracy", "min")
     assert t_min.rows[t_min.best].setting == {"model.cell": "elman", "train.bptt_len": 10}
 
 
@@ -128,7 +130,7 @@ def test_diverged_trials_count_in_fraction_not_in_mean(tmp_path):
                                       6: {"valid": [1.0], "status": None}})
     make_sweep(tmp_path, trials, outcomes={trials[6]["id"]: {"outcome": "diverged",
                                                              "returncode": 1}})
-    t = report.table(report.load_sweep(tmp_path), "valid/bpc", "min")
+    t = report.table(results_lib.load_sweep(tmp_path), "valid/bpc", "min")
     row = _row(t, "elman", 20)
     assert (row.diverged, row.trials, row.best.n) == (1, 3, 2)
     assert row.best.mean == pytest.approx(statistics.fmean([1.9, 2.1]))
@@ -137,17 +139,17 @@ def test_diverged_trials_count_in_fraction_not_in_mean(tmp_path):
     assert (row.diverged, row.trials, row.best.n) == (1, 3, 2)
     assert row.best.mean == pytest.approx(1.575)
     assert t.rows[t.best].setting == {"model.cell": "lstm", "train.bptt_len": 10}
-    assert "1/3" in report.to_markdown(t)
+    assert "1/3" in tables.to_markdown(t)
     assert any("excluded from the metric means" in note for note in t.notes)
     assert not any(note.startswith("missing") for note in t.notes)
 
 
 def test_nonfinite_metric_counts_as_diverged(tmp_path):
     make_2x2(tmp_path, skip={0: {"valid": [3.0, float("nan")], "status": None}})
-    row = _row(report.table(report.load_sweep(tmp_path), "valid/bpc"), "elman", 10)
+    row = _row(report.table(results_lib.load_sweep(tmp_path), "valid/bpc"), "elman", 10)
     assert (row.diverged, row.best.n) == (1, 2)
-    p = report.pivot(report.load_sweep(tmp_path), "valid/bpc", "min", "cell", "train.bptt_len")
-    assert "some trials diverged" in p.notes[0] and " †" in report.to_markdown(p)
+    p = report.pivot(results_lib.load_sweep(tmp_path), "valid/bpc", "min", "cell", "train.bptt_len")
+    assert "some trials diverged" in p.notes[0] and " †" in tables.to_markdown(p)
 
 
 def test_missing_trials_are_reported_and_rows_kept(tmp_path):
@@ -158,8 +160,8 @@ def test_missing_trials_are_reported_and_rows_kept(tmp_path):
                                       10: {"valid": [1.3], "status": "interrupted"}})
     make_sweep(tmp_path, trials, outcomes={trials[8]["id"]: {"outcome": "failed",
                                                              "returncode": 1}})
-    results = report.load_sweep(tmp_path)
-    assert [report.outcome(results[i]) for i in (0, 4, 8, 10, 11)] == [
+    results = results_lib.load_sweep(tmp_path)
+    assert [results_lib.outcome(results[i]) for i in (0, 4, 8, 10, 11)] == [
         "not started", "running", "failed", "interrupted", "finished"]
     t = report.table(results, "valid/bpc")
     assert len(t.rows) == 4
@@ -172,22 +174,22 @@ def test_missing_trials_are_reported_and_rows_kept(tmp_path):
         assert f"{trials[i]['id']} ({reason})" in missing
     (unfinished,) = [note for note in t.notes if note.startswith("unfinished")]
     assert trials[10]["id"] in unfinished
-    assert "missing: 3 of 12 trials" in report.to_markdown(t)
+    assert "missing: 3 of 12 trials" in tables.to_markdown(t)
 
 
 def test_half_written_last_line_is_skipped(tmp_path):
     make_2x2(tmp_path, skip={0: {"valid": [2.5, 2.2], "status": "running",
                                  "tail": '{"step": 300, "split": "valid", "bpc": 0.'}})
-    result = report.load_sweep(tmp_path)[0]
-    assert report.curve(result, "valid/bpc") == [(100, 2.5), (200, 2.2)]
-    s = report.summarize(result, "valid/bpc")
+    result = results_lib.load_sweep(tmp_path)[0]
+    assert results_lib.curve(result, "valid/bpc") == [(100, 2.5), (200, 2.2)]
+    s = results_lib.summarize(result, "valid/bpc")
     assert (s.best, s.final, s.outcome) == (2.2, 2.2, "running")
 
 
 def test_csv_parses_back(tmp_path):
     make_2x2(tmp_path)
-    t = report.table(report.load_sweep(tmp_path), "valid/bpc")
-    rows = list(csv.DictReader(io.StringIO(report.to_csv(t))))
+    t = report.table(results_lib.load_sweep(tmp_path), "valid/bpc")
+    rows = list(csv.DictReader(io.StringIO(tables.to_csv(t))))
     assert len(rows) == 4
     assert [(r["cell"], r["bptt_len"]) for r in rows if r["best"] == "1"] == [("lstm", "10")]
     for r in rows:
@@ -200,7 +202,7 @@ def test_csv_parses_back(tmp_path):
 
 def test_latex_is_booktabs_with_best_row_bold(tmp_path):
     make_2x2(tmp_path)
-    tex = report.to_latex(report.table(report.load_sweep(tmp_path), "valid/bpc"))
+    tex = tables.to_latex(report.table(results_lib.load_sweep(tmp_path), "valid/bpc"))
     lines = tex.splitlines()
     assert lines[0] == r"\begin{tabular}{llrrrrrr}"
     for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\end{tabular}"):
@@ -214,7 +216,7 @@ def test_latex_is_booktabs_with_best_row_bold(tmp_path):
 
 def test_pivot_2x2(tmp_path):
     make_2x2(tmp_path)
-    results = report.load_sweep(tmp_path)
+    results = results_lib.load_sweep(tmp_path)
     p = report.pivot(results, "valid/bpc", "min", "cell", "train.bptt_len")
     assert (p.a, p.b) == ("model.cell", "train.bptt_len")
     assert p.row_values == ["elman", "lstm"] and p.col_values == [10, 20]
@@ -224,16 +226,16 @@ def test_pivot_2x2(tmp_path):
             assert p.cells[i][j].best.mean == pytest.approx(a + d)
             assert p.cells[i][j].best.std == pytest.approx(d)
     assert p.best == (1, 0)
-    md = report.to_markdown(p)
+    md = tables.to_markdown(p)
     assert [line for line in md.splitlines() if "★" in line and line.startswith("|")] == [
         "| lstm | **1.550 ± 0.050** ★ | 1.70 ± 0.30 |"]
     assert "†" not in md  # none diverged: no footnote saying some did
     transposed = report.pivot(results, "valid/bpc", "min", "bptt_len", "cell")
     assert transposed.best == (0, 1)
-    rows = list(csv.DictReader(io.StringIO(report.to_csv(p))))
+    rows = list(csv.DictReader(io.StringIO(tables.to_csv(p))))
     assert float(rows[0]["bptt_len=20 mean"]) == pytest.approx(2.1)
     assert [r["best"] for r in rows] == ["", "10"]
-    assert r"\textbf{1.550 $\pm$ 0.050}" in report.to_latex(p)
+    assert r"\textbf{1.550 $\pm$ 0.050}" in tables.to_latex(p)
 
 
 def test_pivot_rejects_a_third_factor(tmp_path):
@@ -242,7 +244,7 @@ def test_pivot_rejects_a_third_factor(tmp_path):
         t["overrides"]["optim.lr"] = 1e-3 if i % 2 else 3e-3
     make_sweep(tmp_path, trials)
     with pytest.raises(ValueError, match="lr"):
-        report.pivot(report.load_sweep(tmp_path), "valid/bpc", "min", "cell", "bptt_len")
+        report.pivot(results_lib.load_sweep(tmp_path), "valid/bpc", "min", "cell", "bptt_len")
 
 
 def test_short_names_fall_back_to_full_keys_on_clash():
@@ -280,20 +282,34 @@ def test_figure_series_look_apart_legends_sit_outside_and_outliers_get_a_log_box
 
 
 def test_stats_text():
-    assert tables.stats_text(report.Stats(1.9007, 0.0123, 3)) == "1.901 ± 0.012"
-    assert tables.stats_text(report.Stats(1.9007, None, 1)) == "1.901"
-    assert tables.stats_text(report.Stats(None, None, 0)) == ""
+    assert tables.stats_text(tables.Stats(1.9007, 0.0123, 3)) == "1.901 ± 0.012"
+    assert tables.stats_text(tables.Stats(1.9007, None, 1)) == "1.901"
+    assert tables.stats_text(tables.Stats(None, None, 0)) == ""
 
 
 def test_figures_are_nonempty_pngs(tmp_path):
     make_2x2(tmp_path / "sweep", skip={1: {"valid": None}, 5: {"valid": [9.0],
                                                                "status": "diverged"}})
-    paths = report.figures(report.load_sweep(tmp_path / "sweep"), "valid/bpc", tmp_path / "out")
+    results = results_lib.load_sweep(tmp_path / "sweep")
+    paths = report.figures(results, "valid/bpc", tmp_path / "out")
     names = sorted(p.name for p in paths)
     assert names == ["box.png", "curves.png", "vs_bptt_len.png", "vs_cell.png"]
     for p in paths:
         data = p.read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000
+    from matplotlib import pyplot as plt
+
+    assert plt.get_fignums() == []  # each figure closed once saved
+
+
+def test_the_names_that_moved_out_of_report_still_work_from_it():
+    old = {"Stats": tables.Stats, "Row": tables.Row, "Table": tables.Table,
+           "Pivot": tables.Pivot, "to_markdown": tables.to_markdown, "to_csv": tables.to_csv,
+           "to_latex": tables.to_latex, "TrialResult": results_lib.TrialResult,
+           "TrialSummary": results_lib.TrialSummary, "load_sweep": results_lib.load_sweep,
+           "metrics_found": results_lib.metrics_found, "outcome": results_lib.outcome,
+           "curve": results_lib.curve, "summarize": results_lib.summarize}
+    assert {name: getattr(report, name) for name in old} == old
 
 
 def test_cli_prints_the_table_and_writes_files(tmp_path):
@@ -336,9 +352,9 @@ def test_a_cut_final_line_is_taken_from_status_and_a_disagreement_flagged(tmp_pa
     cut = tmp_path / "trials" / "001" / "metrics.jsonl"
     lines = cut.read_text().splitlines(keepends=True)
     cut.write_text("".join(lines[:-1]) + lines[-1][:20])  # the final valid line, cut short
-    results = report.load_sweep(tmp_path)
-    assert [report.summarize(r, "valid/bpc").final for r in results] == [1.5, 1.5, 1.5]
-    assert report.curve(results[1], "valid/bpc")[-1] == (300, 1.5)
+    results = results_lib.load_sweep(tmp_path)
+    assert [results_lib.summarize(r, "valid/bpc").final for r in results] == [1.5, 1.5, 1.5]
+    assert results_lib.curve(results[1], "valid/bpc")[-1] == (300, 1.5)
     notes = "\n".join(report.table(results, "valid/bpc").notes)
     assert "001: metrics.jsonl has no valid/bpc line at its final step 300" in notes
     assert "002: its final valid/bpc in metrics.jsonl (1.5) disagrees with status.json (1.4)" \

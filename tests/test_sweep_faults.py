@@ -20,6 +20,7 @@ import time
 import pytest
 
 from launch import report, tables, trials as trials_lib
+from launch import results as results_lib
 from rnnlab import layout
 from test_report import make_sweep, write_trial
 
@@ -189,7 +190,7 @@ def test_a_copy_missing_a_trial_never_reads_it_from_the_original(tmp_path):
     _three_seeds(original, workdir=lambda d, i: str(d / "trials" / i))
     shutil.copytree(original, copy)
     shutil.rmtree(copy / "trials" / "001")
-    results = report.load_sweep(copy)
+    results = results_lib.load_sweep(copy)
     assert all(r.workdir.is_relative_to(copy) for r in results)
     t = report.table(results, "valid/bpc")
     assert t.rows[0].best.n == 2
@@ -207,7 +208,7 @@ def test_sweep_json_records_workdirs_relative_to_the_sweep_dir(tmp_path, monkeyp
         write_trial(out, t["id"], valid=[2.0])
     moved = tmp_path / "moved"
     out.rename(moved)
-    results = report.load_sweep(moved)
+    results = results_lib.load_sweep(moved)
     assert [r.workdir for r in results] == [moved / "trials" / t["id"] for t in spec["trials"]]
     assert report.table(results, "valid/bpc").rows[0].best.n == 2
 
@@ -216,7 +217,7 @@ def test_sweep_json_records_workdirs_relative_to_the_sweep_dir(tmp_path, monkeyp
 def test_a_trial_id_that_leaves_the_sweep_dir_is_refused(tmp_path, trial_id):
     make_sweep(tmp_path / "sweep", [{"id": trial_id, "overrides": {}}])
     with pytest.raises(ValueError, match="is not a directory name"):
-        report.load_sweep(tmp_path / "sweep")
+        results_lib.load_sweep(tmp_path / "sweep")
 
 
 # --------------------------------------------------------------------- 15. unknown --metric
@@ -335,8 +336,8 @@ def test_csv_cells_with_commas_quotes_and_newlines_parse_back(tmp_path):
                           for i, c in enumerate(cells)])
     for i in range(3):
         write_trial(tmp_path, f"00{i}", valid=[1.0 + i])
-    t = report.table(report.load_sweep(tmp_path), "valid/bpc")
-    for text in (tables.to_csv(t), tables.to_csv(report.Pivot(
+    t = report.table(results_lib.load_sweep(tmp_path), "valid/bpc")
+    for text in (tables.to_csv(t), tables.to_csv(tables.Pivot(
             "valid/bpc", "min", "model.cell", "model.cell", t.names, cells, cells,
             [[t.rows[i] if i == j else None for j in range(3)] for i in range(3)], (0, 0), []))):
         rows = list(csv.reader(io.StringIO(text)))

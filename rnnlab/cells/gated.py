@@ -98,29 +98,25 @@ def _mut(number: int):
                 return jnp.concatenate([x_z + b_z, x + b_r, x_h + b_h], -1)
             return x @ p["w_x"] + p["b"]
 
-        def recur(params, h, xp):
+        def update_reset(params, h, x_z, x_r):
+            """The gates z and r from their projected inputs, and W_hh for the candidate."""
             w_h = params["w_h"].astype(h.dtype)
-            x_z, x_r, x_h = base.blocks(xp, 3)
-            if number == 1:
-                w_hr, w_hh = base.blocks(w_h, 2)
-                z = sigmoid(x_z)
+            if number == 1:  # z reads the input only
+                (w_hr, w_hh), z = base.blocks(w_h, 2), sigmoid(x_z)
             else:
                 w_hz, w_hr, w_hh = base.blocks(w_h, 3)
                 z = sigmoid(x_z + (jnp.tanh(h) if number == 3 else h) @ w_hz)
-            r = sigmoid(x_r + h @ w_hr)
+            return z, sigmoid(x_r + h @ w_hr), w_hh
+
+        def recur(params, h, xp):
+            x_z, x_r, x_h = base.blocks(xp, 3)
+            z, r, w_hh = update_reset(params, h, x_z, x_r)
             h = jnp.tanh((r * h) @ w_hh + x_h) * z + h * (1 - z)
             return h, h
 
         def gates(params, h, x):
-            x_z, x_r, _ = base.blocks(project(params, x), 3)
-            w_h = params["w_h"].astype(h.dtype)
-            if number == 1:
-                w_hr = base.blocks(w_h, 2)[0]
-                z = sigmoid(x_z)
-            else:
-                w_hz, w_hr, _ = base.blocks(w_h, 3)
-                z = sigmoid(x_z + (jnp.tanh(h) if number == 3 else h) @ w_hz)
-            return {"update": z, "reset": sigmoid(x_r + h @ w_hr)}
+            z, r, _ = update_reset(params, h, *base.blocks(project(params, x), 3)[:2])
+            return {"update": z, "reset": r}
 
         return _simple_cell(H, init_fn, project, recur, gates, dtype=dtype)
 
