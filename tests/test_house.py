@@ -20,18 +20,14 @@ CELL_FACTORY_LIMIT = 80
 # Known excesses while the house is rebuilt (issue 23): each may shrink, none may grow, and
 # nothing else may pass a limit.
 KNOWN = {
-    "launch/report.py": 415,
     "rnnlab/recurrent.py:rnn": 150,
     "rnnlab/tasks/seq2seq.py:build": 91,
     "rnnlab/recurrent.py:apply": 87,
     "rnnlab/tasks/classify.py:build": 84,
-    "launch/figures.py:write": 84,
-    "rnnlab/cells/gated.py:_mut": 83,
     "rnnlab/model.py:check_model_config": 76,
     "rnnlab/tasks/lm.py:build": 66,
-    "launch/local.py:run_jobs": 66,
 }
-KNOWN_CIRCLES = [["launch.figures", "launch.report", "launch.tables"]]
+KNOWN_CIRCLES: list = []
 
 
 def _sources():
