@@ -8,7 +8,9 @@
 
 Executors: `local` (subprocesses, --max_parallel at once), `vmap` (trials that differ only in
 values such as learning rate or seed run as one jit-compiled program, split into groups
-automatically), `tpu_vm` (Cloud TPU VMs through gcloud; --dry_run prints every command).
+automatically), `tpu_vm` (Cloud TPU VMs through gcloud; --dry_run prints every command), or
+`package.module:function`, an executor of your own: `function(trials, config, sweep_dir) ->
+{trial id: outcome}` (`EXECUTORS` below are the built-in ones; docs/ARCHITECTURE.md shows one).
 Rerunning the same command skips finished trials and resumes interrupted ones; after the config
 file was edited, trials that already ran with the old config are refused (exit 2, naming them
 and the keys that differ) rather than skipped as stale results. One launcher at a time per sweep
@@ -24,6 +26,7 @@ bucket.
 from __future__ import annotations
 
 import collections
+import importlib
 import pathlib
 import shlex
 import subprocess
@@ -40,7 +43,8 @@ INTERRUPTED, NOT_STARTED = layout.INTERRUPTED, "not started"  # to rerun: not a 
 _CONFIG = flags.DEFINE_string("config", None, "Config file, path.py[:arg].", required=True)
 _SWEEP = flags.DEFINE_string("sweep", None, "Sweep file, path.py[:arg]; default: the config.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "The sweep directory.", required=True)
-_EXECUTOR = flags.DEFINE_enum("executor", "local", ["local", "vmap", "tpu_vm"], "How to run.")
+_EXECUTOR = flags.DEFINE_string(
+    "executor", "local", "How to run: local, vmap, tpu_vm, or package.module:function.")
 _MAX_PARALLEL = flags.DEFINE_integer("max_parallel", 1, "local: trials at once.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the commands, run nothing.")
 _TPU_NAME = flags.DEFINE_string(
@@ -67,7 +71,8 @@ _TPU_WORKDIR = flags.DEFINE_string(
 _TPU_KEEP = flags.DEFINE_bool("tpu_keep", False, "tpu_vm: do not delete the VM at the end.")
 
 
-def _run_tpu_vm(trials: list[trials_lib.Trial]) -> dict[str, str] | None:
+def _run_tpu_vm(trials: list[trials_lib.Trial], config: str,
+                sweep_dir: str) -> dict[str, str] | None:
     """The tpu_vm executor; None after --dry_run printed its commands."""
     options = tpu_vm.Options(
         name=_TPU_NAME.value, project=_TPU_PROJECT.value, zone=_TPU_ZONE.value,
@@ -76,10 +81,10 @@ def _run_tpu_vm(trials: list[trials_lib.Trial]) -> dict[str, str] | None:
         workdir=_TPU_WORKDIR.value, keep=_TPU_KEEP.value)
     try:
         if _DRY_RUN.value:
-            for argv in tpu_vm.plan_commands(trials, _CONFIG.value, _WORKDIR.value, options):
+            for argv in tpu_vm.plan_commands(trials, config, sweep_dir, options):
                 print(shlex.join(argv))
             return None
-        return tpu_vm.run(trials, _CONFIG.value, _WORKDIR.value, options)
+        return tpu_vm.run(trials, config, sweep_dir, options)
     except ValueError as e:  # before anything ran
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -119,12 +124,31 @@ def _claim(sweep: str, trials: list[trials_lib.Trial]):
     return held
 
 
-def _execute(trials: list[trials_lib.Trial]) -> dict[str, str] | None:
-    if _EXECUTOR.value == "local":
-        return local.run(trials, _WORKDIR.value, max_parallel=_MAX_PARALLEL.value)
-    if _EXECUTOR.value == "vmap":
-        return local.run_vmapped(trials, _CONFIG.value, _WORKDIR.value, python=sys.executable)
-    return _run_tpu_vm(trials)
+EXECUTORS = {
+    "local": lambda trials, config, sweep_dir: local.run(trials, sweep_dir,
+                                                        max_parallel=_MAX_PARALLEL.value),
+    "vmap": lambda trials, config, sweep_dir: local.run_vmapped(trials, config, sweep_dir,
+                                                               python=sys.executable),
+    "tpu_vm": _run_tpu_vm,
+}
+
+
+def get_executor(name: str):
+    """The executor called `name`, or `package.module:function` imported; ValueError (one
+    line) for anything else."""
+    if name in EXECUTORS:
+        return EXECUTORS[name]
+    module_name, colon, attr = name.partition(":")
+    if not colon:
+        raise ValueError(f"unknown --executor={name}; known: {', '.join(EXECUTORS)} (or "
+                         "package.module:function for an executor of your own)")
+    try:
+        function = getattr(importlib.import_module(module_name), attr)
+    except ImportError as e:
+        raise ValueError(f"--executor={name}: cannot import {module_name!r}: {e}") from None
+    except AttributeError:
+        raise ValueError(f"--executor={name}: {module_name!r} has no {attr!r}") from None
+    return function
 
 
 def main(argv):
@@ -133,16 +157,20 @@ def main(argv):
     sweep = _SWEEP.value or _CONFIG.value.partition(":")[0]
     if _MAX_PARALLEL.value < 1:  # every flag is checked before sweep.json is written
         _fail(f"--max_parallel must be >= 1, got {_MAX_PARALLEL.value}")
+    try:
+        execute = get_executor(_EXECUTOR.value)
+    except ValueError as e:
+        _fail(str(e))
     trials = _plan(sweep)
     if _DRY_RUN.value:  # touches no storage: prints the commands
         if _EXECUTOR.value == "tpu_vm":
-            _run_tpu_vm(trials)
+            _run_tpu_vm(trials, _CONFIG.value, _WORKDIR.value)
         else:
             for trial in trials:
                 print(" ".join(trial.command))
         return
     held = _claim(sweep, trials)  # noqa: F841 - the lock lasts as long as this launcher
-    sys.exit(_summary(trials, _execute(trials)))
+    sys.exit(_summary(trials, execute(trials, _CONFIG.value, _WORKDIR.value)))
 
 
 def _summary(trials: list[trials_lib.Trial], outcomes: dict[str, str]) -> int:

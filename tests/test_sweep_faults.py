@@ -475,7 +475,9 @@ def test_report_out_that_is_a_file_is_one_line(tmp_path, out):
 
 
 @pytest.mark.parametrize("module, args, says", [
-    ("launch.sweep", ["--executor=slurm"], "flag --executor=slurm: value should be one of"),
+    ("launch.sweep", ["--executor=slurm"], "unknown --executor=slurm; known: local, vmap, "
+                                           "tpu_vm (or package.module:function"),
+    ("launch.sweep", ["--executor=nomodule:run"], "--executor=nomodule:run: cannot import"),
     ("launch.sweep", ["--executr=vmap"], "Unknown command line flag 'executr'"),
     ("launch.sweep", ["--max_parallel=two"], "flag --max_parallel=two"),
     ("launch.sweep", ["stray"], "unexpected arguments: ['stray']"),
