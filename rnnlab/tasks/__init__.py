@@ -4,12 +4,14 @@
     lm = rnnlab.tasks.model(config, record)  # the model alone, from a run's vocab.json
 
 Each task module has `check(config)`, `build(config) -> Task`, `model(config, record)` and
-`metric_names(config)`; see `rnnlab.tasks.base`.
+`metric_names(config)`; see `rnnlab.tasks.base`. A dotted name (`task.name=mypkg.my_task`)
+imports a task module defined outside the library.
 """
 
 from __future__ import annotations
 
 import math
+import importlib
 from types import ModuleType
 
 import jax
@@ -31,10 +33,26 @@ TASKS: dict[str, ModuleType] = {
 }
 
 
+# What a task module defines (see the module docstring).
+TASK_FUNCTIONS = ("check", "build", "model", "metric_names")
+
+
 def get(name: str) -> ModuleType:
-    if name not in TASKS:
-        raise ValueError(f"unknown task.name {name!r}; known tasks: {', '.join(sorted(TASKS))}")
-    return TASKS[name]
+    """The task module called `name`: a name in TASKS, or a dotted module name imported."""
+    if name in TASKS:
+        return TASKS[name]
+    if "." not in name:
+        raise ValueError(f"unknown task.name {name!r}; known tasks: {', '.join(sorted(TASKS))} "
+                         "(or package.module for a task of your own)")
+    try:
+        module = importlib.import_module(name)
+    except ImportError as e:
+        raise ValueError(f"task.name {name!r}: cannot import it: {e}") from None
+    missing = [f for f in TASK_FUNCTIONS if not callable(getattr(module, f, None))]
+    if missing:
+        raise ValueError(f"task.name {name!r}: a task module defines {', '.join(TASK_FUNCTIONS)}; "
+                         f"it lacks {', '.join(missing)}")
+    return module
 
 
 def check(config: ml_collections.ConfigDict) -> None:

@@ -1,0 +1,82 @@
+"""The worked examples of docs/ARCHITECTURE.md run as written: each "Adding ..." section's
+Python blocks, in order, in a fresh directory (where configs/ is the repository's). A block whose first line is `# file: NAME.py` is
+written there as a module (importable by the blocks after it); the others are executed, and
+their asserts are the example's checks."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PAGE = ROOT / "docs" / "ARCHITECTURE.md"
+
+
+def examples() -> dict[str, list[str]]:
+    """{section title: its Python blocks} of the sections that show how to add something."""
+    out, title, block = {}, None, None
+    for line in PAGE.read_text().splitlines(keepends=True):
+        if block is not None:  # inside a fenced block
+            if line.startswith("```"):
+                if title is not None and language == "python":
+                    out[title].append("".join(block))
+                block = None
+            else:
+                block.append(line)
+        elif line.startswith("```"):
+            block, language = [], line[3:].strip()
+        elif line.startswith("#"):
+            name = line.lstrip("#").strip()
+            title = name if name.startswith("Adding") else None
+            if title is not None:
+                out[title] = []
+    return out
+
+
+EXAMPLES = examples()
+
+
+def test_the_page_shows_how_to_add_each_kind_of_thing():
+    assert {"Adding a cell", "Adding a task", "Adding a layer path", "Adding an executor"} <= set(
+        EXAMPLES), sorted(EXAMPLES)
+    assert all(EXAMPLES.values()), "a section without a Python example"
+
+
+@pytest.mark.parametrize("title", sorted(EXAMPLES))
+def test_worked_example_runs(title, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").symlink_to(ROOT / "configs")  # commands name configs/... as shown
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}:{ROOT}")
+    namespace = {"__name__": f"example_{title.replace(' ', '_')}"}
+    modules = []
+    for block in EXAMPLES[title]:
+        first = block.splitlines()[0]
+        if first.startswith("# file: "):
+            name = first.removeprefix("# file: ").strip()
+            (tmp_path / name).write_text(block)
+            modules.append(name.removesuffix(".py").replace("/", "."))
+        else:
+            exec(compile(block, f"{PAGE.name}: {title}", "exec"), namespace)
+    for module in modules:  # the next example's module of the same name is its own
+        sys.modules.pop(module, None)
+
+
+def test_a_task_of_ones_own_is_named_by_its_module_and_checked(tmp_path, monkeypatch):
+    from rnnlab import tasks
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "half_task.py").write_text("def check(config):\n    pass\n")
+    with pytest.raises(ValueError, match=r"task.name 'half_task.nothing': cannot import"):
+        tasks.get("half_task.nothing")
+    (tmp_path / "pkg_half").mkdir()
+    (tmp_path / "pkg_half" / "__init__.py").write_text("")
+    (tmp_path / "pkg_half" / "task.py").write_text("def check(config):\n    pass\n")
+    with pytest.raises(ValueError, match="it lacks build, model, metric_names"):
+        tasks.get("pkg_half.task")
+    with pytest.raises(ValueError, match=r"\(or package.module for a task of your own\)"):
+        tasks.get("nope")
+    assert tasks.get("lm") is tasks.TASKS["lm"]
