@@ -1,12 +1,19 @@
-"""rnnlab recurrent layers vs Flax's `nn.RNN` side by side: one gradient step of a layer.
+"""Every way an rnnlab layer can run, side by side with Flax's `nn.RNN`: one gradient step of
+a layer, on the backend it runs on.
 
-    python benchmarks/layer_speed.py [--sizes=128x64x64,512x64x100] [--reps=20]
+    python benchmarks/layer_speed.py [--sizes=128x64x64,512x64x100] [--cells=lstm,gru,mingru]
+        [--reps=20]
 
-For each size (H x B x T, input F=64), times `jax.grad` of a squared-output loss through one
-layer: rnnlab `rnn(cell, projection="fused")`, `rnn(cell, projection="hoisted")` and Flax
-`nn.RNN(OptimizedLSTMCell)` / `nn.RNN(GRUCell)`, interleaved rep by rep in one process.
-Prints median ms per step, compile seconds (counted apart), and the ratio flax/rnnlab (>1:
-rnnlab faster), plus the achieved matmul rate against this machine's measured matmul ceiling.
+For each cell and size (H x B x T, input F=64), times `jax.grad` of a squared-output loss
+through one layer run by each choice `rnnlab.layers.paths.choose_path` decides between: the
+path (sequential: autodiff through the scan; custom_vjp: the hand-derived backward; parallel:
+the associative scan, for linear cells) crossed with the input projection (fused into each
+step, or hoisted before the scan), and Flax `nn.RNN(OptimizedLSTMCell)` / `nn.RNN(GRUCell)`,
+interleaved rep by rep in one process. Prints median ms per step, compile seconds (counted
+apart), the ratio of the fastest choice's time to each (1.00: the fastest), the choice
+`choose_path` makes on this backend (marked "<- chosen"), and for the LSTM and GRU the
+achieved matmul rate against this machine's measured matmul ceiling. On a GPU or TPU one run
+settles the choices that have no measurement yet (see `rnnlab/layers/paths.py`).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnlab import cells, recurrent
+from rnnlab import cells, layers
 
 F = 64
 
@@ -46,55 +53,87 @@ def matmul_ceiling_gflops(n=512, reps=20):
 
 
 def step_flops(cell_name, H, B, T):
-    gates = {"lstm": 4, "gru": 3}[cell_name]
+    gates = {"lstm": 4, "gru": 3}.get(cell_name)
+    if gates is None:
+        return None
     forward = 2 * B * T * (F + H) * gates * H
     return 3 * forward  # forward + two backward matmuls (inputs and weights)
 
 
+# Each choice as the layer options that force it.
+CHOICES = {
+    ("sequential", False): {"backward": "autodiff", "projection": "fused", "parallel": False},
+    ("sequential", True): {"backward": "autodiff", "projection": "hoisted", "parallel": False},
+    ("custom_vjp", False): {"backward": "custom", "projection": "fused", "parallel": False},
+    ("custom_vjp", True): {"backward": "custom", "projection": "hoisted", "parallel": False},
+    ("parallel", False): {"parallel": True, "projection": "fused"},
+}
+
+
+def choices(cell):
+    """The choices that can run `cell`: (path, hoisted) -> options."""
+    out = {}
+    for (path, hoisted), options in CHOICES.items():
+        if (path == "custom_vjp" and cell.kernel is None) or (path == "parallel"
+                                                              and not cell.linear):
+            continue
+        out[(path, hoisted)] = options
+    return out
+
+
 def variants(cell_name, H, B, T):
+    """{label: (jitted gradient, params, xs)} and the label of the choice `choose_path` makes."""
     key = jax.random.key(0)
     xs = jax.random.normal(key, (B, T, F))
-    out = {}
-    for projection in ("fused", "hoisted"):
-        layer = recurrent.rnn(cells.get_cell(cell_name, hidden_size=H), projection=projection)
+    cell = cells.get_cell(cell_name, hidden_size=H)
+    chosen = layers.choose_path(cell, layers.options.Options(), jax.default_backend())
+    out, chosen_label = {}, None
+    for (path, hoisted), options in choices(cell).items():
+        label = f"{path} {'hoisted' if hoisted else 'fused'}"
+        if (path, hoisted) == tuple(chosen) or (path == "parallel" == chosen.path):
+            chosen_label = label
+        layer = layers.rnn(cell, **options)
         params = layer.init(key, F)
         loss = lambda p, xs, layer=layer: jnp.sum(layer.apply(p, None, xs)[1] ** 2)
-        out[f"rnnlab {projection}"] = (jax.jit(jax.grad(loss)), params, xs)
-    flax_cell = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}[cell_name](H)
-    model = nn.RNN(flax_cell)
-    params = model.init(key, xs)
-    loss = lambda p, xs: jnp.sum(model.apply(p, xs) ** 2)
-    out["flax"] = (jax.jit(jax.grad(loss)), params, xs)
-    return out
+        out[label] = (jax.jit(jax.grad(loss)), params, xs)
+    flax_cell = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}.get(cell_name)
+    if flax_cell is not None:
+        model = nn.RNN(flax_cell(H))
+        params = model.init(key, xs)
+        loss = lambda p, xs: jnp.sum(model.apply(p, xs) ** 2)
+        out["flax"] = (jax.jit(jax.grad(loss)), params, xs)
+    return out, chosen_label
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="128x64x64,512x64x100")
-    parser.add_argument("--cells", default="lstm,gru")
+    parser.add_argument("--cells", default="lstm,gru,mingru")
     parser.add_argument("--reps", type=int, default=20)
     args = parser.parse_args()
     ceiling = matmul_ceiling_gflops()
     print(f"jax {jax.__version__}, backend {jax.default_backend()}, "
           f"matmul ceiling {ceiling:.0f} GFLOP/s (512x512 f32)")
-    print("| cell | H x B x T | variant | compile s | median ms | flax / variant | % of ceiling |")
+    print("| cell | H x B x T | variant | compile s | median ms | best / variant | % of ceiling |")
     print("|---|---|---|---:|---:|---:|---:|")
     for cell_name in args.cells.split(","):
         for size in args.sizes.split(","):
             H, B, T = map(int, size.split("x"))
-            runs = {}
-            for name, (fn, params, xs) in variants(cell_name, H, B, T).items():
-                runs[name] = _timed(fn, params, xs)
+            built, chosen = variants(cell_name, H, B, T)
+            runs = {name: _timed(fn, params, xs) for name, (fn, params, xs) in built.items()}
             times = {name: [] for name in runs}
             for _ in range(args.reps):  # interleaved, so drift hits every variant alike
                 for name, (_, once) in runs.items():
                     times[name].append(once())
-            flax_ms = 1e3 * np.median(times["flax"])
+            medians = {name: 1e3 * np.median(t) for name, t in times.items()}
+            best = min(medians.values())
+            flops = step_flops(cell_name, H, B, T)
             for name, (compile_s, _) in runs.items():
-                ms = 1e3 * np.median(times[name])
-                pct = 100 * step_flops(cell_name, H, B, T) / (ms / 1e3) / 1e9 / ceiling
-                print(f"| {cell_name} | {H}x{B}x{T} | {name} | {compile_s:.2f} | {ms:.1f} | "
-                      f"{flax_ms / ms:.2f} | {pct:.0f} |")
+                ms = medians[name]
+                pct = "-" if flops is None else f"{100 * flops / (ms / 1e3) / 1e9 / ceiling:.0f}"
+                mark = " <- chosen" if name == chosen else ""
+                print(f"| {cell_name} | {H}x{B}x{T} | {name}{mark} | {compile_s:.2f} | "
+                      f"{ms:.1f} | {best / ms:.2f} | {pct} |")
 
 
 if __name__ == "__main__":

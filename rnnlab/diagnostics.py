@@ -1,8 +1,11 @@
 """Looking inside recurrent networks: gradient flow through time, recurrent spectra, gate
 saturation, and hidden units that track features of a text.
 
-Everything here works on any model built from `rnnlab.recurrent` layers, without changing it:
-the layers are watched through `recurrent.Tap`s while a task's own functions are traced.
+Everything here works on any model built from `rnnlab.layers`, without changing it: the layers
+are watched through a `layers.Tap` passed to their `apply` (or, for a task's own functions,
+which pass none yet, through `layers.tapping`). A tapped layer runs the sequential path
+(`layers.paths.choose_path`: the hand-derived backward and the parallel scan compute the same
+values but show no steps), and each tap records the path every layer ran in `Tap.paths`.
 
 - `state_gradients(loss_fn)`: per layer, the norm of dL/dh_t for every step t of a window and
   every example, where h_t is the state (the whole carry: h, and c for an LSTM) that step t+1
@@ -31,17 +34,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnlab import recurrent
+from rnnlab import layers
 from rnnlab.train import step as steps
 
 # The column blocks of a gated cell's recurrent matrix `w_h [H, k*H]`, in order.
 BLOCKS = {"lstm": ("input", "forget", "cell", "output"), "gru": ("reset", "update", "new")}
 
 
-class _Named(recurrent.Tap):
+class _Named(layers.Tap):
     """A tap that tells apart two applications of one layer (`name`, `name#2`, ...)."""
 
     def __init__(self):
+        super().__init__()
         self.seen = collections.Counter()
 
     def key(self, name):
@@ -76,25 +80,23 @@ class _Probes(_Named):
         return jnp.where(keep, ys, jax.lax.stop_gradient(ys))
 
 
-def state_gradients(loss_fn: Callable[[], jax.Array], *, last_step: bool = False
+def state_gradients(loss_fn: Callable[[layers.Tap], jax.Array], *, last_step: bool = False
                     ) -> dict[str, jax.Array]:
-    """`{layer name: ||dL/dh_t|| [T, B...]}` of the scalar `loss_fn()` (see the module
+    """`{layer name: ||dL/dh_t|| [T, B...]}` of the scalar `loss_fn(tap)` (see the module
     docstring), per example: the loss is taken as a mean over the B... examples, so each
     example's gradient is scaled back by their number.
 
-    Traceable (jit, vmap); `loss_fn` must apply the recurrent layers itself, outside any scan
-    of its own (e.g. not through windows of truncated BPTT).
+    Traceable (jit, vmap); `loss_fn` must apply the recurrent layers itself with `tap=tap`,
+    outside any scan of its own (e.g. not through windows of truncated BPTT).
     """
     shapes = _Shapes()
-    with recurrent.tapping(shapes):  # (a fresh function: a cached trace would not be seen)
-        jax.eval_shape(lambda: loss_fn())
+    jax.eval_shape(lambda: loss_fn(shapes))  # (a fresh function: a cached trace is not seen)
     zeros = {name: jax.tree_util.tree_map(lambda s, T=T: jnp.zeros((T, *s.shape), s.dtype),
                                           carry)
              for name, (T, carry) in shapes.layers.items()}
 
     def probed(probes):
-        with recurrent.tapping(_Probes(probes, last_step)):
-            return loss_fn()
+        return loss_fn(_Probes(probes, last_step))
 
     grads = jax.grad(probed)(zeros)
     out = {}
@@ -129,12 +131,20 @@ def train_batch(task, state, data):
     return task.batch(data, state.step, jax.random.fold_in(key, steps.BATCH_KEY))
 
 
+def task_loss(task, state, batch) -> Callable[[layers.Tap], jax.Array]:
+    """The task's loss on `batch` as a function of a tap, for `state_gradients` (the tasks'
+    `loss` takes no tap yet: it reaches the layers through `layers.tapping`)."""
+
+    def loss_fn(tap):
+        with layers.tapping(tap):
+            return task.loss(state.params, state.carry, batch, None)[0]
+
+    return loss_fn
+
+
 def gradient_norms(task, state, data) -> dict[str, dict[str, jax.Array]]:
     """`{"last_step" | "summed": {layer: norms [T, B]}}` on the state's train batch."""
-    batch = train_batch(task, state, data)
-
-    def loss_fn():
-        return task.loss(state.params, state.carry, batch, None)[0]
+    loss_fn = task_loss(task, state, train_batch(task, state, data))
 
     return {"last_step": state_gradients(loss_fn, last_step=True),
             "summed": state_gradients(loss_fn)}
@@ -145,8 +155,7 @@ def flow_metrics(task, state, data) -> dict[str, jax.Array]:
     state's train batch (what `train.log_gradients` logs). The last step's loss, not the summed
     one: with a loss at every step an early state collects gradient from more terms, which
     hides how much each one loses on its way back."""
-    batch = train_batch(task, state, data)
-    norms = state_gradients(lambda: task.loss(state.params, state.carry, batch, None)[0],
+    norms = state_gradients(task_loss(task, state, train_batch(task, state, data)),
                             last_step=True)
     return flow_scalars(next(iter(norms.values())))
 
@@ -187,7 +196,7 @@ def recurrent_spectra(params, cell: str) -> dict[str, dict[str, dict[str, float]
 # ----------------------------------------------------------------------------- gates
 
 
-class GateCounter(recurrent.Tap):
+class GateCounter(layers.Tap):
     """Counts, for each layer and gate, the activations below `low`, above `high`, and all of
     them, on the valid steps of whatever runs while it taps (see `fractions`). The counts
     leave the device through `jax.debug.callback`, so the tap works inside scans and jit;
@@ -196,6 +205,7 @@ class GateCounter(recurrent.Tap):
     wants_steps = True
 
     def __init__(self, low: float = 0.1, high: float = 0.9):
+        super().__init__()
         self.low, self.high = low, high
         self.counts: dict[tuple[str, str], np.ndarray] = {}
 
@@ -229,10 +239,11 @@ class GateCounter(recurrent.Tap):
 # ----------------------------------------------------------------------------- units
 
 
-class _States(recurrent.Tap):
+class _States(layers.Tap):
     wants_steps = True
 
     def __init__(self):
+        super().__init__()
         self.states = {}
 
     def steps(self, name, cell, params, carries_in, xs, carries_out, mask):
@@ -251,7 +262,7 @@ def unit_states(apply: Callable, params, tokens) -> tuple[np.ndarray, list[str]]
 
     def run(params, tokens):
         tap = _States()
-        with recurrent.tapping(tap):
+        with layers.tapping(tap):
             apply(params, tokens)
         return tap.states
 

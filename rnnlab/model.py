@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from rnnlab import cells, recurrent
+from rnnlab import cells, layers
 
 # config.model keys passed to the cell factory when set (None: the cell's own default).
 CELL_OPTION_KEYS = ("activation", "init", "init_scale", "forget_bias", "reset_after", "variant",
@@ -33,9 +33,10 @@ class Model(NamedTuple):
     Attributes:
       init: `(key) -> params`.
       initial_carry: `(params, batch_shape) -> carry`.
-      apply: `(params, carry, tokens [B..., T], *, reset=None, key=None, teacher=None) ->
-        (carry, logits [B..., T, V])`; `key` turns dropout on (training); `teacher [B..., T]`:
-        where a Jordan cell trained with scheduled sampling feeds the target.
+      apply: `(params, carry, tokens [B..., T], *, reset=None, key=None, teacher=None,
+        tap=None) -> (carry, logits [B..., T, V])`; `key` turns dropout on (training);
+        `teacher [B..., T]`: where a Jordan cell trained with scheduled sampling feeds the
+        target; `tap`: a diagnostics `layers.Tap` watching the layers.
       vocab_size: V.
     """
 
@@ -49,16 +50,35 @@ def _cell_options(m: ml_collections.ConfigDict) -> dict:
     return {k: m[k] for k in CELL_OPTION_KEYS if m[k] is not None}
 
 
+def layer_options(m: ml_collections.ConfigDict) -> layers.options.Options:
+    """The options of each recurrent layer `config.model` (or a section shaped like it)
+    describes."""
+    zoneout = m.get("zoneout", 0.0) if m.get("zoneout_c") is None else (m.zoneout, m.zoneout_c)
+    return layers.options.Options(
+        unroll=m.scan_unroll, projection=m.projection, learn_initial_carry=m.learn_initial_carry,
+        parallel=m.get("parallel_scan"), zoneout=zoneout, weight_drop=m.get("weight_drop", 0.0),
+        recurrent_dropout=m.get("recurrent_dropout", 0.0), backward=m.get("backward", "auto"),
+        remat=m.get("remat", 0))
+
+
+def _spelling(m) -> layers.options.Spelling:
+    """The layer rules' messages as a config says them (`model.parallel_scan=True`)."""
+    return layers.options.Spelling(prefix="model.", quote=False, rate="must be in",
+                                   names={"parallel": "parallel_scan", "unroll": "scan_unroll"},
+                                   cell=m.cell)
+
+
 def check_model_config(m: ml_collections.ConfigDict, *, causal: bool = True,
                        jordan: bool = True) -> None:
-    """Raises ValueError for a bad `config.model`, before any compute.
+    """Raises ValueError for a bad `config.model`, before any compute. The layers' own rules
+    are `layers.options.check`'s, spelt for a config.
 
     Args:
       m: `config.model`.
       causal: the task predicts the next token, so no layer may see the future.
       jordan: the task can have a Jordan cell (whose output is the next-token distribution).
     """
-    for key in ("hidden_size", "num_layers", "scan_unroll"):
+    for key in ("hidden_size", "num_layers"):
         if not isinstance(m[key], int) or m[key] <= 0:
             raise ValueError(f"model.{key} must be a positive integer, got {m[key]!r}")
     if not isinstance(m.param_budget, int) or m.param_budget < 0:
@@ -66,72 +86,49 @@ def check_model_config(m: ml_collections.ConfigDict, *, causal: bool = True,
                          f"got {m.param_budget!r}")
     if m.embed_size < 0:
         raise ValueError(f"model.embed_size must be >= 0 (0: one-hot inputs), got {m.embed_size}")
-    for key in ("dropout", "zoneout", "zoneout_c", "weight_drop", "recurrent_dropout"):
-        if m.get(key) is not None and not 0.0 <= m[key] < 1.0:
-            raise ValueError(f"model.{key} must be in [0, 1), got {m[key]}")
-    if m.projection not in recurrent.PROJECTIONS:
-        raise ValueError(
-            f"model.projection must be one of {recurrent.PROJECTIONS}, got {m.projection!r}"
-        )
-    if not isinstance(m.get("remat", 0), int) or m.get("remat", 0) < 0:
-        raise ValueError(f"model.remat must be an integer >= 0 (steps per rematerialised chunk; "
-                         f"0: off), got {m.remat!r}")
-    if m.get("backward") == "custom" and m.get("remat"):
-        raise ValueError("model.remat runs the autodiff path: set model.backward=auto with it")
+    layers.options.check_stack(m.dropout, _spelling(m))
     if m.get("dtype", "float32") not in DTYPES:
         raise ValueError(f"model.dtype must be one of {DTYPES}, got {m.dtype!r}")
-    if m.get("backward", "auto") not in recurrent.BACKWARDS:
-        raise ValueError(
-            f"model.backward must be one of {recurrent.BACKWARDS}, got {m.backward!r}")
     if m.bidirectional and causal:
         raise ValueError(
             "model.bidirectional=True sees the future: a next-character model would read the "
             "answer from its backward direction. Use model.bidirectional=False for language "
             "modelling (bidirectional layers are for tasks that read the whole input first)."
         )
+    _check_jordan(m, jordan)
+    # Builds the cell (cheap, no compute): unknown names and options fail here, with the lists.
+    layers.options.check(_make_cell(m, vocab_size=2), layer_options(m), _spelling(m))
+
+
+def _check_jordan(m, jordan: bool) -> None:
     if m.cell == "jordan" and not jordan:
         raise ValueError("model.cell=jordan feeds back its output as the next-token "
                          "distribution: it is a cell for language modelling (task.name=lm)")
-    if m.cell == "jordan":
-        if m.num_layers != 1 or m.bidirectional:
-            raise ValueError(
-                "model.cell=jordan feeds its own output (the next-character distribution) back, "
-                f"so it is a single layer: set model.num_layers=1 (got {m.num_layers}) and "
-                "model.bidirectional=False"
-            )
-        if not 0.0 <= m.get("jordan_mu", 0.0) <= 1.0:
-            raise ValueError(f"model.jordan_mu must be in [0, 1] (the context's decay), got "
-                             f"{m.jordan_mu}")
-        if m.jordan_feedback not in JORDAN_FEEDBACK:
-            raise ValueError(
-                f"model.jordan_feedback must be one of {JORDAN_FEEDBACK}, got {m.jordan_feedback!r}"
-            )
-        if m.jordan_feedback == "scheduled":
-            if m.sampling_schedule not in SAMPLING_SCHEDULES:
-                raise ValueError(f"model.sampling_schedule must be one of "
-                                 f"{tuple(SAMPLING_SCHEDULES)}, got {m.sampling_schedule!r}")
-            k, schedule = m.sampling_k, m.sampling_schedule
-            ok = {"inverse_sigmoid": k >= 1, "linear": k > 0, "exponential": 0 < k < 1}
-            if not ok[schedule]:
-                raise ValueError(f"model.sampling_k={k} does not suit the {schedule} schedule "
-                                 "(inverse_sigmoid: k >= 1; linear: k > 0 steps; exponential: "
-                                 "0 < k < 1)")
-    # Builds the cell (cheap, no compute): unknown names and options fail here, with the lists.
-    cell = _make_cell(m, vocab_size=2)
-    if m.get("recurrent_dropout") and not cell.variational:
-        raise ValueError(f"model.recurrent_dropout needs a cell that masks its recurrent input "
-                         f"(elman, irnn, lstm and its variants, gru), not {m.cell}")
-    if m.get("backward") == "custom" and (cell.kernel is None or m.get("zoneout")
-                                          or m.get("zoneout_c")):
-        raise ValueError(f"model.backward=custom needs a cell with a hand-derived backward (elman "
-                         f"or irnn with tanh or relu, lstm, gru; no variants, leak or other "
-                         f"activations) and no zoneout, not {m.cell} as configured: use "
-                         f"model.backward=auto")
-    if m.get("parallel_scan") and not cell.linear:
-        raise ValueError(f"model.parallel_scan=True needs a cell whose recurrence is linear "
-                         f"(mingru, minlstm, lru), not {m.cell}")
-    if m.get("parallel_scan") and (m.get("zoneout") or m.get("zoneout_c")):
-        raise ValueError("model.zoneout needs the sequential scan: set model.parallel_scan=False")
+    if m.cell != "jordan":
+        return
+    if m.num_layers != 1 or m.bidirectional:
+        raise ValueError(
+            "model.cell=jordan feeds its own output (the next-character distribution) back, "
+            f"so it is a single layer: set model.num_layers=1 (got {m.num_layers}) and "
+            "model.bidirectional=False"
+        )
+    if not 0.0 <= m.get("jordan_mu", 0.0) <= 1.0:
+        raise ValueError(f"model.jordan_mu must be in [0, 1] (the context's decay), got "
+                         f"{m.jordan_mu}")
+    if m.jordan_feedback not in JORDAN_FEEDBACK:
+        raise ValueError(
+            f"model.jordan_feedback must be one of {JORDAN_FEEDBACK}, got {m.jordan_feedback!r}"
+        )
+    if m.jordan_feedback == "scheduled":
+        if m.sampling_schedule not in SAMPLING_SCHEDULES:
+            raise ValueError(f"model.sampling_schedule must be one of "
+                             f"{tuple(SAMPLING_SCHEDULES)}, got {m.sampling_schedule!r}")
+        k, schedule = m.sampling_k, m.sampling_schedule
+        ok = {"inverse_sigmoid": k >= 1, "linear": k > 0, "exponential": 0 < k < 1}
+        if not ok[schedule]:
+            raise ValueError(f"model.sampling_k={k} does not suit the {schedule} schedule "
+                             "(inverse_sigmoid: k >= 1; linear: k > 0 steps; exponential: "
+                             "0 < k < 1)")
 
 
 def _make_cell(m, vocab_size):
@@ -144,24 +141,29 @@ def _make_cell(m, vocab_size):
     return cells.get_cell(m.cell, hidden_size=m.hidden_size, **options)
 
 
-def make_body(m: ml_collections.ConfigDict, vocab_size: int | None = None) -> recurrent.Layer:
+def make_body(m: ml_collections.ConfigDict, vocab_size: int | None = None) -> layers.Layer:
     """The recurrent layers `config.model` (or a section shaped like it) describes: stacked,
     bidirectional when asked, with dropout and residual connections between layers.
-    `vocab_size` is a Jordan cell's output size."""
-    rnn_options = dict(
-        unroll=m.scan_unroll, projection=m.projection, learn_initial_carry=m.learn_initial_carry,
-        zoneout=m.get("zoneout", 0.0) if m.get("zoneout_c") is None else (m.zoneout, m.zoneout_c),
-        weight_drop=m.get("weight_drop", 0.0), parallel=m.get("parallel_scan"),
-        recurrent_dropout=m.get("recurrent_dropout", 0.0), backward=m.get("backward", "auto"),
-        remat=m.get("remat", 0))
-    layers = []
+    `vocab_size` is a Jordan cell's output size.
+
+    Its `apply` takes `tap=` (a diagnostics `layers.Tap`); without one, the tap of an
+    enclosing `layers.tapping` block, for the tasks' functions that pass none yet."""
+    rnn_options = layer_options(m)._asdict()
+    del rnn_options["reverse"]
+    stacked = []
     for _ in range(m.num_layers):
         if m.bidirectional:
-            layers.append(recurrent.bidirectional(_make_cell(m, vocab_size),
-                                                  _make_cell(m, vocab_size), **rnn_options))
+            stacked.append(layers.bidirectional(_make_cell(m, vocab_size),
+                                                _make_cell(m, vocab_size), **rnn_options))
         else:
-            layers.append(recurrent.rnn(_make_cell(m, vocab_size), **rnn_options))
-    return recurrent.stack(layers, dropout=m.dropout, residual=m.residual)
+            stacked.append(layers.rnn(_make_cell(m, vocab_size), **rnn_options))
+    body = layers.stack(stacked, dropout=m.dropout, residual=m.residual)
+
+    def apply(params, carry, xs, *, tap=None, **kwargs):
+        tap = layers.taps.ambient() if tap is None else tap
+        return body.apply(params, carry, xs, tap=tap, **kwargs)
+
+    return body._replace(apply=apply)
 
 
 def embed_init(key, m: ml_collections.ConfigDict, vocab_size: int) -> dict:
@@ -217,14 +219,14 @@ def build_model(m: ml_collections.ConfigDict, vocab_size: int) -> Model:
     def initial_carry(params, batch_shape):
         return body.initial_carry(params["body"], batch_shape)
 
-    def apply(params, carry, tokens, *, reset=None, key=None, teacher=None):
+    def apply(params, carry, tokens, *, reset=None, key=None, teacher=None, tap=None):
         xs = embed(params, m, tokens, V)
         body_key = out_key = None
         if key is not None:
             body_key, out_key = jax.random.split(key)
         if jordan:
             xs = _jordan_feedback(m.jordan_feedback, xs, tokens, V, key, teacher)
-        carry, ys = body.apply(params["body"], carry, xs, reset=reset, key=body_key)
+        carry, ys = body.apply(params["body"], carry, xs, reset=reset, key=body_key, tap=tap)
         if jordan:
             return carry, ys.astype(jnp.float32)
         ys = output_dropout(ys, m.dropout, out_key)

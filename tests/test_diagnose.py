@@ -35,11 +35,11 @@ def test_gradient_norms_of_a_linear_elman_network_follow_a_to_the_distance(a):
     xs = jax.random.normal(jax.random.key(1), (B, T, 2))
     v = jax.random.normal(jax.random.key(2), (B, H))
 
-    def last_loss():
-        return jnp.mean(jnp.sum(layer.apply(params, None, xs)[1][:, -1] * v, -1))
+    def last_loss(tap):
+        return jnp.mean(jnp.sum(layer.apply(params, None, xs, tap=tap)[1][:, -1] * v, -1))
 
-    def summed_loss():
-        return jnp.mean(jnp.sum(layer.apply(params, None, xs)[1] * v[:, None], (1, 2)))
+    def summed_loss(tap):
+        return jnp.mean(jnp.sum(layer.apply(params, None, xs, tap=tap)[1] * v[:, None], (1, 2)))
 
     v_norm = np.linalg.norm(np.asarray(v, np.float64), axis=-1)  # [B]
     t = np.arange(T)[:, None]
@@ -59,8 +59,8 @@ def test_gradients_stop_at_a_reset_and_are_named_by_layer_and_direction():
     xs = jax.random.normal(jax.random.key(1), (2, 6, 2))
     reset = jnp.zeros((2, 6), bool).at[0, 3].set(True)
 
-    def loss():
-        return jnp.mean(body.apply(params, None, xs, reset=reset)[1] ** 2)
+    def loss(tap):
+        return jnp.mean(body.apply(params, None, xs, reset=reset, tap=tap)[1] ** 2)
 
     got = diagnostics.state_gradients(loss)
     assert list(got) == ["layer_0/fwd", "layer_0/bwd", "layer_1"]
@@ -76,7 +76,8 @@ def test_a_reversed_layer_reports_gradients_in_time_order_with_and_without_lengt
     xs = jax.random.normal(jax.random.key(1), (2, 5, 2))
 
     def loss(lengths):
-        return lambda: jnp.mean(body.apply(params, None, xs, lengths=lengths)[1][:, 1] ** 2)
+        return lambda tap: jnp.mean(
+            body.apply(params, None, xs, lengths=lengths, tap=tap)[1][:, 1] ** 2)
 
     plain = diagnostics.state_gradients(loss(None))
     full = diagnostics.state_gradients(loss(jnp.array([5, 5])))
@@ -123,9 +124,8 @@ def test_gate_saturation_equals_a_hand_count_of_a_numpy_lstm():
     xs = 2 * jax.random.normal(jax.random.key(1), (B, T, F))
     lengths = jnp.array([9, 5, 0])  # padding steps are not counted
     counter = diagnostics.GateCounter(0.1, 0.9)
-    with recurrent.tapping(counter):
-        jax.block_until_ready(jax.jit(lambda p, x: layer.apply(p, None, x, lengths=lengths))(
-            params, xs))
+    jax.block_until_ready(jax.jit(
+        lambda p, x: layer.apply(p, None, x, lengths=lengths, tap=counter))(params, xs))
     jax.effects_barrier()
     # float64 reference of the PyTorch-layout equations (gates i, f, g, o).
     p = {k: np.asarray(v, np.float64) for k, v in params["cell"].items()}

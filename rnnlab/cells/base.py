@@ -16,6 +16,32 @@ Params = dict[str, jax.Array]
 Carry = Any  # a pytree of arrays with leading batch dimensions
 
 
+class Kernel(NamedTuple):
+    """One cell's step with its hand-derived backward, for a whole-window scan
+    (`rnnlab.layers.custom_vjp`). Shapes: B batch (one axis), F input, H hidden, G gate width.
+
+    Attributes:
+      params: the names of the cell params the kernel reads.
+      forward: `(p, carry_in, x_t, hm, hoisted) -> (carry, saved_t)`: one step from the carry
+        after resets. `x_t [B, F]`, or with `hoisted` the projected input `project(p, x_t)`.
+        `hm [B, H]` is the variational dropout mask or None. `saved_t`: what the backward needs
+        besides the carries (the gate activations).
+      backward: `(p, saved_t, carry_in, carry, d_carry, hm) -> (d_carry_in, dz_t)`: the step's
+        gradients given the gradient reaching its output carry (`d_carry`, the output's
+        gradient added to h). `dz_t`: the gate gradients `param_grads` needs.
+      param_grads: `(p, xs, hs_in, saved, dz) -> (d_params, d_xs)` over all steps:
+        `xs [T, B, F]`, `hs_in [T, B, H]` the h each step read (after resets, masked), `saved`
+        and `dz` stacked over time.
+      project: `(p, xs) -> xp`, the hoisted input projection (bias included).
+    """
+
+    params: tuple[str, ...]
+    forward: Callable
+    backward: Callable
+    param_grads: Callable
+    project: Callable
+
+
 class Cell(NamedTuple):
     """One recurrent time step.
 
@@ -40,8 +66,9 @@ class Cell(NamedTuple):
       emit: a linear cell's output from its state (None: `y_t = h_t`).
       variational: the step reads `params["h_mask"]` through `recurrent_input`, so a layer can
         apply variational recurrent dropout (Gal and Ghahramani 2016) to it.
-      kernel: a `fused.Kernel` computing the same step with a hand-derived backward pass, which
-        a layer runs over a whole window (`fused.scan`); None: autodiff through the step.
+      kernel: a `Kernel` computing the same step with a hand-derived backward pass, which a
+        layer runs over a whole window (`rnnlab.layers.custom_vjp`); None: autodiff through
+        the step.
     """
 
     init: Callable[[jax.Array, int], Params]
@@ -55,7 +82,7 @@ class Cell(NamedTuple):
     linear: bool = False
     emit: Callable[[Params, Carry, Any], jax.Array] | None = None
     variational: bool = False
-    kernel: Any = None
+    kernel: Kernel | None = None
 
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {

@@ -1,0 +1,78 @@
+"""The backend policy: which path runs a layer, and which form of the input projection.
+
+`choose_path(cell, options, backend)` is the one place that decides. Each choice cites the
+measurement behind it; `benchmarks/layer_speed.py` measures every choice on the backend it runs
+on, so a run of it on a GPU or TPU settles the choices that have no measurement yet.
+
+The paths (each its own module):
+- "sequential": `jax.lax.scan` of the cell's step (`layers.sequential`), optionally in
+  rematerialised chunks; runs every option.
+- "custom_vjp": the cell's hand-derived backward over the whole window (`layers.custom_vjp`).
+- "parallel": the associative scan of a linear recurrence (`layers.parallel`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from rnnlab.cells import base
+from rnnlab.layers import options as options_lib
+
+PATHS = ("sequential", "custom_vjp", "parallel")
+
+
+class Choice(NamedTuple):
+    """The path that runs a layer and whether its input projection is hoisted out of the scan
+    (one matmul over all steps before it) rather than computed inside each step."""
+
+    path: str
+    hoisted: bool
+
+
+def _parallel(cell: base.Cell, o: options_lib.Options, backend: str) -> bool:
+    if o.parallel is not None:
+        return o.parallel
+    # CPU: the sequential scan measured faster at training sizes (the parallel scan 0.46-0.99x
+    # at B=16, H=128, T=256-4096; it won only for latency-bound tiny layers, B=1, H=32:
+    # benchmarks/README.md, "parallel_scan.py"). GPU, TPU: no measurement here yet; the parallel
+    # scan is the form accelerators use for linear recurrences (log T depth keeps the device
+    # busy): benchmarks/layer_speed.py settles it.
+    return cell.linear and not o.zoning and backend != "cpu"
+
+
+def _custom(cell: base.Cell, o: options_lib.Options) -> bool:
+    # CPU: the hand-derived backward against autodiff through the scan, per training step:
+    # Elman 1.05-1.78x, GRU 0.93-1.19x, LSTM 0.96-1.16x (benchmarks/README.md, "train_step.py").
+    # GPU, TPU: no measurement here yet; kept, as the form of cuDNN's kernels (only the dh
+    # chain in the loop, weight gradients as large matmuls after it): benchmarks/layer_speed.py
+    # settles it. It has no zoneout and no rematerialisation.
+    return o.backward != "autodiff" and cell.kernel is not None and not o.zoning and not o.remat
+
+
+def _hoisted(o: options_lib.Options, backend: str) -> bool:
+    if o.projection != "auto":
+        return o.projection == "hoisted"
+    # CPU: the projection inside each step (one matmul on [x_t, h]) ran 1.2-1.6x faster than
+    # hoisting x @ W_x out of the loop (hoisted at 0.63-0.85x of Flax, in-step at 1.00-1.07x:
+    # benchmarks/README.md, "layer_speed.py"). GPU, TPU: no measurement
+    # here yet; the form accelerators use (cuDNN's): the input projection hoisted, one
+    # recurrent matmul per step. benchmarks/layer_speed.py settles it.
+    return backend != "cpu"
+
+
+def choose_path(cell: base.Cell, options: options_lib.Options, backend: str, *,
+                tapped: bool = False) -> Choice:
+    """The path and projection that run `cell` with `options` on `backend` ("cpu", "gpu",
+    "tpu": `jax.default_backend()`).
+
+    A tapped layer (diagnostics watching it) runs the sequential path: a tap looks inside each
+    step, which the hand-derived backward and the parallel scan do not show.
+    """
+    hoisted = _hoisted(options, backend)
+    if tapped:
+        return Choice("sequential", hoisted)
+    if _parallel(cell, options, backend):
+        return Choice("parallel", hoisted)
+    if _custom(cell, options):
+        return Choice("custom_vjp", hoisted)
+    return Choice("sequential", hoisted)
