@@ -1,4 +1,6 @@
-"""Look inside a run: gradient flow through time, hidden units over a text, gate saturation.
+"""The `rnnlab.diagnose` command (the library is `rnnlab.diagnostics`): look inside a run.
+
+Gradient flow through time, hidden units over a text, gate saturation:
 
     python -m rnnlab.diagnose gradients --workdir=runs/adding [--checkpoint=best|last|init|STEP]
     python -m rnnlab.diagnose units --workdir=runs/quickstart [--text=FILE] [--length=2000] \

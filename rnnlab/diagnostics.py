@@ -1,5 +1,5 @@
-"""Looking inside recurrent networks: gradient flow through time, recurrent spectra, gate
-saturation, and hidden units that track features of a text.
+"""The diagnostics library (its command is `rnnlab.diagnose`): gradient flow through time,
+recurrent spectra, gate saturation, and hidden units that track features of a text.
 
 Everything here works on any model built from `rnnlab.layers`, without changing it: the layers
 are watched through a `layers.Tap` passed to their `apply` (or, for a task's own functions,
