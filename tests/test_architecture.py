@@ -1,12 +1,14 @@
 """The worked examples of docs/ARCHITECTURE.md run as written: each "Adding ..." section's
-Python blocks, in order, in a fresh directory (where configs/ is the repository's). A block whose first line is `# file: NAME.py` is
-written there as a module (importable by the blocks after it); the others are executed, and
-their asserts are the example's checks."""
+Python blocks, in order, as one script in a fresh directory (where configs/ is the
+repository's). A block whose first line is `# file: NAME.py` is written there as a module (for
+the blocks after it to import); the others make the script, whose asserts are the example's
+checks."""
 
 from __future__ import annotations
 
+import os
 import pathlib
-import re
+import subprocess
 import sys
 
 import pytest
@@ -46,23 +48,21 @@ def test_the_page_shows_how_to_add_each_kind_of_thing():
 
 
 @pytest.mark.parametrize("title", sorted(EXAMPLES))
-def test_worked_example_runs(title, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_worked_example_runs(title, tmp_path):
+    """In a process of its own, so that what an example registers stays there."""
     (tmp_path / "configs").symlink_to(ROOT / "configs")  # commands name configs/... as shown
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}:{ROOT}")
-    namespace = {"__name__": f"example_{title.replace(' ', '_')}"}
-    modules = []
+    script = []
     for block in EXAMPLES[title]:
         first = block.splitlines()[0]
         if first.startswith("# file: "):
-            name = first.removeprefix("# file: ").strip()
-            (tmp_path / name).write_text(block)
-            modules.append(name.removesuffix(".py").replace("/", "."))
+            (tmp_path / first.removeprefix("# file: ").strip()).write_text(block)
         else:
-            exec(compile(block, f"{PAGE.name}: {title}", "exec"), namespace)
-    for module in modules:  # the next example's module of the same name is its own
-        sys.modules.pop(module, None)
+            script.append(block)
+    (tmp_path / "example.py").write_text("\n".join(script))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
+    proc = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 def test_a_task_of_ones_own_is_named_by_its_module_and_checked(tmp_path, monkeypatch):

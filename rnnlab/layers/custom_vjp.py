@@ -45,19 +45,19 @@ def _shifted(states, first, reverse):
     return jax.tree_util.tree_map(shift, states, first)
 
 
-def run(kernel: base.Kernel, params, carry, carry0, window: sequences.Window, batch_shape, *,
-        h_mask=None, hoisted: bool = False, unroll: int = 1):
-    """`scan` over the window, its batch dimensions made one: the carry after the window and
-    `ys [T, B..., H]` in the order the steps ran."""
+def run(cell: base.Cell, params, carry, carry0, window: sequences.Window, how):
+    """`scan` of the cell's kernel over the window, its batch dimensions made one: the carry
+    after the window and `ys [T, B..., H]` in the order the steps ran (`how`: a `paths.How`)."""
+    batch_shape, h_mask = how.batch_shape, how.h_mask
     nb, B = len(batch_shape), int(np.prod(batch_shape, dtype=int))
 
     def rows(a, lead):  # [lead..., B..., rest] -> [lead..., B, rest]
         return None if a is None else a.reshape(*a.shape[:lead], B, *a.shape[lead + nb:])
 
     carry, carry0 = jax.tree_util.tree_map(lambda a: rows(a, 0), (carry, carry0))
-    carry, ys = scan(kernel, params, carry, carry0, rows(window.xs, 1), rows(window.reset, 1),
-                     rows(window.mask, 1), h_mask=rows(h_mask, 0), reverse=window.backwards,
-                     hoisted=hoisted, unroll=unroll)
+    carry, ys = scan(cell.kernel, params, carry, carry0, rows(window.xs, 1),
+                     rows(window.reset, 1), rows(window.mask, 1), h_mask=rows(h_mask, 0),
+                     reverse=window.backwards, hoisted=how.hoisted, unroll=how.options.unroll)
     unrows = lambda a, lead: a.reshape(*a.shape[:lead], *batch_shape, *a.shape[lead + 1:])
     return jax.tree_util.tree_map(lambda a: unrows(a, 0), carry), unrows(ys, 1)
 

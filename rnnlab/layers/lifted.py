@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnlab.cells import base
-from rnnlab.layers import custom_vjp, layer, parallel, paths, regularisers, sequences, sequential
+from rnnlab.layers import layer, paths, regularisers, sequences
 from rnnlab.layers import options as options_lib
 from rnnlab.layers import taps
 
@@ -134,17 +134,8 @@ def _apply(cell, options):
                                    tapped=watcher is not None)
         if watcher is not None:
             watcher.ran(name, choice.path)
-        if choice.path == "parallel":
-            carry, ys = parallel.run(cell, cell_params, carry, carry0, steps)
-        elif choice.path == "custom_vjp":
-            carry, ys = custom_vjp.run(cell.kernel, cell_params, carry, carry0, steps,
-                                       batch_shape, h_mask=h_mask, hoisted=choice.hoisted,
-                                       unroll=options.unroll)
-        else:
-            carry, ys = sequential.run(
-                cell, regularisers.with_recurrent_mask(cell_params, h_mask), carry, carry0,
-                steps, options, hoisted=choice.hoisted, zone_key=window_key, tap=watcher,
-                name=name)
+        how = paths.How(options, choice.hoisted, batch_shape, h_mask, window_key, watcher, name)
+        carry, ys = paths.PATHS[choice.path].run(cell, cell_params, carry, carry0, steps, how)
         return carry, sequences.batch_major(steps, sequences.in_time_order(steps, ys))
 
     return apply

@@ -10,9 +10,10 @@ import jax.numpy as jnp
 from rnnlab.layers import sequences
 
 
-def run(cell, params, carry, carry0, window: sequences.Window):
+def run(cell, params, carry, carry0, window: sequences.Window, how=None):
     """The carry after the window and `ys [T, B..., H]` in the order the steps ran (resets,
-    lengths and reverse mean what they mean on the sequential path)."""
+    lengths and reverse mean what they mean on the sequential path; `how`, a `paths.How`,
+    tells this path nothing it needs)."""
     xs, reset, mask = window.xs, window.reset, window.mask
     if window.backwards:  # a reversed layer without lengths: the same scan over flipped time
         xs, reset, mask = jax.tree_util.tree_map(lambda v: jnp.flip(v, 0), (xs, reset, mask))

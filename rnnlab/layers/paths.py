@@ -4,21 +4,22 @@
 measurement behind it; `benchmarks/layer_speed.py` measures every choice on the backend it runs
 on, so a run of it on a GPU or TPU settles the choices that have no measurement yet.
 
-The paths (each its own module):
+The paths (each its own module), in `PATHS`, in the order they are tried:
+- "parallel": the associative scan of a linear recurrence (`layers.parallel`);
+- "custom_vjp": the cell's hand-derived backward over the whole window (`layers.custom_vjp`);
 - "sequential": `jax.lax.scan` of the cell's step (`layers.sequential`), optionally in
-  rematerialised chunks; runs every option.
-- "custom_vjp": the cell's hand-derived backward over the whole window (`layers.custom_vjp`).
-- "parallel": the associative scan of a linear recurrence (`layers.parallel`).
+  rematerialised chunks; runs every option, so it comes last and always applies.
+Each is a `Path`: when it applies, and how it runs a window. A path of one's own is one more
+entry (docs/ARCHITECTURE.md, "Adding a layer path").
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from rnnlab.cells import base
+from rnnlab.layers import custom_vjp, parallel, sequential
 from rnnlab.layers import options as options_lib
-
-PATHS = ("sequential", "custom_vjp", "parallel")
 
 
 class Choice(NamedTuple):
@@ -27,6 +28,32 @@ class Choice(NamedTuple):
 
     path: str
     hoisted: bool
+
+
+class Path(NamedTuple):
+    """A way to run a layer's window.
+
+    Attributes:
+      applies: `(cell, options, backend) -> bool`: this path runs the layer (the first path of
+        `PATHS` that applies does).
+      run: `(cell, params, carry, carry0, window, how) -> (carry, ys [T, B..., H])`, `window` a
+        `sequences.Window` (time-major), `how` a `How`; `ys` in the order the steps ran.
+    """
+
+    applies: Callable[[base.Cell, options_lib.Options, str], bool]
+    run: Callable[..., Any]
+
+
+class How(NamedTuple):
+    """What a path is told besides the cell, its params and the window."""
+
+    options: options_lib.Options
+    hoisted: bool  # project the inputs of all steps before the loop
+    batch_shape: tuple[int, ...]
+    h_mask: Any = None  # the variational recurrent dropout mask [B..., H], or None
+    zone_key: Any = None  # the window's key for zoneout's masks (None: evaluation)
+    tap: Any = None  # the `taps.Tap` watching the layer, or None
+    name: str = "rnn"  # the layer's name for the tap
 
 
 def _parallel(cell: base.Cell, o: options_lib.Options, backend: str) -> bool:
@@ -40,7 +67,7 @@ def _parallel(cell: base.Cell, o: options_lib.Options, backend: str) -> bool:
     return cell.linear and not o.zoning and backend != "cpu"
 
 
-def _custom(cell: base.Cell, o: options_lib.Options) -> bool:
+def _custom(cell: base.Cell, o: options_lib.Options, backend: str) -> bool:
     # CPU: the hand-derived backward against autodiff through the scan, per training step:
     # Elman 1.05-1.78x, GRU 0.93-1.19x, LSTM 0.96-1.16x (benchmarks/README.md, "train_step.py").
     # GPU, TPU: no measurement here yet; kept, as the form of cuDNN's kernels (only the dh
@@ -60,10 +87,17 @@ def _hoisted(o: options_lib.Options, backend: str) -> bool:
     return backend != "cpu"
 
 
+PATHS: dict[str, Path] = {
+    "parallel": Path(_parallel, parallel.run),
+    "custom_vjp": Path(_custom, custom_vjp.run),
+    "sequential": Path(lambda cell, options, backend: True, sequential.run),
+}
+
+
 def choose_path(cell: base.Cell, options: options_lib.Options, backend: str, *,
                 tapped: bool = False) -> Choice:
     """The path and projection that run `cell` with `options` on `backend` ("cpu", "gpu",
-    "tpu": `jax.default_backend()`).
+    "tpu": `jax.default_backend()`): the first of `PATHS` that applies.
 
     A tapped layer (diagnostics watching it) runs the sequential path: a tap looks inside each
     step, which the hand-derived backward and the parallel scan do not show.
@@ -71,8 +105,5 @@ def choose_path(cell: base.Cell, options: options_lib.Options, backend: str, *,
     hoisted = _hoisted(options, backend)
     if tapped:
         return Choice("sequential", hoisted)
-    if _parallel(cell, options, backend):
-        return Choice("parallel", hoisted)
-    if _custom(cell, options):
-        return Choice("custom_vjp", hoisted)
-    return Choice("sequential", hoisted)
+    return Choice(next(name for name, path in PATHS.items()
+                       if path.applies(cell, options, backend)), hoisted)

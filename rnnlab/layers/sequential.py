@@ -58,19 +58,19 @@ def _body(step, params, carry0, rates, keep_states):
     return body
 
 
-def run(cell, params, carry, carry0, window: sequences.Window, options, *, hoisted: bool,
-        zone_key=None, tap=None, name: str = "rnn"):
+def run(cell, params, carry, carry0, window: sequences.Window, how):
     """The carry after the window and `ys [T, B..., H]` in the order the steps ran.
 
     Args:
-      cell: the Cell; `params`: its params (with the variational mask where one is drawn).
+      cell: the Cell; `params`: its params.
       carry, carry0: the carry entering the window; the one a reset restores.
       window: the time-major window.
-      options: the layer's `Options` (zoneout, unroll, remat).
-      hoisted: project the inputs of all steps before the scan.
-      zone_key: the window's key for zoneout's masks (None: evaluation).
-      tap, name: the `taps.Tap` watching (or None) and the layer's name.
+      how: a `paths.How`: the layer's options (zoneout, unroll, remat), the hoisted
+        projection, the variational mask, zoneout's key, the tap watching and the layer's name.
     """
+    options, hoisted, zone_key, tap, name = (how.options, how.hoisted, how.zone_key, how.tap,
+                                             how.name)
+    params = regularisers.with_recurrent_mask(params, how.h_mask)
     T = jax.tree_util.tree_leaves(window.xs)[0].shape[0]
     probe = None if tap is None else tap.probe(name, carry, T)
     if probe is not None:  # probe[t]: the step at time t
