@@ -23,7 +23,7 @@ from absl import logging
 from rnnlab import checkpoint as checkpoint_lib
 from rnnlab import compile_cache
 from rnnlab import data, layout, optim, rundir, state as state_lib, storage, tasks
-from rnnlab import model as model_lib
+from rnnlab import models
 from rnnlab.tasks import lm, seq2seq
 
 
@@ -60,7 +60,7 @@ def sample_text(
     params = load_state(workdir, config, model, checkpoint=checkpoint).state.params
     tokens = lm.generate(model, params, lm.encode_prime(vocab, prime), length,
                          temperature=temperature, key=jax.random.key(seed))
-    return prime + data.decode(vocab, np.asarray(tokens))
+    return prime + data.to_text(vocab, np.asarray(tokens))
 
 
 def decode_input(workdir: str | os.PathLike, text: str, *, beam_size: int = 1,
@@ -106,7 +106,7 @@ def with_defaults(resolved: dict) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(config.to_dict())
 
 
-def load_state(workdir, config: ml_collections.ConfigDict, model: model_lib.Model, *,
+def load_state(workdir, config: ml_collections.ConfigDict, model: models.Model, *,
                checkpoint: str = "best", attempts: int = 20) -> checkpoint_lib.Restored:
     """A run's newest checkpoint that verifies: "best" (falling back to the last one, with a
     warning, when the run has no usable best), "last", or the one of a step (a number). Reads

@@ -39,10 +39,12 @@ import optax
 from absl import logging
 
 from rnnlab import data as data_lib
+from rnnlab import decode, models
 from rnnlab import model as model_lib
-from rnnlab.tasks import base, decoder
+from rnnlab.tasks import base
+from rnnlab.tasks import decoder  # (its old name of `models`: `check` reads decoder_section)
 
-PAD, EOS, BOS = decoder.PAD, decoder.EOS, decoder.BOS
+PAD, EOS, BOS = 0, 1, 2  # in every vocabulary of these tasks
 ADDITION_SYMBOLS = " +0123456789="  # ids 2.. (Flax's vocabulary: sorted, after PAD and EOS)
 DIGITS = "0123456789"
 SOURCES = ("addition", "pairs")
@@ -174,12 +176,12 @@ def read_pairs(path: str) -> list[tuple[str, str, int]]:
     return pairs
 
 
-def model(config: ml_collections.ConfigDict, record: dict) -> model_lib.Model:
-    return _network(config, record).as_model()
-
-
-def _network(config, record) -> decoder.Seq2Seq:
-    return decoder.Seq2Seq(config, len(record["tokens"]), record.get("vector_size"))
+def model(config: ml_collections.ConfigDict, record: dict) -> models.Model:
+    """The seq2seq (or vec2seq) model of a run from its vocab.json record."""
+    vector_size = record.get("vector_size")
+    return models.seq2seq(config.model, models.decoder_section(config),
+                          vocab_size=len(record["tokens"]), vector_size=vector_size,
+                          feed=bool(vector_size) and config.task.feed_vector)
 
 
 # ------------------------------------------------------------------------------- scoring
@@ -200,22 +202,119 @@ def _tokens(mask):
     return jnp.maximum(mask.sum(1), 1.0)  # (padding rows of an evaluation have none)
 
 
+def _token_scores(net: models.Model, params, b, key):
+    """Per-example cross-entropy and accuracy of each next target token given the true ones
+    before it (teacher forcing)."""
+    target = b["target"]
+    labels, mask = target[:, 1:], _label_mask(target)
+    # Steps past the target's end carry no loss (their outputs are zeros).
+    _, logits = net.apply(params, None, target[:, :-1], key=key,
+                          lengths=jnp.sum(labels != PAD, axis=1), source=b["source"],
+                          source_lengths=b["source_lengths"])
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels) * mask
+    hits = (jnp.argmax(logits, -1) == labels) * mask
+    return ce.sum(1) / _tokens(mask), hits.sum(1) / _tokens(mask)
+
+
+def decode_batch(net: models.Model, params, batch, *, beam_size: int, length_penalty: float,
+                 max_len: int):
+    """Free-running decoding of a batch from its start tokens: tokens [B, max_len]."""
+    carry = net.start(params, batch["source"], batch["source_lengths"])
+    start = batch["target"][:, 0]
+    if beam_size == 1:
+        return decode.greedy(_step_fn(net, params, batch["source"]), carry, start,
+                             max_len=max_len, end_token=EOS)
+    # The beam's rows repeat each example's source (a vec2seq model may feed it at each step).
+    step_fn = _step_fn(net, params, jnp.repeat(batch["source"], beam_size, axis=0))
+    tokens, _ = decode.beam_search(step_fn, carry, start, beam_size=beam_size, max_len=max_len,
+                                   end_token=EOS, length_penalty=length_penalty)
+    return tokens[:, 0]
+
+
+def _step_fn(net: models.Model, params, source) -> decode.StepFn:
+    def step(carry, tokens):
+        carry, logits = net.apply(params, carry, tokens[:, None], source=source)
+        return carry, logits[:, 0]
+
+    return step
+
+
+def _evaluate_fn(net: models.Model, e: ml_collections.ConfigDict, max_len: int, batch_size: int):
+    """`Task.evaluate`: teacher-forced scores, and greedy (and beam) decoding."""
+
+    def evaluate(params, d, split, windows):
+        def sums(b):
+            w = b["weight"]
+            ce, accuracy = _token_scores(net, params, b, None)
+            greedy = decode_batch(net, params, b, beam_size=1, length_penalty=0.0,
+                                  max_len=max_len)
+            tokens, exact = _decoded_scores(greedy, b["target"])
+            out = {"loss": jnp.sum(ce * w), "teacher_forced_accuracy": jnp.sum(accuracy * w),
+                   "token_accuracy": jnp.sum(tokens * w), "exact_match": jnp.sum(exact * w),
+                   "count": jnp.sum(w)}
+            if e.beam_size > 1:
+                beam = decode_batch(net, params, b, beam_size=e.beam_size,
+                                    length_penalty=e.length_penalty, max_len=max_len)
+                tokens, beam_exact = _decoded_scores(beam, b["target"])
+                out.update(greedy_exact_match=out["exact_match"], exact_match=jnp.sum(
+                    beam_exact * w), token_accuracy=jnp.sum(tokens * w))
+            return out
+
+        return base.scan_batches(sums, d[split], batch_size, windows)
+
+    return evaluate
+
+
+def _sampler(config, record, net: models.Model, valid: dict):
+    """`Task.sample`: the greedy decoding of the first 4 validation examples."""
+    greedy = jax.jit(lambda params, b: decode_batch(net, params, b, beam_size=1,
+                                                    length_penalty=0.0, max_len=record["max_len"]))
+
+    def sample(params, key):
+        del key
+        shown = {k: v[:4] for k, v in valid.items()}
+        decoded = np.asarray(greedy(params, shown))
+        return "\n".join(f"{describe_source(config, record, source)} -> "
+                         f"{detokenize(record, out)} (want {detokenize(record, target[1:])})"
+                         for source, target, out in zip(shown["source"], shown["target"], decoded))
+
+    return sample
+
+
 # --------------------------------------------------------------------------------- build
 
 
-def _tokens_record(config) -> dict:
+def _generated(config) -> bool:
+    """Whether the examples are generated (addition, vec2seq): fresh train batches."""
+    return config.task.name == "vec2seq" or config.data.name == "addition"
+
+
+def _generator(config):
+    return number_examples if config.task.name == "vec2seq" else addition_examples
+
+
+def _generated_data(config):
+    """The fixed valid and test examples of a generated task, and its record."""
+    generate = _generator(config)
+    examples = {split: jax.device_get(generate(jax.random.fold_in(jax.random.key(20161121), i),
+                                               config.data.eval_examples,
+                                               config.data.max_digits))
+                for i, split in enumerate(("valid", "test"))}
     if config.task.name == "vec2seq":
         bits = math.ceil(config.data.max_digits * math.log2(10))
-        return {"tokens": ["<pad>", "<eos>", "<bos>", *DIGITS], "vector_size": bits}
-    return {"tokens": ["<pad>", "<eos>", *sorted(ADDITION_SYMBOLS)]}
+        return examples, {"tokens": ["<pad>", "<eos>", "<bos>", *DIGITS], "vector_size": bits}
+    return examples, {"tokens": ["<pad>", "<eos>", *sorted(ADDITION_SYMBOLS)]}
 
 
 def _pairs_data(config):
+    """Every split of a pairs file as padded ids, and the record (its tokens)."""
     d = config.data
-    pairs = read_pairs(d.path)
-    splits = base.split_examples(pairs, d, "pairs")
-    chars = sorted({c for s, t, _ in splits["train"] for c in s + t} | {data_lib.UNK})
-    tokens = ["<pad>", "<eos>", "<bos>", *chars]
+    splits = base.split_examples(read_pairs(d.path), d, "pairs")
+    # The unknown symbol sorted in among the characters, as these runs have always had it
+    # (their token ids, and so their checkpoints, depend on it).
+    vocab = data_lib.vocab_of((c for s, t, _ in splits["train"] for c in s + t),
+                              unk_sorted_in=True)
+    tokens = ["<pad>", "<eos>", "<bos>", *vocab.chars]
     ids = {c: i for i, c in enumerate(tokens)}
     unk = ids[data_lib.UNK]
     cap = d.max_length or None
@@ -239,100 +338,55 @@ def _pairs_data(config):
         if cut:  # (scored against the cut targets)
             logging.warning("%s split: %d pairs cut to data.max_length=%d characters", split,
                             cut, cap)
+    if len(arrays["train"]["target"]) < config.train.batch_size:
+        raise ValueError(f"{d.path}: the training split has {len(arrays['train']['target'])} "
+                         f"pairs, fewer than train.batch_size={config.train.batch_size}")
     return arrays, {"tokens": tokens}
 
 
+def _describe(config, record, train_data) -> str:
+    what = ("numbers as binary vectors -> decimal digits" if config.task.name == "vec2seq"
+            else "addition strings" if _generated(config) else f"pairs from {config.data.path}")
+    return (f"{config.task.name}: {what}; {len(record['tokens'])} tokens; "
+            + (f"{len(train_data['train']['target'])} train pairs; " if train_data else
+               "fresh train batches; ")
+            + f"{'' if train_data else config.data.eval_examples} fixed valid and test examples")
+
+
 def build(config: ml_collections.ConfigDict) -> base.Task:
-    t, e = config.train, config.eval
+    t = config.train
     eval_batch = t.eval_batch_size or t.batch_size
-    synthetic = config.task.name == "vec2seq" or config.data.name == "addition"
-    if synthetic:
-        generate = number_examples if config.task.name == "vec2seq" else addition_examples
-        record = _tokens_record(config)
-        examples = {split: jax.device_get(generate(jax.random.fold_in(jax.random.key(
-            20161121), i), config.data.eval_examples, config.data.max_digits))
-            for i, split in enumerate(("valid", "test"))}
-        train_data = {}
-    else:
-        examples, record = _pairs_data(config)
-        train_data = {"train": examples.pop("train")}
-        if len(train_data["train"]["target"]) < t.batch_size:
-            raise ValueError(f"{config.data.path}: the training split has "
-                             f"{len(train_data['train']['target'])} pairs, fewer than "
-                             f"train.batch_size={t.batch_size}")
-    max_len = next(iter(examples.values()))["target"].shape[1] - 1
-    record = {**record, "max_len": max_len,
-              "start": int(next(iter(examples.values()))["target"][0, 0])}
-    net = _network(config, record)
+    generated = _generated(config)
+    examples, record = _generated_data(config) if generated else _pairs_data(config)
+    train_data = {} if generated else {"train": examples.pop("train")}
+    first = next(iter(examples.values()))["target"]
+    record = {**record, "max_len": first.shape[1] - 1, "start": int(first[0, 0])}
+    net = model(config, record)
     data, eval_windows = dict(train_data), {}
     for split, arrays in examples.items():
         data[split], _ = base.pad_rows(arrays, eval_batch)
         eval_windows[split] = len(data[split]["weight"]) // eval_batch
 
     def batch(d, index, key):
-        if synthetic:  # drawn afresh: a pure function of the trial's key and the index
-            return generate(jax.random.fold_in(key, index), t.batch_size, config.data.max_digits)
+        if generated:  # drawn afresh: a pure function of the trial's key and the index
+            return _generator(config)(jax.random.fold_in(key, index), t.batch_size,
+                                      config.data.max_digits)
         return base.shuffled_batch(d["train"], index, key, t.batch_size)
 
-    def token_scores(params, b, key):
-        logits = net.teacher_forced(params, b, key)
-        labels, mask = b["target"][:, 1:], _label_mask(b["target"])
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels) * mask
-        hits = (jnp.argmax(logits, -1) == labels) * mask
-        return ce.sum(1) / _tokens(mask), hits.sum(1) / _tokens(mask)
-
     def loss(params, carry, b, key):
-        ce, accuracy = token_scores(params, b, key)
+        ce, accuracy = _token_scores(net, params, b, key)
         return ce.mean(), (carry, {"loss": ce.mean(), "teacher_forced_accuracy": accuracy.mean()})
 
-    def evaluate(params, d, split, windows):
-        def sums(b):
-            w = b["weight"]
-            ce, accuracy = token_scores(params, b, None)
-            greedy = decoder.decode_batch(net, params, b, beam_size=1, length_penalty=0.0,
-                                  max_len=max_len)
-            tokens, exact = _decoded_scores(greedy, b["target"])
-            out = {"loss": jnp.sum(ce * w), "teacher_forced_accuracy": jnp.sum(accuracy * w),
-                   "token_accuracy": jnp.sum(tokens * w), "exact_match": jnp.sum(exact * w),
-                   "count": jnp.sum(w)}
-            if e.beam_size > 1:
-                beam = decoder.decode_batch(net, params, b, beam_size=e.beam_size,
-                                    length_penalty=e.length_penalty, max_len=max_len)
-                tokens, beam_exact = _decoded_scores(beam, b["target"])
-                out.update(greedy_exact_match=out["exact_match"], exact_match=jnp.sum(
-                    beam_exact * w), token_accuracy=jnp.sum(tokens * w))
-            return out
-
-        return base.scan_batches(sums, d[split], eval_batch, windows)
-
-    greedy = jax.jit(lambda params, b: decoder.decode_batch(net, params, b, beam_size=1,
-                                                    length_penalty=0.0, max_len=max_len))
-
-    def sample(params, key):
-        del key
-        shown = {k: v[:4] for k, v in data["valid"].items()}
-        decoded = np.asarray(greedy(params, shown))
-        lines = []
-        for source, target, out in zip(shown["source"], shown["target"], decoded):
-            lines.append(f"{describe_source(config, record, source)} -> "
-                         f"{detokenize(record, out)} (want {detokenize(record, target[1:])})")
-        return "\n".join(lines)
-
-    what = ("numbers as binary vectors -> decimal digits" if config.task.name == "vec2seq"
-            else "addition strings" if synthetic else f"pairs from {config.data.path}")
     return base.Task(
-        model=net.as_model(), data=data, row_sharded=(), batch=batch, loss=loss,
-        evaluate=evaluate, eval_windows=eval_windows, derive=base.no_derived,
-        metrics=metric_names(config), best=("exact_match", "max"), record=record,
+        model=net, data=data, row_sharded=(), batch=batch, loss=loss,
+        evaluate=_evaluate_fn(net, config.eval, record["max_len"], eval_batch),
+        eval_windows=eval_windows, derive=base.no_derived, metrics=metric_names(config),
+        best=("exact_match", "max"), record=record,
         fingerprint=base.fingerprint({f"{s}/{k}": np.asarray(v) for s in examples
                                       for k, v in examples[s].items()}, record),
-        describe=(f"{config.task.name}: {what}; {len(record['tokens'])} tokens; "
-                  + ("fresh train batches; " if synthetic else
-                     f"{len(train_data['train']['target'])} train pairs; ")
-                  + f"{config.data.eval_examples if synthetic else ''} fixed valid and test "
-                  "examples"),
+        describe=_describe(config, record, train_data),
         throughput=("examples_per_sec", t.batch_size),
-        sample=sample)
+        sample=_sampler(config, record, net, data["valid"]))
 
 
 def detokenize(record: dict, tokens) -> str:
@@ -356,8 +410,8 @@ def describe_source(config, record, source) -> str:
 def translate(config: ml_collections.ConfigDict, record: dict, params, text: str, *,
               beam_size: int = 1, length_penalty: float = 0.0) -> str:
     """The decoded output for one input: a source text (seq2seq) or a number (vec2seq)."""
-    net = _network(config, record)
-    if net.vector_size:
+    vector_size = record.get("vector_size")
+    if vector_size:
         try:
             number = int(text)
         except ValueError:
@@ -366,14 +420,15 @@ def translate(config: ml_collections.ConfigDict, record: dict, params, text: str
         if not 0 <= number < trained:
             raise ValueError(f"the run was trained on numbers in [0, {trained}) (data.max_digits="
                              f"{config.data.max_digits}); got {number}")
-        source = (((number >> np.arange(net.vector_size)) & 1) * 2.0 - 1.0)[None]
-        lengths = np.asarray([net.vector_size])
+        source = (((number >> np.arange(vector_size)) & 1) * 2.0 - 1.0)[None]
+        lengths = np.asarray([vector_size])
     else:
         source = encode_source(record, text)[None]
         lengths = np.asarray([max(source.shape[1] - 1, 1)])
     batch = {"source": source, "source_lengths": lengths,
              "target": np.full((1, 1), record["start"], np.int32)}
-    tokens = jax.jit(lambda p, b: decoder.decode_batch(net, p, b, beam_size=beam_size,
+    net = model(config, record)
+    tokens = jax.jit(lambda p, b: decode_batch(net, p, b, beam_size=beam_size,
                                                length_penalty=length_penalty,
                                                max_len=record["max_len"]))(params, batch)
     return detokenize(record, tokens[0])
