@@ -137,6 +137,7 @@ def _split(key, n: int) -> list:
 
 def _no_carry(params, batch_shape):
     del params, batch_shape
+    return None  # every batch starts afresh
 
 
 def _init(parts: _Parts, k_embed, k_body, k_readout) -> dict:

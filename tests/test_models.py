@@ -83,10 +83,16 @@ def test_seq2seq_params_are_drawn_from_the_keys_they_always_were(decoder, bridge
     assert_same(params["readout"], {"w": lecun(keys[1], (Hd, V)), "b": jnp.zeros((V,))})
     assert_same(params["embed"], jax.random.normal(keys[2], (V, E)))
     assert_same(params["encoder"], model_lib.make_body(m).init(keys[3], E))
-    if bridge:  # an LSTM's (c, h) of H each -> the decoder's (c, h) of Hd each
-        k_c, k_h = jax.random.split(keys[4], 2)
-        assert_same(params["bridge"], [{"w": lecun(k, (2 * H, Hd)), "b": jnp.zeros((Hd,))}
-                                       for k in (k_c, k_h)])
+    if bridge:  # the encoder's carry, flattened, -> each leaf of the decoder's
+        def sizes(body, p):
+            return [int(np.prod(c.shape[1:]))
+                    for c in jax.tree_util.tree_leaves(body.initial_carry(p, (1,)))]
+
+        source = sum(sizes(model_lib.make_body(m), params["encoder"]))
+        leaves = sizes(model_lib.make_body(dm), params["decoder"])
+        assert_same(params["bridge"], [{"w": lecun(k, (source, n)), "b": jnp.zeros((n,))}
+                                       for k, n in zip(jax.random.split(keys[4], len(leaves)),
+                                                       leaves)])
 
 
 def test_every_head_has_the_one_apply_and_refuses_a_keyword_it_does_not_read():

@@ -15,7 +15,7 @@ import pytest
 from rnnlab import model as model_lib
 from rnnlab import models, overrides, sample, tasks, train, validation
 from rnnlab.layout import read_metrics
-from rnnlab.tasks import seq2seq, synthetic
+from rnnlab.tasks import seq2seq, seq2seq_data, synthetic
 from test_train import ROOT, restore_params
 
 # One config per task, made tiny (the smoke variants of the task configs).
@@ -118,16 +118,16 @@ def test_copy_and_parity_problems_follow_their_definitions():
 
 
 def test_addition_and_number_examples_spell_their_problems():
-    ex = jax.device_get(seq2seq.addition_examples(jax.random.key(4), 200, 3))
-    record = seq2seq._tokens_record(task_config("seq2seq"))
+    ex = jax.device_get(seq2seq_data.addition_examples(jax.random.key(4), 200, 3))
+    record = seq2seq_data.tokens_record(task_config("seq2seq"))
     for source, length, target in zip(ex["source"], ex["source_lengths"], ex["target"]):
         query = seq2seq.detokenize(record, source)
         a, b = map(int, query.split("+"))
         assert 0 <= a <= b < 1000 and min(a, b) < 100 and length == len(query)
         assert source[len(query)] == seq2seq.EOS
         assert seq2seq.detokenize(record, target) == f"={a + b}"
-    vec = jax.device_get(seq2seq.number_examples(jax.random.key(5), 100, 3))
-    record = seq2seq._tokens_record(task_config("vec2seq"))
+    vec = jax.device_get(seq2seq_data.number_examples(jax.random.key(5), 100, 3))
+    record = seq2seq_data.tokens_record(task_config("vec2seq"))
     for vector, target in zip(vec["source"], vec["target"]):
         number = sum(int(v > 0) << i for i, v in enumerate(vector))
         assert seq2seq.detokenize(record, target) == str(number) and target[0] == seq2seq.BOS
@@ -266,7 +266,7 @@ def test_padding_gets_no_gradient_in_seq2seq():
     assert (b["target"] == seq2seq.PAD).any()  # answers of several lengths: padded
     grads = jax.grad(lambda p: task.loss(p, None, b, None)[0])(params)
     assert (grads["embed"][seq2seq.PAD] == 0).all()
-    assert (grads["embed"][seq2seq._addition_id("=")] != 0).any()  # the start: it counts
+    assert (grads["embed"][seq2seq_data.addition_id("=")] != 0).any()  # the start: it counts
 
 
 def write_csv(path, rows, header="text,label"):
