@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from configs import quickstart
-from rnnlab import model as model_lib
+from rnnlab import models
 
 V, B = 104, 32
 
@@ -30,7 +30,7 @@ def make_step(T, **model_options):
     m.dropout = 0.0
     for k, v in model_options.items():
         m[k] = v
-    model = model_lib.build_model(m, V)
+    model = models.language_model(m, V)
     params = model.init(jax.random.key(0))
     tx = optax.adam(1e-3)
 

@@ -8,7 +8,7 @@ One step = forward, backward and an Adam update of: embedding (27 symbols -> 64)
 recurrent layers of H units, a readout to 27 logits, mean softmax cross-entropy over B x T
 next-character targets. Every JAX variant shares the same loss and optax Adam and differs only
 in its recurrent layers:
-- rnnlab: `rnnlab.model.build_model` (the model `python -m rnnlab.main` trains) with
+- rnnlab: `rnnlab.models.language_model` (the model `python -m rnnlab.main` trains) with
   `model.backward=auto` (the hand-derived backward for elman, lstm and gru) and
   `model.backward=autodiff` (autodiff through the scan of the cell's step);
 - flax: `nn.RNN` over `SimpleCell` / `OptimizedLSTMCell` / `GRUCell`;
@@ -34,7 +34,7 @@ import numpy as np
 import optax
 
 from configs import base as base_config
-from rnnlab import model as model_lib
+from rnnlab import models
 
 V, E = 27, 64
 GATES = {"elman": 1, "lstm": 4, "gru": 3}
@@ -83,7 +83,7 @@ def jax_step(apply, params):
 def rnnlab_variant(cell, L, H, backward):
     m = base_config.get_config().model
     m.cell, m.num_layers, m.hidden_size, m.embed_size, m.backward = cell, L, H, E, backward
-    model = model_lib.build_model(m, V)
+    model = models.language_model(m, V)
     params = model.init(jax.random.key(0))
     return jax_step(lambda p, x: model.apply(p, None, x)[1], params)
 

@@ -28,7 +28,7 @@ import math
 import pathlib
 import sys
 import sysconfig
-from typing import Callable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -48,7 +48,7 @@ class Vocab(NamedTuple):
     """The symbols of a corpus: id i is `chars[i]`; `unk` is the id of the unknown symbol.
 
     `chars` are sorted, so a character's id depends only on the set of characters; an unknown
-    symbol (`UNK`) is appended last unless the train text already contains it.
+    symbol (`UNK`) is appended last unless the train text already contains it (`vocab_of`).
     """
 
     chars: tuple[str, ...]
@@ -103,10 +103,27 @@ def encode(vocab: Vocab, text: str) -> np.ndarray:
     return ids
 
 
-def decode(vocab: Vocab, ids: np.ndarray | jax.Array) -> str:
+def to_text(vocab: Vocab, ids: np.ndarray | jax.Array) -> str:
     """The text of ids [N]."""
     table = _code_points("".join(vocab.chars))
     return table[np.asarray(ids, np.int64)].tobytes().decode("utf-32-le", "surrogatepass")
+
+
+decode = to_text  # its old name (`rnnlab.decode` is the search over a model's outputs)
+
+
+def vocab_of(chars: Iterable[str], *, unk_sorted_in: bool = False) -> Vocab:
+    """The vocabulary of a training text's characters (in any order, repeats allowed): sorted,
+    with the unknown symbol `UNK` appended last unless the text has it.
+
+    `unk_sorted_in`: `UNK` sorted in among the characters instead (it then precedes any
+    character above U+FFFD), as seq2seq's pairs vocabularies have always had it: their runs'
+    token ids depend on it.
+    """
+    chars = sorted(set(chars) | ({UNK} if unk_sorted_in else set()))
+    if UNK not in chars:
+        chars.append(UNK)
+    return Vocab(tuple(chars), chars.index(UNK))
 
 
 def _exact_fractions(
@@ -252,9 +269,7 @@ def load_corpus(data: ml_collections.ConfigDict) -> Corpus:
         raise ValueError(f"{what}: {e}") from None
     parts = dict(zip(SPLITS, np.split(cps, [n_train, n_train + n_valid])))
     if vocab is None:
-        chars = tuple(chr(c) for c in np.unique(parts["train"]))
-        chars = chars if UNK in chars else (*chars, UNK)
-        vocab = Vocab(chars, chars.index(UNK))
+        vocab = vocab_of(chr(c) for c in np.unique(parts["train"]))
     splits, unknown = {}, {}
     for name, part in parts.items():
         splits[name], known = _lookup(vocab, part)
@@ -328,12 +343,6 @@ def num_windows(stream_length: int, bptt_len: int) -> int:
             "train.bptt_len or batch size, or a larger split)"
         )
     return (stream_length - 1) // bptt_len
-
-
-def num_eval_chars(streams: np.ndarray | jax.Array, bptt_len: int) -> int:
-    """Characters scored by an evaluation over all windows of one pass: B * num_windows * T."""
-    batch_size, length = streams.shape
-    return batch_size * num_windows(length, bptt_len) * bptt_len
 
 
 def get_batch(

@@ -11,7 +11,9 @@ and so does `rnnlab.sample`). With `end_token`, a row that has produced it is fi
 later tokens are `end_token`, and in beam search its score no longer changes.
 
 The character LM samples with `sample`; seq2seq and vec2seq evaluate with `greedy` or
-`beam_search`.
+`beam_search`. A model of `rnnlab.models` is one step function: its `apply` on one token per
+row, `apply(params, carry, tokens[:, None])`, with the logits' time axis dropped. (Token ids to
+text is `rnnlab.data.to_text`.)
 """
 
 from __future__ import annotations

@@ -1,14 +1,12 @@
-"""The character-level model: one-hot or embedding -> recurrent layers -> readout.
+"""The recurrent body of a model from `config.model` (the cells, stacked, bidirectional,
+with their options), and the checks of `config.model`.
 
-This is the one place where `config.model` keys become objects. Shapes: B... batch, T time,
-V vocabulary, E embedding, H hidden.
+This is the one place where `config.model` keys become layers; `rnnlab.models` puts the
+embedding before them and the readout after (the model a task trains).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
-
-import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -25,25 +23,6 @@ SAMPLING_SCHEDULES = {
     "linear": lambda i, k: jnp.maximum(0.0, 1.0 - i / k),  # reaches 0 at step k
     "exponential": lambda i, k: k ** i,  # 0 < k < 1
 }
-
-
-class Model(NamedTuple):
-    """A recurrent model over integer tokens.
-
-    Attributes:
-      init: `(key) -> params`.
-      initial_carry: `(params, batch_shape) -> carry`.
-      apply: `(params, carry, tokens [B..., T], *, reset=None, key=None, teacher=None,
-        tap=None) -> (carry, logits [B..., T, V])`; `key` turns dropout on (training);
-        `teacher [B..., T]`: where a Jordan cell trained with scheduled sampling feeds the
-        target; `tap`: a diagnostics `layers.Tap` watching the layers.
-      vocab_size: V.
-    """
-
-    init: Callable[[jax.Array], Any]
-    initial_carry: Callable[[Any, tuple[int, ...]], Any]
-    apply: Callable[..., tuple[Any, jax.Array]]
-    vocab_size: int
 
 
 def _cell_options(m: ml_collections.ConfigDict) -> dict:
@@ -164,73 +143,3 @@ def make_body(m: ml_collections.ConfigDict, vocab_size: int | None = None) -> la
         return body.apply(params, carry, xs, tap=tap, **kwargs)
 
     return body._replace(apply=apply)
-
-
-def embed_init(key, m: ml_collections.ConfigDict, vocab_size: int) -> dict:
-    """An embedding table when `model.embed_size` > 0 (else one-hot inputs: no params)."""
-    return {"embed": jax.random.normal(key, (vocab_size, m.embed_size))} if m.embed_size else {}
-
-
-def embed(params, m: ml_collections.ConfigDict, tokens, vocab_size: int):
-    """Token ids -> inputs: the learned embedding, or one-hot vectors."""
-    return params["embed"][tokens] if m.embed_size else jax.nn.one_hot(tokens, vocab_size)
-
-
-def output_dropout(ys, rate: float, key):
-    """char-rnn's dropout before the softmax too (training only: `key` given)."""
-    if key is None or rate <= 0.0:
-        return ys
-    keep = jax.random.bernoulli(key, 1.0 - rate, ys.shape)
-    return jnp.where(keep, ys / (1.0 - rate), 0.0)
-
-
-def _jordan_feedback(mode, xs, tokens, V, key, teacher):
-    """A Jordan cell's inputs for its training mode. The previous target is this step's input
-    token, so teacher forcing feeds its one-hot back; evaluation (no key) does so too, except
-    for the free-running "output" mode, which always feeds the output distribution."""
-    target = jax.nn.one_hot(tokens, V)
-    if mode == "output":
-        return xs
-    if mode == "teacher" or key is None:
-        return cells.jordan_inputs(xs, feedback=target)
-    feedback_key = jax.random.fold_in(key, 1)
-    if mode == "sample":
-        return cells.jordan_inputs(xs, key=feedback_key)
-    return cells.jordan_inputs(xs, feedback=target, key=feedback_key, teacher=teacher)
-
-
-def build_model(m: ml_collections.ConfigDict, vocab_size: int) -> Model:
-    """Builds the model `config.model` describes for a vocabulary of `vocab_size` tokens."""
-    V = vocab_size
-    jordan = m.cell == "jordan"
-    body = make_body(m, V)
-    input_size = m.embed_size or V
-
-    def init(key):
-        k_embed, k_body, k_out = jax.random.split(key, 3)
-        params = {"body": body.init(k_body, input_size), **embed_init(k_embed, m, V)}
-        if not jordan:  # a Jordan cell's output is already the logits
-            params["readout"] = {
-                "w": jax.nn.initializers.lecun_normal()(k_out, (body.output_size, V)),
-                "b": jnp.zeros((V,)),
-            }
-        return params
-
-    def initial_carry(params, batch_shape):
-        return body.initial_carry(params["body"], batch_shape)
-
-    def apply(params, carry, tokens, *, reset=None, key=None, teacher=None, tap=None):
-        xs = embed(params, m, tokens, V)
-        body_key = out_key = None
-        if key is not None:
-            body_key, out_key = jax.random.split(key)
-        if jordan:
-            xs = _jordan_feedback(m.jordan_feedback, xs, tokens, V, key, teacher)
-        carry, ys = body.apply(params["body"], carry, xs, reset=reset, key=body_key, tap=tap)
-        if jordan:
-            return carry, ys.astype(jnp.float32)
-        ys = output_dropout(ys, m.dropout, out_key)
-        readout = jax.tree_util.tree_map(lambda a: a.astype(ys.dtype), params["readout"])
-        return carry, (ys @ readout["w"] + readout["b"]).astype(jnp.float32)
-
-    return Model(init, initial_carry, apply, V)

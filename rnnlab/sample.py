@@ -59,7 +59,7 @@ def sample_text(
     params = load.load_state(workdir, config, model, checkpoint=checkpoint).state.params
     tokens = lm.generate(model, params, lm.encode_prime(vocab, prime), length,
                          temperature=temperature, key=jax.random.key(seed))
-    return prime + data.decode(vocab, np.asarray(tokens))
+    return prime + data.to_text(vocab, np.asarray(tokens))
 
 
 def decode_input(workdir: str | os.PathLike, text: str, *, beam_size: int = 1,

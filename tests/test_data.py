@@ -243,7 +243,7 @@ def test_text_vocab_from_train_and_unknowns_counted(tmp_path):
         expected = [corpus.vocab.chars.index(c) if c in train else 5 for c in text]
         np.testing.assert_array_equal(corpus.splits[name], expected)
         assert corpus.splits[name].dtype == np.uint8
-    assert data.decode(corpus.vocab, corpus.splits["test"]) == "\ufffd\ufffd \ufffd\ufffdab ab"
+    assert data.to_text(corpus.vocab, corpus.splits["test"]) == "\ufffd\ufffd \ufffd\ufffdab ab"
 
 
 def test_text_with_the_unknown_symbol_in_train_and_an_empty_test_split(tmp_path):
@@ -260,6 +260,16 @@ def test_text_with_the_unknown_symbol_in_train_and_an_empty_test_split(tmp_path)
     assert len(corpus.splits["test"]) == 0
 
 
+def test_the_one_vocabulary_builder_appends_the_unknown_symbol_or_sorts_it_in():
+    emoji = "\U0001f600"  # above U+FFFD: where the two orders differ
+    chars = "ba" + emoji + "ab"
+    assert data.vocab_of(chars) == data.Vocab(("a", "b", emoji, "\ufffd"), 3)
+    assert data.vocab_of(chars, unk_sorted_in=True) == data.Vocab(("a", "b", "\ufffd", emoji), 2)
+    assert data.vocab_of("b\ufffda") == data.Vocab(("a", "b", "\ufffd"), 2)  # not a second one
+    assert data.vocab_of("") == data.Vocab(("\ufffd",), 0)
+    assert data.decode is data.to_text  # (the old name)
+
+
 def test_text_max_chars_truncates_before_splitting(tmp_path):
     path = tmp_path / "corpus.txt"
     path.write_text("abcdefghij" * 10, encoding="utf-8")
@@ -267,7 +277,7 @@ def test_text_max_chars_truncates_before_splitting(tmp_path):
         name="text", path=str(path), max_chars=40, valid_fraction=0.25, test_fraction=0.25
     )
     corpus = data.load_corpus(config)
-    assert data.decode(corpus.vocab, corpus.splits["test"]) == "abcdefghij"
+    assert data.to_text(corpus.vocab, corpus.splits["test"]) == "abcdefghij"
     assert [len(corpus.splits[k]) for k in ("train", "valid", "test")] == [20, 10, 10]
     assert "the first of 100" in corpus.description
 
@@ -292,15 +302,15 @@ def test_pydoc_loads_offline_and_round_trips():
     assert corpus.vocab.chars[:-1] == tuple(sorted(corpus.vocab.chars[:-1]))
     assert corpus.vocab.chars[corpus.vocab.unk] == "\ufffd"
     assert corpus.unknown["train"] == 0
-    text = data.decode(corpus.vocab, corpus.splits["train"][:5000])
+    text = data.to_text(corpus.vocab, corpus.splits["train"][:5000])
     assert "assert" in text  # the first topic in sorted order is "assert"
     np.testing.assert_array_equal(data.encode(corpus.vocab, text), corpus.splits["train"][:5000])
-    assert data.decode(corpus.vocab, data.encode(corpus.vocab, text)) == text
+    assert data.to_text(corpus.vocab, data.encode(corpus.vocab, text)) == text
 
 
 def test_python_source_loads():
     corpus = data.load_corpus(_base_data(name="python_source", max_chars=200_000))
-    text = data.decode(corpus.vocab, corpus.splits["train"])
+    text = data.to_text(corpus.vocab, corpus.splits["train"])
     assert "def " in text and "import " in text
     assert [len(corpus.splits[k]) for k in ("train", "valid", "test")] == [180_000, 10_000, 10_000]
 
@@ -353,7 +363,7 @@ def test_get_batch_matches_reference_eagerly_and_under_jit():
 def test_one_pass_scores_each_position_once():
     ids = np.arange(2 * 23) % 256
     streams = data.make_streams(ids, 2)  # L = 23: 22 // 5 = 4 windows of 5
-    assert data.num_eval_chars(streams, 5) == 2 * 4 * 5
+    assert data.num_windows(streams.shape[1], 5) == 4
     targets = [data.get_batch(streams, i, 5, num_windows=4)["targets"] for i in range(4)]
     np.testing.assert_array_equal(np.concatenate(targets, axis=1), streams[:, 1:21])
 

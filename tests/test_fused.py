@@ -10,7 +10,7 @@ import optax
 import pytest
 
 from configs import base as base_config
-from rnnlab import cells, model, recurrent
+from rnnlab import cells, model, models, recurrent
 
 T, F, H = 7, 4, 5
 KERNEL_CELLS = [("elman", {}), ("irnn", {}), ("elman", {"activation": "relu"}), ("lstm", {}),
@@ -174,7 +174,7 @@ def test_mixed_precision_computes_in_bfloat16_and_keeps_params_loss_and_c_in_flo
         m = base_config.get_config().model
         m.cell, m.hidden_size, m.embed_size, m.dtype, m.num_layers = "lstm", 32, 8, dtype, 1
         model.check_model_config(m)
-        lm = model.build_model(m, 11)
+        lm = models.language_model(m, 11)
         params = lm.init(jax.random.key(0))
         tokens = jax.random.randint(jax.random.key(1), (4, 12), 0, 11)
 

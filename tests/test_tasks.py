@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from rnnlab import model as model_lib
-from rnnlab import overrides, sample, tasks, train, validation
+from rnnlab import models, overrides, sample, tasks, train, validation
 from rnnlab.layout import read_metrics
-from rnnlab.tasks import encoder, seq2seq, synthetic
+from rnnlab.tasks import seq2seq, seq2seq_data, synthetic
 from test_train import ROOT, restore_params
 
 # One config per task, made tiny (the smoke variants of the task configs).
@@ -118,16 +118,16 @@ def test_copy_and_parity_problems_follow_their_definitions():
 
 
 def test_addition_and_number_examples_spell_their_problems():
-    ex = jax.device_get(seq2seq.addition_examples(jax.random.key(4), 200, 3))
-    record = seq2seq._tokens_record(task_config("seq2seq"))
+    ex = jax.device_get(seq2seq_data.addition_examples(jax.random.key(4), 200, 3))
+    record = seq2seq_data.tokens_record(task_config("seq2seq"))
     for source, length, target in zip(ex["source"], ex["source_lengths"], ex["target"]):
         query = seq2seq.detokenize(record, source)
         a, b = map(int, query.split("+"))
         assert 0 <= a <= b < 1000 and min(a, b) < 100 and length == len(query)
         assert source[len(query)] == seq2seq.EOS
         assert seq2seq.detokenize(record, target) == f"={a + b}"
-    vec = jax.device_get(seq2seq.number_examples(jax.random.key(5), 100, 3))
-    record = seq2seq._tokens_record(task_config("vec2seq"))
+    vec = jax.device_get(seq2seq_data.number_examples(jax.random.key(5), 100, 3))
+    record = seq2seq_data.tokens_record(task_config("vec2seq"))
     for vector, target in zip(vec["source"], vec["target"]):
         number = sum(int(v > 0) << i for i, v in enumerate(vector))
         assert seq2seq.detokenize(record, target) == str(number) and target[0] == seq2seq.BOS
@@ -174,9 +174,16 @@ def test_an_lstm_learns_addition_strings(tmp_path):
 # --------------------------------------------------------------- many-to-one TBPTT
 
 
+def adding_model(config, full_length=False):
+    """The adding task's model, also for sequences of other lengths (`full_length=False`)."""
+    return models.pooled(config.model, pooling=config.task.pooling,
+                         bptt_len=config.train.bptt_len, output_size=1, input_size=2,
+                         full_length=full_length)
+
+
 def tbptt_setup(bptt_len, T=12):
     config = task_config("adding", **{"train.bptt_len": bptt_len, "data.length": T})
-    net = encoder.many_to_one(config, output_size=1, input_size=2)
+    net = adding_model(config)
     params = net.init(jax.random.key(0))
     xs = jax.random.normal(jax.random.key(1), (3, T, 2))
     lengths = jnp.array([T, 7, 3])
@@ -214,8 +221,8 @@ def test_full_length_tbptt_equals_the_general_path_and_keeps_memory_to_the_windo
     T, window = 64, 8
     config = task_config("adding", **{"train.bptt_len": window, "data.length": T,
                                       "task.pooling": pooling})
-    fast = encoder.many_to_one(config, output_size=1, input_size=2, full_length=True)
-    general = encoder.many_to_one(config, output_size=1, input_size=2)
+    fast = adding_model(config, full_length=True)
+    general = adding_model(config)
     params = fast.init(jax.random.key(0))
     xs = jax.random.normal(jax.random.key(1), (3, T, 2))
     lengths = jnp.full((3,), T)
@@ -232,19 +239,18 @@ def test_full_length_tbptt_equals_the_general_path_and_keeps_memory_to_the_windo
         compiled = jax.jit(jax.grad(loss(net))).lower(params, xs).compile()
         return compiled.memory_analysis().temp_size_in_bytes
 
-    full = encoder.many_to_one(task_config("adding", **{"train.bptt_len": 0, "data.length": T}),
-                               output_size=1, input_size=2)
+    full = adding_model(task_config("adding", **{"train.bptt_len": 0, "data.length": T}))
     assert temp_bytes(fast) < 0.5 * temp_bytes(full) < temp_bytes(general)
 
 
 def test_pooling_reads_only_valid_steps():
     ys = jnp.arange(2 * 4 * 2, dtype=jnp.float32).reshape(2, 4, 2)
     lengths = jnp.array([4, 2])
-    np.testing.assert_array_equal(encoder.pool(ys, lengths, "last", False), [ys[0, 3], ys[1, 1]])
-    np.testing.assert_array_equal(encoder.pool(ys, lengths, "mean", False),
+    np.testing.assert_array_equal(models.pool(ys, lengths, "last", False), [ys[0, 3], ys[1, 1]])
+    np.testing.assert_array_equal(models.pool(ys, lengths, "mean", False),
                                   [ys[0].mean(0), ys[1, :2].mean(0)])
-    np.testing.assert_array_equal(encoder.pool(ys, lengths, "max", False), [ys[0, 3], ys[1, 1]])
-    both = encoder.pool(ys, lengths, "last", True)  # forward half at the end, backward at 0
+    np.testing.assert_array_equal(models.pool(ys, lengths, "max", False), [ys[0, 3], ys[1, 1]])
+    both = models.pool(ys, lengths, "last", True)  # forward half at the end, backward at 0
     np.testing.assert_array_equal(both, [[ys[0, 3, 0], ys[0, 0, 1]], [ys[1, 1, 0], ys[1, 0, 1]]])
 
 
@@ -260,7 +266,7 @@ def test_padding_gets_no_gradient_in_seq2seq():
     assert (b["target"] == seq2seq.PAD).any()  # answers of several lengths: padded
     grads = jax.grad(lambda p: task.loss(p, None, b, None)[0])(params)
     assert (grads["embed"][seq2seq.PAD] == 0).all()
-    assert (grads["embed"][seq2seq._addition_id("=")] != 0).any()  # the start: it counts
+    assert (grads["embed"][seq2seq_data.addition_id("=")] != 0).any()  # the start: it counts
 
 
 def write_csv(path, rows, header="text,label"):
@@ -301,7 +307,7 @@ def test_scheduled_sampling_is_teacher_forcing_or_sampling_at_its_ends():
 
     def logits(mode, teacher=None):
         config.model.jordan_feedback = mode
-        lm = model_lib.build_model(config.model, V)
+        lm = models.language_model(config.model, V)
         params = lm.init(jax.random.key(1))
         return lm.apply(params, None, tokens, key=key, teacher=teacher)[1]
 
@@ -446,7 +452,7 @@ def test_a_teacher_forced_jordan_model_with_mu_zero_sees_only_the_current_token(
     config = task_config("lm", **{"model.cell": "jordan", "model.num_layers": 1,
                                   "model.jordan_mu": mu})
     V, T = 7, 6
-    lm = model_lib.build_model(config.model, V)
+    lm = models.language_model(config.model, V)
     params = lm.init(jax.random.key(1))
     tokens = jax.random.randint(jax.random.key(0), (1, T), 0, V)
     logits = jax.jit(lambda toks: lm.apply(params, None, toks)[1])

@@ -12,7 +12,7 @@ import time
 import ml_collections
 from absl import logging
 
-from rnnlab import model as model_lib
+from rnnlab import models
 from rnnlab import config as config_lib
 from rnnlab import optim, tasks
 from rnnlab.train import state as state_lib
@@ -50,7 +50,7 @@ def with_defaults(resolved: dict) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(config.to_dict())
 
 
-def load_state(workdir, config: ml_collections.ConfigDict, model: model_lib.Model, *,
+def load_state(workdir, config: ml_collections.ConfigDict, model: models.Model, *,
                checkpoint: str = "best", attempts: int = 20) -> checkpoint_lib.Restored:
     """A run's newest checkpoint that verifies: "best" (falling back to the last one, with a
     warning, when the run has no usable best), "last", or the one of a step (a number). Reads

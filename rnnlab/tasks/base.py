@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnlab import data as data_lib
-from rnnlab import model as model_lib
+from rnnlab import models
 
 
 class Task(NamedTuple):
@@ -31,7 +31,8 @@ class Task(NamedTuple):
 
     Attributes:
       model: `init(key)`, `initial_carry(params, batch_shape)` (the carry handed from one train
-        step to the next: the LM's streams; `None` where every batch starts afresh), `apply`.
+        step to the next: the LM's streams; `None` where every batch starts afresh), `apply`
+        (`rnnlab.models`: one signature for every task).
       data: a dict of host arrays the batches are cut from (train material, the fixed
         valid/test examples). The loop puts it on the devices once and passes it to `batch`
         and `evaluate` as a jit argument.
@@ -60,7 +61,7 @@ class Task(NamedTuple):
         `eval_windows` (a language model's whole split, read from other streams).
     """
 
-    model: model_lib.Model
+    model: models.Model
     data: dict[str, Any]
     row_sharded: tuple[str, ...]
     batch: Callable[..., Any]
@@ -176,15 +177,3 @@ def scan_batches(fn, examples: dict[str, jax.Array], batch_size: int, windows):
         so_far = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), first)
     sums, _ = jax.lax.scan(body, so_far, (indices, valid))
     return sums
-
-
-# ----------------------------------------------------------------------------- readouts
-
-
-def dense_init(key, n_in: int, n_out: int) -> dict[str, jax.Array]:
-    return {"w": jax.nn.initializers.lecun_normal()(key, (n_in, n_out)),
-            "b": jnp.zeros((n_out,))}
-
-
-def dense(params, x):
-    return x @ params["w"] + params["b"]

@@ -22,7 +22,7 @@ the labels of the training split, cross-entropy, `accuracy`, and a confusion mat
 written at the end (`confusion_valid.csv`, `confusion_test.csv`, written by the csv module:
 rows the true label, columns the predicted one). `task.name="regress"` (needs data.path):
 numeric labels, MSE (`mse`, and `baseline_mse`: the training mean as the prediction, scored on
-the same examples of the same split). The model is `rnnlab.tasks.encoder.many_to_one`
+the same examples of the same split). The model is `rnnlab.models.pooled`
 (pooling, bidirectional layers, truncated BPTT over long texts).
 """
 
@@ -44,6 +44,7 @@ from absl import logging
 
 from rnnlab import config as config_lib
 from rnnlab import data as data_lib
+from rnnlab import models
 from rnnlab.tasks import base, encoder
 
 FORMATS = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".jsonl": None, ".json": None}
@@ -77,9 +78,11 @@ def metric_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
     return ("loss", "accuracy") if config.task.name == "classify" else ("loss",)
 
 
-def model(config: ml_collections.ConfigDict, record: dict):
-    outputs = len(record["labels"]) if config.task.name == "classify" else 1
-    return encoder.many_to_one(config, output_size=outputs, vocab_size=len(record["chars"]))
+def model(config: ml_collections.ConfigDict, record: dict) -> models.Model:
+    """The model of a run from its vocab.json record: characters -> one label (or number)."""
+    return models.pooled(config.model, pooling=config.task.pooling,
+                         bptt_len=config.train.bptt_len, vocab_size=len(record["chars"]),
+                         output_size=len(record["labels"]) if config.task.name == "classify" else 1)
 
 
 # ------------------------------------------------------------------------------ reading
@@ -286,18 +289,77 @@ def _encode(config, splits, vocab, labels):
     return arrays, T
 
 
+def _scores_fn(net: models.Model, regress: bool):
+    """`(params, batch, key) -> (per-example scores, predicted classes or None)`."""
+
+    def scores(params, b, key):
+        _, out = net.apply(params, None, b["inputs"], lengths=b["lengths"], key=key)
+        if regress:
+            return {"loss": (out[:, 0] - b["target"]) ** 2}, None
+        ce = optax.softmax_cross_entropy_with_integer_labels(out, b["target"])
+        predicted = jnp.argmax(out, -1)
+        return {"loss": ce, "accuracy": (predicted == b["target"]).astype(jnp.float32)}, predicted
+
+    return scores
+
+
+def _evaluate_fn(scores, labels: list, mean: float | None, batch_size: int):
+    """`Task.evaluate`: score sums, and a confusion matrix (classify) or the MSE of the
+    training mean as the prediction (regress: `mean`), on exactly these examples."""
+
+    def evaluate(params, d, split, windows):
+        def sums(b):
+            values, predicted = scores(params, b, None)
+            out = {**{k: jnp.sum(v * b["weight"]) for k, v in values.items()},
+                   "count": jnp.sum(b["weight"])}
+            if mean is not None:
+                out["baseline_mse"] = jnp.sum((mean - b["target"]) ** 2 * b["weight"])
+            else:
+                C = len(labels)
+                out["confusion"] = jnp.zeros((C, C), jnp.float32).at[
+                    b["target"], predicted].add(b["weight"])
+            return out
+
+        return base.scan_batches(sums, d[split], batch_size, windows)
+
+    return evaluate
+
+
+def _derive_mse(scalars: dict[str, float]) -> dict[str, float]:
+    return {**scalars, "mse": scalars["loss"]}
+
+
+def _confusion_files(labels: list):
+    """`Task.files`: each split's confusion matrix as CSV (rows: the true label)."""
+
+    def files(split, sums):
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")  # quotes a label's commas and quotes
+        writer.writerow(["true\\predicted", *labels])
+        writer.writerows([name, *(int(round(float(v))) for v in row)]
+                         for name, row in zip(labels, np.asarray(sums["confusion"])))
+        return {f"confusion_{split}.csv": out.getvalue()}
+
+    return files
+
+
+def _describe(config, vocab: data_lib.Vocab, labels: list, T: int, arrays: dict) -> str:
+    return (f"{config.task.name}: {config.data.path or 'the offline prose-or-code set'}; "
+            f"{len(vocab.chars)} symbols, " + (f"{len(labels)} labels {labels}, " if labels
+                                               else "") + f"texts of up to {T} characters; "
+            + " / ".join(f"{s} {len(a['target'])}" for s, a in arrays.items()))
+
+
 def build(config: ml_collections.ConfigDict) -> base.Task:
     t, regress = config.train, config.task.name == "regress"
     splits = _splits(config)
-    train_chars = sorted({c for text, _, _ in splits["train"] for c in text})
-    chars = tuple(train_chars) if data_lib.UNK in train_chars else (*train_chars, data_lib.UNK)
-    vocab = data_lib.Vocab(chars, chars.index(data_lib.UNK))
+    vocab = data_lib.vocab_of(c for text, _, _ in splits["train"] for c in text)
     labels = [] if regress else sorted({label for _, label, _ in splits["train"]})
     if not regress and len(labels) < 2:
         raise data_lib.DataError(f"the training split has {len(labels)} label(s) {labels}: "
                                  "classification needs two or more")
     arrays, T = _encode(config, splits, vocab, labels)
-    record = {"chars": list(chars), "unk": vocab.unk, "labels": labels, "length": T}
+    record = {"chars": list(vocab.chars), "unk": vocab.unk, "labels": labels, "length": T}
     net = model(config, record)
     if len(arrays["train"]["target"]) < t.batch_size:
         raise ValueError(f"the training split has {len(arrays['train']['target'])} examples, "
@@ -307,18 +369,8 @@ def build(config: ml_collections.ConfigDict) -> base.Task:
     for split in ("valid", "test"):
         data[split], _ = base.pad_rows(arrays[split], eval_batch)
         eval_windows[split] = len(data[split]["weight"]) // eval_batch
-    mean = float(np.mean(arrays["train"]["target"], dtype=np.float64)) if regress else 0.0
-
-    def outputs(params, b, key):
-        return net.apply(params, None, b["inputs"], lengths=b["lengths"], key=key)[1]
-
-    def scores(params, b, key):
-        out = outputs(params, b, key)
-        if regress:
-            return {"loss": (out[:, 0] - b["target"]) ** 2}, None
-        ce = optax.softmax_cross_entropy_with_integer_labels(out, b["target"])
-        predicted = jnp.argmax(out, -1)
-        return {"loss": ce, "accuracy": (predicted == b["target"]).astype(jnp.float32)}, predicted
+    mean = float(np.mean(arrays["train"]["target"], dtype=np.float64)) if regress else None
+    scores = _scores_fn(net, regress)
 
     def batch(d, index, key):
         return base.shuffled_batch(d["train"], index, key, t.batch_size)
@@ -327,46 +379,13 @@ def build(config: ml_collections.ConfigDict) -> base.Task:
         means = {k: v.mean() for k, v in scores(params, b, key)[0].items()}
         return means["loss"], (carry, means)
 
-    def evaluate(params, d, split, windows):
-        def sums(b):
-            values, predicted = scores(params, b, None)
-            out = {**{k: jnp.sum(v * b["weight"]) for k, v in values.items()},
-                   "count": jnp.sum(b["weight"])}
-            if regress:  # the training mean as the prediction, on exactly these examples
-                out["baseline_mse"] = jnp.sum((mean - b["target"]) ** 2 * b["weight"])
-            else:
-                C = len(labels)
-                out["confusion"] = jnp.zeros((C, C), jnp.float32).at[
-                    b["target"], predicted].add(b["weight"])
-            return out
-
-        return base.scan_batches(sums, d[split], eval_batch, windows)
-
-    def derive(scalars):
-        if regress:
-            return {**scalars, "mse": scalars["loss"]}
-        return scalars
-
-    def files(split, sums):
-        if regress:
-            return {}
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")  # quotes a label's commas and quotes
-        writer.writerow(["true\\predicted", *labels])
-        writer.writerows([name, *(int(round(float(v))) for v in row)]
-                         for name, row in zip(labels, np.asarray(sums["confusion"])))
-        return {f"confusion_{split}.csv": out.getvalue()}
-
-    described = {s: len(a["target"]) for s, a in arrays.items()}
     return base.Task(
-        model=net, data=data, row_sharded=(), batch=batch, loss=loss, evaluate=evaluate,
-        eval_windows=eval_windows, derive=derive, metrics=metric_names(config),
+        model=net, data=data, row_sharded=(), batch=batch, loss=loss,
+        evaluate=_evaluate_fn(scores, labels, mean, eval_batch), eval_windows=eval_windows,
+        derive=_derive_mse if regress else base.no_derived, metrics=metric_names(config),
         best=("mse", "min") if regress else ("accuracy", "max"), record=record,
         fingerprint=base.fingerprint({f"{s}/{k}": v for s in arrays for k, v in
                                       arrays[s].items()}, record),
-        describe=(f"{config.task.name}: {config.data.path or 'the offline prose-or-code set'}; "
-                  f"{len(chars)} symbols, " + (f"{len(labels)} labels {labels}, " if labels
-                                              else "") + f"texts of up to {T} characters; "
-                  + " / ".join(f"{s} {n}" for s, n in described.items())),
+        describe=_describe(config, vocab, labels, T, arrays),
         throughput=("examples_per_sec", t.batch_size),
-        files=files)
+        files=None if regress else _confusion_files(labels))

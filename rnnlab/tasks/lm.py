@@ -21,7 +21,7 @@ import optax
 from absl import logging
 
 from rnnlab import config as config_lib
-from rnnlab import data, decode, metrics as metrics_lib
+from rnnlab import data, decode, metrics as metrics_lib, models
 from rnnlab import model as model_lib
 from rnnlab.tasks import base
 
@@ -50,9 +50,9 @@ def metric_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
     return ("loss", "accuracy")
 
 
-def model(config: ml_collections.ConfigDict, record: dict) -> model_lib.Model:
+def model(config: ml_collections.ConfigDict, record: dict) -> models.Model:
     """The LM of a run from its vocab.json record."""
-    return model_lib.build_model(config.model, len(record["chars"]))
+    return models.language_model(config.model, len(record["chars"]))
 
 
 def vocab(record: dict) -> data.Vocab:
@@ -94,7 +94,7 @@ def _prime_at(ids: np.ndarray, key: jax.Array) -> np.ndarray:
     return ids[start:start + PRIME_CHARS]
 
 
-def generate(lm: model_lib.Model, params, prime: np.ndarray, length: int, *,
+def generate(lm: models.Model, params, prime: np.ndarray, length: int, *,
              temperature, key: jax.Array) -> jax.Array:
     """Feeds `prime` (token ids, at least one), then samples `length` tokens (`decode.sample`:
     softmax(logits / temperature), fed back; temperature 0 takes the argmax)."""
@@ -116,29 +116,47 @@ def _generate(lm, params, prime, length, temperature, key):
     return tokens[0]
 
 
+def _layout(corpus: data.Corpus, t: ml_collections.ConfigDict):
+    """Each split as streams (`data.make_streams`), and the windows of a pass over them; for
+    the final evaluation, which scores every character, valid and test also as
+    `data.whole_streams` from `train.final_eval_streams` starts."""
+    eval_batch = t.eval_batch_size or t.batch_size
+    streams, windows = {}, {}
+    for split in data.SPLITS:
+        streams[split], windows[split] = _streams(
+            corpus.splits[split], t.batch_size if split == "train" else eval_batch, t.bptt_len,
+            split)
+        if split != "train":
+            streams[f"{split}_inputs"], streams[f"{split}_targets"] = data.whole_streams(
+                corpus.splits[split], t.final_eval_streams, t.bptt_len)
+    return streams, windows
+
+
+def _sampler(lm: models.Model, vocab: data.Vocab, t: ml_collections.ConfigDict,
+             valid_ids: np.ndarray, prime: np.ndarray):
+    """`Task.sample`: `train.sample_length` characters from `train.sample_prime`, or else from
+    a place in the validation split that the key picks."""
+
+    def sample(params, key):
+        start = prime if t.sample_prime else _prime_at(valid_ids, key)
+        tokens = generate(lm, params, start, t.sample_length,
+                          temperature=t.sample_temperature, key=key)
+        return data.to_text(vocab, start) + data.to_text(vocab, np.asarray(tokens))
+
+    return sample if t.sample_length else None
+
+
 def build(config: ml_collections.ConfigDict) -> base.Task:
     """Loads and splits the corpus and builds the LM task."""
-    t = config.train
+    t, m = config.train, config.model
     corpus = data.load_corpus(config.data)
-    V = len(corpus.vocab.chars)
-    lm = model_lib.build_model(config.model, V)
-    eval_batch = t.eval_batch_size or t.batch_size
-    train_streams, train_windows = _streams(corpus.splits["train"], t.batch_size, t.bptt_len,
-                                            "train")
-    streams = {"train": train_streams}
-    windows = {}
-    for split in ("valid", "test"):
-        streams[split], windows[split] = _streams(corpus.splits[split], eval_batch, t.bptt_len,
-                                                  split)
-        # The final evaluation scores every character, from `train.final_eval_streams` starts.
-        streams[f"{split}_inputs"], streams[f"{split}_targets"] = data.whole_streams(
-            corpus.splits[split], t.final_eval_streams, t.bptt_len)
+    lm = models.language_model(m, len(corpus.vocab.chars))
+    streams, windows = _layout(corpus, t)
+    train_windows = windows.pop("train")
     valid_ids = np.asarray(corpus.splits["valid"])
-    default_prime = data.decode(corpus.vocab, valid_ids[:PRIME_CHARS])
+    default_prime = data.to_text(corpus.vocab, valid_ids[:PRIME_CHARS])
     prime = encode_prime(corpus.vocab, t.sample_prime or default_prime)
     T = t.bptt_len
-
-    m = config.model
     scheduled = m.cell == "jordan" and m.jordan_feedback == "scheduled"
 
     def batch(d, index, key):
@@ -163,12 +181,6 @@ def build(config: ml_collections.ConfigDict) -> base.Task:
                                   t.carry_state, count)
         return evaluate_streams(lm, params, d[split], T, t.carry_state, windows[split], count)
 
-    def sample(params, key):
-        start = prime if t.sample_prime else _prime_at(valid_ids, key)
-        tokens = generate(lm, params, start, t.sample_length,
-                          temperature=t.sample_temperature, key=key)
-        return data.decode(corpus.vocab, start) + data.decode(corpus.vocab, np.asarray(tokens))
-
     for split, n in corpus.unknown.items():
         if n:
             logging.warning("%s split: %d characters not in the vocabulary -> unknown", split, n)
@@ -181,7 +193,7 @@ def build(config: ml_collections.ConfigDict) -> base.Task:
         record=record, fingerprint=base.fingerprint(corpus.splits, record_digest(corpus)),
         describe=f"data: {corpus.description}; {train_windows} train windows/pass",
         throughput=("chars_per_sec", t.batch_size * T),
-        sample=sample if t.sample_length else None,
+        sample=_sampler(lm, corpus.vocab, t, valid_ids, prime),
         whole_windows={s: streams[f"{s}_inputs"].shape[1] // T for s in ("valid", "test")})
 
 

@@ -4,7 +4,7 @@ with teacher forcing and scored by free-running decoding (`rnnlab.decode`).
 `task.name="seq2seq"`: an encoder (the layers of `config.model`, bidirectional allowed) reads
 the source; its final carry starts the decoder (the layers of `config.model` with the
 `config.decoder` keys that are set), through a learned projection where the two carries differ
-in shape. Data (`data.name`):
+in shape (the model: `rnnlab.models.seq2seq`). Data (`data.name`; `rnnlab.tasks.seq2seq_data`):
   - "addition" (default): integer addition as character strings, the task of Flax's
     `examples/seq2seq`: a ~ U{0..99}, b ~ U{0..10^D - 1} (D = `data.max_digits`), sorted; the
     source is "a+b" and the target "=" + str(a + b), both ending with EOS. Train batches are
@@ -29,28 +29,23 @@ position by position) and `exact_match` (whole answers right; with a beam, also
 from __future__ import annotations
 
 import math
-import pathlib
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import logging
 
 from rnnlab import config as config_lib
 from rnnlab import data as data_lib
+from rnnlab import decode, models
 from rnnlab import model as model_lib
-from rnnlab.tasks import base, decoder
+from rnnlab.tasks import base, seq2seq_data
+from rnnlab.tasks import decoder  # (its old name of `models`: `check` reads decoder_section)
 
-PAD, EOS, BOS = decoder.PAD, decoder.EOS, decoder.BOS
-ADDITION_SYMBOLS = " +0123456789="  # ids 2.. (Flax's vocabulary: sorted, after PAD and EOS)
-DIGITS = "0123456789"
+PAD, EOS, BOS = seq2seq_data.PAD, seq2seq_data.EOS, seq2seq_data.BOS
+read_pairs = seq2seq_data.read_pairs  # (its old home)
 SOURCES = ("addition", "pairs")
-
-
-def _addition_id(symbol: str) -> int:
-    return 2 + sorted(ADDITION_SYMBOLS).index(symbol)
 
 
 def check(config: ml_collections.ConfigDict) -> None:
@@ -84,96 +79,12 @@ def metric_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
     return ("loss", "teacher_forced_accuracy")
 
 
-# --------------------------------------------------------------------------------- data
-
-
-def _digits_of(n, count):
-    """The decimal digits of n [N] (most significant first) and how many there are."""
-    digits = (n[:, None] // 10 ** jnp.arange(count - 1, -1, -1)) % 10  # right-aligned
-    return digits, 1 + jnp.sum(n[:, None] >= 10 ** jnp.arange(1, count), axis=1)
-
-
-def _place(parts, width):
-    """Concatenates per-row variable-length parts: [(tokens [N, w], lengths [N])] -> [N, width]
-    (PAD after the last part)."""
-    N = parts[0][0].shape[0]
-    out = jnp.full((N, width), PAD, jnp.int32)
-    offset = jnp.zeros((N,), jnp.int32)
-    positions = jnp.arange(width)
-    for tokens, lengths in parts:
-        w = tokens.shape[1]
-        for i in range(w):  # part token i goes to offset + i, when i < its length
-            out = jnp.where((positions[None] == (offset + i)[:, None]) & (i < lengths)[:, None],
-                            tokens[:, i:i + 1], out)
-        offset = offset + lengths
-    return out
-
-
-def addition_examples(key, n: int, max_digits: int) -> dict[str, jax.Array]:
-    """n problems "a+b" -> "=" + str(a + b) (Flax's examples/seq2seq input pipeline)."""
-    ka, kb = jax.random.split(key)
-    a, b = jax.random.randint(ka, (n,), 0, 100), jax.random.randint(kb, (n,), 0, 10 ** max_digits)
-    a, b = jnp.minimum(a, b), jnp.maximum(a, b)
-    width = max(max_digits, 2)
-    digit = lambda d: d + _addition_id("0")  # noqa: E731
-    (da, la), (db, lb) = _digits_of(a, width), _digits_of(b, width)
-    one = jnp.ones((n,), jnp.int32)
-    eos = (jnp.full((n, 1), EOS), one)
-    source = _place([(digit(_left(da, la, width)), la),
-                     (jnp.full((n, 1), _addition_id("+")), one),
-                     (digit(_left(db, lb, width)), lb), eos], 2 * width + 2)
-    total, lt = _digits_of(a + b, width + 1)
-    target = _place([(jnp.full((n, 1), _addition_id("=")), one),
-                     (digit(_left(total, lt, width + 1)), lt), eos], width + 3)
-    return {"source": source, "source_lengths": la + lb + 1,  # the encoder stops before EOS
-            "target": target}
-
-
-def _left(digits, lengths, width):
-    """Right-aligned digits [N, width] moved to the left (the number's own digits first)."""
-    index = (width - lengths[:, None] + jnp.arange(width)[None]).clip(0, width - 1)
-    return jnp.take_along_axis(digits, index, 1)
-
-
-def number_examples(key, n: int, max_digits: int) -> dict[str, jax.Array]:
-    """vec2seq: n numbers < 10^D as +-1 binary vectors -> BOS, their decimal digits, EOS."""
-    number = jax.random.randint(key, (n,), 0, 10 ** max_digits)
-    bits = math.ceil(max_digits * math.log2(10))
-    vector = ((number[:, None] >> jnp.arange(bits)) & 1) * 2.0 - 1.0
-    digits, lengths = _digits_of(number, max_digits)
-    one = jnp.ones((n,), jnp.int32)
-    target = _place([(jnp.full((n, 1), BOS), one), (_left(digits, lengths, max_digits) + 3,
-                                                    lengths), (jnp.full((n, 1), EOS), one)],
-                    max_digits + 2)
-    return {"source": vector, "source_lengths": jnp.full((n,), bits), "target": target}
-
-
-def read_pairs(path: str) -> list[tuple[str, str, int]]:
-    """(source, target, line number) of a tab-separated parallel text file."""
-    try:
-        text = pathlib.Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise data_lib.DataError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from e
-    pairs = []
-    # Lines end at "\n" alone: other line breaks (U+2028, "\x85", "\x0c", ...) are text.
-    for number, line in enumerate(text.split("\n"), 1):
-        line = line.removesuffix("\r")
-        if not line.strip():
-            continue
-        if "\t" not in line:
-            raise data_lib.DataError(f"{path}, line {number}: no tab between source and target "
-                                     f"({line[:60]!r})")
-        source, target = line.split("\t", 1)
-        pairs.append((source, target, number))
-    return pairs
-
-
-def model(config: ml_collections.ConfigDict, record: dict) -> model_lib.Model:
-    return _network(config, record).as_model()
-
-
-def _network(config, record) -> decoder.Seq2Seq:
-    return decoder.Seq2Seq(config, len(record["tokens"]), record.get("vector_size"))
+def model(config: ml_collections.ConfigDict, record: dict) -> models.Model:
+    """The seq2seq (or vec2seq) model of a run from its vocab.json record."""
+    vector_size = record.get("vector_size")
+    return models.seq2seq(config.model, models.decoder_section(config),
+                          vocab_size=len(record["tokens"]), vector_size=vector_size,
+                          feed=bool(vector_size) and config.task.feed_vector)
 
 
 # ------------------------------------------------------------------------------- scoring
@@ -194,139 +105,132 @@ def _tokens(mask):
     return jnp.maximum(mask.sum(1), 1.0)  # (padding rows of an evaluation have none)
 
 
-# --------------------------------------------------------------------------------- build
+def _token_scores(net: models.Model, params, b, key):
+    """Per-example cross-entropy and accuracy of each next target token given the true ones
+    before it (teacher forcing)."""
+    target = b["target"]
+    labels, mask = target[:, 1:], _label_mask(target)
+    # Steps past the target's end carry no loss (their outputs are zeros).
+    _, logits = net.apply(params, None, target[:, :-1], key=key,
+                          lengths=jnp.sum(labels != PAD, axis=1), source=b["source"],
+                          source_lengths=b["source_lengths"])
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels) * mask
+    hits = (jnp.argmax(logits, -1) == labels) * mask
+    return ce.sum(1) / _tokens(mask), hits.sum(1) / _tokens(mask)
 
 
-def _tokens_record(config) -> dict:
-    if config.task.name == "vec2seq":
-        bits = math.ceil(config.data.max_digits * math.log2(10))
-        return {"tokens": ["<pad>", "<eos>", "<bos>", *DIGITS], "vector_size": bits}
-    return {"tokens": ["<pad>", "<eos>", *sorted(ADDITION_SYMBOLS)]}
+def decode_batch(net: models.Model, params, batch, *, beam_size: int, length_penalty: float,
+                 max_len: int):
+    """Free-running decoding of a batch from its start tokens: tokens [B, max_len]."""
+    carry = net.start(params, batch["source"], batch["source_lengths"])
+    start = batch["target"][:, 0]
+    if beam_size == 1:
+        return decode.greedy(_step_fn(net, params, batch["source"]), carry, start,
+                             max_len=max_len, end_token=EOS)
+    # The beam's rows repeat each example's source (a vec2seq model may feed it at each step).
+    step_fn = _step_fn(net, params, jnp.repeat(batch["source"], beam_size, axis=0))
+    tokens, _ = decode.beam_search(step_fn, carry, start, beam_size=beam_size, max_len=max_len,
+                                   end_token=EOS, length_penalty=length_penalty)
+    return tokens[:, 0]
 
 
-def _pairs_data(config):
-    d = config.data
-    pairs = read_pairs(d.path)
-    splits = base.split_examples(pairs, d, "pairs")
-    chars = sorted({c for s, t, _ in splits["train"] for c in s + t} | {data_lib.UNK})
-    tokens = ["<pad>", "<eos>", "<bos>", *chars]
-    ids = {c: i for i, c in enumerate(tokens)}
-    unk = ids[data_lib.UNK]
-    cap = d.max_length or None
-    S = max(len(s[:cap]) for split in splits.values() for s, _, _ in split) + 1
-    T = max(len(t[:cap]) for split in splits.values() for _, t, _ in split) + 2
-    arrays = {}
-    for split, rows in splits.items():
-        if not rows:
-            raise ValueError(f"the {split} split of {d.path} is empty: use more lines or a "
-                             f"larger data.{split}_fraction")
-        source = np.zeros((len(rows), S), np.int32)
-        target = np.zeros((len(rows), T), np.int32)
-        lengths = np.zeros(len(rows), np.int32)
-        for r, (s, t, _) in enumerate(rows):
-            s, t = s[:cap], t[:cap]
-            source[r, :len(s) + 1] = [ids.get(c, unk) for c in s] + [EOS]
-            target[r, :len(t) + 2] = [BOS] + [ids.get(c, unk) for c in t] + [EOS]
-            lengths[r] = max(len(s), 1)
-        arrays[split] = {"source": source, "source_lengths": lengths, "target": target}
-        cut = sum(len(s) > len(s[:cap]) or len(t) > len(t[:cap]) for s, t, _ in rows)
-        if cut:  # (scored against the cut targets)
-            logging.warning("%s split: %d pairs cut to data.max_length=%d characters", split,
-                            cut, cap)
-    return arrays, {"tokens": tokens}
+def _step_fn(net: models.Model, params, source) -> decode.StepFn:
+    def step(carry, tokens):
+        carry, logits = net.apply(params, carry, tokens[:, None], source=source)
+        return carry, logits[:, 0]
+
+    return step
 
 
-def build(config: ml_collections.ConfigDict) -> base.Task:
-    t, e = config.train, config.eval
-    eval_batch = t.eval_batch_size or t.batch_size
-    synthetic = config.task.name == "vec2seq" or config.data.name == "addition"
-    if synthetic:
-        generate = number_examples if config.task.name == "vec2seq" else addition_examples
-        record = _tokens_record(config)
-        examples = {split: jax.device_get(generate(jax.random.fold_in(jax.random.key(
-            20161121), i), config.data.eval_examples, config.data.max_digits))
-            for i, split in enumerate(("valid", "test"))}
-        train_data = {}
-    else:
-        examples, record = _pairs_data(config)
-        train_data = {"train": examples.pop("train")}
-        if len(train_data["train"]["target"]) < t.batch_size:
-            raise ValueError(f"{config.data.path}: the training split has "
-                             f"{len(train_data['train']['target'])} pairs, fewer than "
-                             f"train.batch_size={t.batch_size}")
-    max_len = next(iter(examples.values()))["target"].shape[1] - 1
-    record = {**record, "max_len": max_len,
-              "start": int(next(iter(examples.values()))["target"][0, 0])}
-    net = _network(config, record)
-    data, eval_windows = dict(train_data), {}
-    for split, arrays in examples.items():
-        data[split], _ = base.pad_rows(arrays, eval_batch)
-        eval_windows[split] = len(data[split]["weight"]) // eval_batch
-
-    def batch(d, index, key):
-        if synthetic:  # drawn afresh: a pure function of the trial's key and the index
-            return generate(jax.random.fold_in(key, index), t.batch_size, config.data.max_digits)
-        return base.shuffled_batch(d["train"], index, key, t.batch_size)
-
-    def token_scores(params, b, key):
-        logits = net.teacher_forced(params, b, key)
-        labels, mask = b["target"][:, 1:], _label_mask(b["target"])
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels) * mask
-        hits = (jnp.argmax(logits, -1) == labels) * mask
-        return ce.sum(1) / _tokens(mask), hits.sum(1) / _tokens(mask)
-
-    def loss(params, carry, b, key):
-        ce, accuracy = token_scores(params, b, key)
-        return ce.mean(), (carry, {"loss": ce.mean(), "teacher_forced_accuracy": accuracy.mean()})
+def _evaluate_fn(net: models.Model, e: ml_collections.ConfigDict, max_len: int, batch_size: int):
+    """`Task.evaluate`: teacher-forced scores, and greedy (and beam) decoding."""
 
     def evaluate(params, d, split, windows):
         def sums(b):
             w = b["weight"]
-            ce, accuracy = token_scores(params, b, None)
-            greedy = decoder.decode_batch(net, params, b, beam_size=1, length_penalty=0.0,
+            ce, accuracy = _token_scores(net, params, b, None)
+            greedy = decode_batch(net, params, b, beam_size=1, length_penalty=0.0,
                                   max_len=max_len)
             tokens, exact = _decoded_scores(greedy, b["target"])
             out = {"loss": jnp.sum(ce * w), "teacher_forced_accuracy": jnp.sum(accuracy * w),
                    "token_accuracy": jnp.sum(tokens * w), "exact_match": jnp.sum(exact * w),
                    "count": jnp.sum(w)}
             if e.beam_size > 1:
-                beam = decoder.decode_batch(net, params, b, beam_size=e.beam_size,
+                beam = decode_batch(net, params, b, beam_size=e.beam_size,
                                     length_penalty=e.length_penalty, max_len=max_len)
                 tokens, beam_exact = _decoded_scores(beam, b["target"])
                 out.update(greedy_exact_match=out["exact_match"], exact_match=jnp.sum(
                     beam_exact * w), token_accuracy=jnp.sum(tokens * w))
             return out
 
-        return base.scan_batches(sums, d[split], eval_batch, windows)
+        return base.scan_batches(sums, d[split], batch_size, windows)
 
-    greedy = jax.jit(lambda params, b: decoder.decode_batch(net, params, b, beam_size=1,
-                                                    length_penalty=0.0, max_len=max_len))
+    return evaluate
+
+
+def _sampler(config, record, net: models.Model, valid: dict):
+    """`Task.sample`: the greedy decoding of the first 4 validation examples."""
+    greedy = jax.jit(lambda params, b: decode_batch(net, params, b, beam_size=1,
+                                                    length_penalty=0.0, max_len=record["max_len"]))
 
     def sample(params, key):
         del key
-        shown = {k: v[:4] for k, v in data["valid"].items()}
+        shown = {k: v[:4] for k, v in valid.items()}
         decoded = np.asarray(greedy(params, shown))
-        lines = []
-        for source, target, out in zip(shown["source"], shown["target"], decoded):
-            lines.append(f"{describe_source(config, record, source)} -> "
-                         f"{detokenize(record, out)} (want {detokenize(record, target[1:])})")
-        return "\n".join(lines)
+        return "\n".join(f"{describe_source(config, record, source)} -> "
+                         f"{detokenize(record, out)} (want {detokenize(record, target[1:])})"
+                         for source, target, out in zip(shown["source"], shown["target"], decoded))
 
+    return sample
+
+
+# --------------------------------------------------------------------------------- build
+
+
+def _describe(config, record, train_data) -> str:
     what = ("numbers as binary vectors -> decimal digits" if config.task.name == "vec2seq"
-            else "addition strings" if synthetic else f"pairs from {config.data.path}")
+            else f"pairs from {config.data.path}" if train_data else "addition strings")
+    return (f"{config.task.name}: {what}; {len(record['tokens'])} tokens; "
+            + (f"{len(train_data['train']['target'])} train pairs; " if train_data else
+               "fresh train batches; ")
+            + f"{'' if train_data else config.data.eval_examples} fixed valid and test examples")
+
+
+def build(config: ml_collections.ConfigDict) -> base.Task:
+    t = config.train
+    eval_batch = t.eval_batch_size or t.batch_size
+    generated = seq2seq_data.generated(config)
+    examples, record = (seq2seq_data.generated_examples(config) if generated
+                        else seq2seq_data.pairs_examples(config))
+    train_data = {} if generated else {"train": examples.pop("train")}
+    first = next(iter(examples.values()))["target"]
+    record = {**record, "max_len": first.shape[1] - 1, "start": int(first[0, 0])}
+    net = model(config, record)
+    data, eval_windows = dict(train_data), {}
+    for split, arrays in examples.items():
+        data[split], _ = base.pad_rows(arrays, eval_batch)
+        eval_windows[split] = len(data[split]["weight"]) // eval_batch
+
+    def batch(d, index, key):
+        if generated:  # drawn afresh: a pure function of the trial's key and the index
+            return seq2seq_data.generator(config)(jax.random.fold_in(key, index), t.batch_size,
+                                      config.data.max_digits)
+        return base.shuffled_batch(d["train"], index, key, t.batch_size)
+
+    def loss(params, carry, b, key):
+        ce, accuracy = _token_scores(net, params, b, key)
+        return ce.mean(), (carry, {"loss": ce.mean(), "teacher_forced_accuracy": accuracy.mean()})
+
     return base.Task(
-        model=net.as_model(), data=data, row_sharded=(), batch=batch, loss=loss,
-        evaluate=evaluate, eval_windows=eval_windows, derive=base.no_derived,
-        metrics=metric_names(config), best=("exact_match", "max"), record=record,
+        model=net, data=data, row_sharded=(), batch=batch, loss=loss,
+        evaluate=_evaluate_fn(net, config.eval, record["max_len"], eval_batch),
+        eval_windows=eval_windows, derive=base.no_derived, metrics=metric_names(config),
+        best=("exact_match", "max"), record=record,
         fingerprint=base.fingerprint({f"{s}/{k}": np.asarray(v) for s in examples
                                       for k, v in examples[s].items()}, record),
-        describe=(f"{config.task.name}: {what}; {len(record['tokens'])} tokens; "
-                  + ("fresh train batches; " if synthetic else
-                     f"{len(train_data['train']['target'])} train pairs; ")
-                  + f"{config.data.eval_examples if synthetic else ''} fixed valid and test "
-                  "examples"),
+        describe=_describe(config, record, train_data),
         throughput=("examples_per_sec", t.batch_size),
-        sample=sample)
+        sample=_sampler(config, record, net, data["valid"]))
 
 
 def detokenize(record: dict, tokens) -> str:
@@ -350,8 +254,8 @@ def describe_source(config, record, source) -> str:
 def translate(config: ml_collections.ConfigDict, record: dict, params, text: str, *,
               beam_size: int = 1, length_penalty: float = 0.0) -> str:
     """The decoded output for one input: a source text (seq2seq) or a number (vec2seq)."""
-    net = _network(config, record)
-    if net.vector_size:
+    vector_size = record.get("vector_size")
+    if vector_size:
         try:
             number = int(text)
         except ValueError:
@@ -360,14 +264,15 @@ def translate(config: ml_collections.ConfigDict, record: dict, params, text: str
         if not 0 <= number < trained:
             raise ValueError(f"the run was trained on numbers in [0, {trained}) (data.max_digits="
                              f"{config.data.max_digits}); got {number}")
-        source = (((number >> np.arange(net.vector_size)) & 1) * 2.0 - 1.0)[None]
-        lengths = np.asarray([net.vector_size])
+        source = (((number >> np.arange(vector_size)) & 1) * 2.0 - 1.0)[None]
+        lengths = np.asarray([vector_size])
     else:
         source = encode_source(record, text)[None]
         lengths = np.asarray([max(source.shape[1] - 1, 1)])
     batch = {"source": source, "source_lengths": lengths,
              "target": np.full((1, 1), record["start"], np.int32)}
-    tokens = jax.jit(lambda p, b: decoder.decode_batch(net, p, b, beam_size=beam_size,
+    net = model(config, record)
+    tokens = jax.jit(lambda p, b: decode_batch(net, p, b, beam_size=beam_size,
                                                length_penalty=length_penalty,
                                                max_len=record["max_len"]))(params, batch)
     return detokenize(record, tokens[0])

@@ -32,6 +32,7 @@ import optax
 
 from rnnlab import config as config_lib
 from rnnlab import model as model_lib
+from rnnlab import models
 from rnnlab.tasks import base, encoder
 
 TARGETS = ("final", "running")
@@ -111,15 +112,16 @@ def metric_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
         ("loss", "accuracy")
 
 
-def model(config: ml_collections.ConfigDict, record: dict | None = None) -> model_lib.Model:
+def model(config: ml_collections.ConfigDict, record: dict | None = None) -> models.Model:
+    """The task's model: per step (copy, running parity) or pooled (adding, final parity)."""
     del record
-    name = config.task.name
-    if name == "adding":
-        return encoder.many_to_one(config, output_size=1, input_size=2, full_length=True)
+    name, m = config.task.name, config.model
     if _per_step(config):
-        return encoder.per_step(config, output_size=COPY_CLASSES if name == "copy" else 2,
-                                vocab_size=COPY_SYMBOLS if name == "copy" else 2)
-    return encoder.many_to_one(config, output_size=2, vocab_size=2, full_length=True)
+        return models.per_step(m, output_size=COPY_CLASSES if name == "copy" else 2,
+                               vocab_size=COPY_SYMBOLS if name == "copy" else 2)
+    inputs = {"input_size": 2} if name == "adding" else {"vocab_size": 2}
+    return models.pooled(m, pooling=config.task.pooling, bptt_len=config.train.bptt_len,
+                         output_size=1 if name == "adding" else 2, full_length=True, **inputs)
 
 
 def _scores(config, net, params, b, key):

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from rnnlab import model as model_lib
+from rnnlab import models
 
 
 class TrainState(NamedTuple):
@@ -42,7 +42,7 @@ def zero_sums(metrics: Sequence[str]) -> dict[str, jax.Array]:
             "count": jnp.zeros((), jnp.int32)}
 
 
-def init_state(config: ml_collections.ConfigDict, model: model_lib.Model,
+def init_state(config: ml_collections.ConfigDict, model: models.Model,
                tx: optax.GradientTransformation, metrics: Sequence[str]) -> TrainState:
     """The state at step 0: params from `config.seed`, the initial carry for the train batch."""
     init_key, train_key = jax.random.split(jax.random.key(config.seed))
