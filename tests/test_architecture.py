@@ -69,14 +69,16 @@ def test_a_task_of_ones_own_is_named_by_its_module_and_checked(tmp_path, monkeyp
     from rnnlab import tasks
 
     monkeypatch.syspath_prepend(str(tmp_path))
-    (tmp_path / "half_task.py").write_text("def check(config):\n    pass\n")
-    with pytest.raises(ValueError, match=r"task.name 'half_task.nothing': cannot import"):
-        tasks.get("half_task.nothing")
+    (tmp_path / "broken_task.py").write_text("import not_a_module_anywhere\n")
+    with pytest.raises(ValueError, match=r"task.name 'broken_task': cannot import it: No module "
+                                         r"named 'not_a_module_anywhere'"):
+        tasks.get("broken_task")
     (tmp_path / "pkg_half").mkdir()
     (tmp_path / "pkg_half" / "__init__.py").write_text("")
     (tmp_path / "pkg_half" / "task.py").write_text("def check(config):\n    pass\n")
     with pytest.raises(ValueError, match="it lacks build, model, metric_names"):
         tasks.get("pkg_half.task")
-    with pytest.raises(ValueError, match=r"\(or package.module for a task of your own\)"):
+    with pytest.raises(ValueError, match=r"unknown task.name 'nope'; known tasks: adding, .*"
+                                         r"\(or a task module of your own on the PYTHONPATH\)"):
         tasks.get("nope")
     assert tasks.get("lm") is tasks.TASKS["lm"]

@@ -4,8 +4,8 @@
     lm = rnnlab.tasks.model(config, record)  # the model alone, from a run's vocab.json
 
 Each task module has `check(config)`, `build(config) -> Task`, `model(config, record)` and
-`metric_names(config)`; see `rnnlab.tasks.base`. A dotted name (`task.name=mypkg.my_task`)
-imports a task module defined outside the library.
+`metric_names(config)`; see `rnnlab.tasks.base`. Any other name (`task.name=my_task`,
+`mypkg.my_task`) imports a task module of one's own.
 """
 
 from __future__ import annotations
@@ -38,14 +38,16 @@ TASK_FUNCTIONS = ("check", "build", "model", "metric_names")
 
 
 def get(name: str) -> ModuleType:
-    """The task module called `name`: a name in TASKS, or a dotted module name imported."""
+    """The task module called `name`: a name in TASKS, or a module of one's own imported."""
     if name in TASKS:
         return TASKS[name]
-    if "." not in name:
-        raise ValueError(f"unknown task.name {name!r}; known tasks: {', '.join(sorted(TASKS))} "
-                         "(or package.module for a task of your own)")
     try:
         module = importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name != name.partition(".")[0]:  # the module itself failed on its own import
+            raise ValueError(f"task.name {name!r}: cannot import it: {e}") from None
+        raise ValueError(f"unknown task.name {name!r}; known tasks: {', '.join(sorted(TASKS))} "
+                         "(or a task module of your own on the PYTHONPATH)") from None
     except ImportError as e:
         raise ValueError(f"task.name {name!r}: cannot import it: {e}") from None
     missing = [f for f in TASK_FUNCTIONS if not callable(getattr(module, f, None))]
