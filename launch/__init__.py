@@ -26,7 +26,7 @@ then its own traceback), or a sweep directory another launcher holds (a bad flag
 command: one line and exit 2, as `rnnlab.main`'s). A sweep directory can be moved, copied or
 synced: `launch.report` reads each trial from SWEEP_DIR/trials/<id>, and a rerun of the launcher
 there records the new paths. Trials get SIGTERM (save, then stop) when the launcher dies. The
-launcher only runs commands and reads run directories (`rnnlab.layout`); it does not reach into
+launcher only runs commands and reads run directories (`rnnlab.run.layout`); it does not reach into
 training.
 """
 

@@ -28,7 +28,7 @@ import time
 from absl import logging
 
 from launch import progress as progress_lib, trials as trials_lib
-from rnnlab import layout, storage
+from rnnlab.run import layout, storage
 
 _PR_SET_PDEATHSIG = 1
 _stopped_by: list[int] = []  # the signal that stopped this process's last run_jobs, if any

@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Callable
 
-from rnnlab import layout, storage
+from rnnlab.run import layout, storage
 
 FAILED, DIVERGED = "failed", layout.DIVERGED
 INTERRUPTED = layout.INTERRUPTED  # stopped before the end: not done, a rerun resumes it

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from launch import trials as trials_lib
-from rnnlab import layout
+from rnnlab.run import layout
 
 
 class TrialResult(NamedTuple):

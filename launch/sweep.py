@@ -36,7 +36,7 @@ from absl import app, flags, logging
 
 import launch
 from launch import local, tpu_vm, trials as trials_lib
-from rnnlab import layout, storage
+from rnnlab.run import layout, storage
 
 INTERRUPTED, NOT_STARTED = layout.INTERRUPTED, "not started"  # to rerun: not a result yet
 

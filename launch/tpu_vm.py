@@ -72,7 +72,7 @@ from typing import NamedTuple
 from absl import logging
 
 from launch import progress as progress_lib, trials as trials_lib
-from rnnlab import storage
+from rnnlab.run import storage
 
 CODE_DIR = "rnnlab"  # on every worker, relative to the home directory
 INSTALL = (f"cd ~/{CODE_DIR} && python3 -m pip install --user --quiet uv && "

@@ -28,7 +28,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from launch import dsl
-from rnnlab import layout, overrides, storage
+from rnnlab import overrides
+from rnnlab.run import layout, storage
 
 SWEEP_FILE = "sweep.json"
 TRIALS_DIR = "trials"  # SWEEP_DIR/trials/<id>: the trials' run directories
@@ -212,17 +213,17 @@ def _changed_keys(base, trial: Trial) -> list[str]:
     """The config keys in which the run already in the trial's directory (its config.json)
     differs from the trial's config now, by rnnlab's own rule for resuming; a finished or
     diverged run is a result, and may differ in no key that changes the computation."""
-    from rnnlab import rundir  # imports jax: only when a trial has a run to compare
+    from rnnlab.run import experiment  # imports jax: only when a trial has a run to compare
 
     old = layout.read_json(storage.path(trial.workdir) / layout.CONFIG_FILE)
     if not isinstance(old, dict):
         return []
     config = overrides.apply(base, trial.overrides)
-    allowed = set(rundir.RESUMABLE_KEYS)
-    if result(trial) is None and config.optim.schedule not in rundir.SCHEDULES_OVER_ALL_STEPS:
+    allowed = set(experiment.RESUMABLE_KEYS)
+    if result(trial) is None and config.optim.schedule not in experiment.SCHEDULES_OVER_ALL_STEPS:
         allowed.add("train.steps")  # an unfinished run may be resumed to more steps
     new = json.loads(config.to_json_best_effort())
-    return [k for k in rundir._config_diff(old, new) if k not in allowed]
+    return [k for k in experiment.config_diff(old, new) if k not in allowed]
 
 
 def _check_run_configs(base, sweep_dir: str, trials: list[Trial]) -> None:

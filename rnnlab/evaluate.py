@@ -18,8 +18,9 @@ import sys
 import jax
 from absl import app, flags
 
-from rnnlab import checkpoint as checkpoint_lib
-from rnnlab import data, rundir, storage, tasks, validation
+from rnnlab import data, tasks, validation
+from rnnlab.run import checkpoint as checkpoint_lib
+from rnnlab.run import experiment, layout, storage
 from rnnlab.run import load
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run directory to evaluate.", required=True)
@@ -35,7 +36,7 @@ def evaluate(workdir, *, checkpoint: str = "best", allow_changed_data: bool = Fa
     """The run's scores on its whole valid and test splits (`eval_settings`: eval.* keys).
 
     Raises:
-      rundir.RunDirError: the data is not the run's own (unless `allow_changed_data`; the
+      layout.RunDirError: the data is not the run's own (unless `allow_changed_data`; the
         result's `data_changed` then says how it differs).
     """
     config, record = load.load_run(workdir)
@@ -44,9 +45,9 @@ def evaluate(workdir, *, checkpoint: str = "best", allow_changed_data: bool = Fa
             config.eval[key] = value
     validation.check_config(config)
     task = tasks.build(config)
-    changed = rundir.data_mismatch(workdir, task.fingerprint)
+    changed = experiment.data_mismatch(workdir, task.fingerprint)
     if changed and not allow_changed_data:
-        raise rundir.RunDirError(f"{changed}: its scores would not be the run's; pass "
+        raise layout.RunDirError(f"{changed}: its scores would not be the run's; pass "
                                  "--allow_changed_data to score this data anyway")
     restored = load.load_state(workdir, config, tasks.model(config, record),
                                checkpoint=checkpoint)

@@ -24,7 +24,8 @@ from typing import Any, Mapping
 import jax.numpy as jnp
 import numpy as np
 
-from rnnlab import cells, recurrent
+from rnnlab import cells
+from rnnlab import layers as layers_lib
 
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 _KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)(_reverse)?$")
@@ -50,8 +51,8 @@ def _cell_params(kind, w_ih, w_hh, b_ih, b_hh):
 
 
 def from_torch(state_dict: Mapping[str, Any], *, kind: str,
-               nonlinearity: str = "tanh") -> tuple[recurrent.Layer, dict]:
-    """The rnnlab layer (a `recurrent.stack`) and params that compute what the PyTorch module
+               nonlinearity: str = "tanh") -> tuple[layers_lib.Layer, dict]:
+    """The rnnlab layer (a `layers.stack`) and params that compute what the PyTorch module
     with this state dict computes (batch first). The number of layers, bidirectionality, sizes
     and biases are read from the keys and shapes.
 
@@ -101,13 +102,13 @@ def from_torch(state_dict: Mapping[str, Any], *, kind: str,
                 w.get("bias_hh", zeros)))
         H = parts["fwd"][0]
         if bidirectional:
-            layers.append(recurrent.bidirectional(_cell(kind, H, nonlinearity),
+            layers.append(layers_lib.bidirectional(_cell(kind, H, nonlinearity),
                                                   _cell(kind, H, nonlinearity)))
             params[f"layer_{i}"] = {d: {"cell": p} for d, (_, p) in parts.items()}
         else:
-            layers.append(recurrent.rnn(_cell(kind, H, nonlinearity)))
+            layers.append(layers_lib.rnn(_cell(kind, H, nonlinearity)))
             params[f"layer_{i}"] = {"cell": parts["fwd"][1]}
-    return recurrent.stack(layers), params
+    return layers_lib.stack(layers), params
 
 
 def to_torch(params: Mapping[str, Any], *, kind: str) -> dict[str, np.ndarray]:

@@ -37,7 +37,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rnnlab import checkpoint, compile_cache, data, overrides, rundir, stopping, storage, train, validation
+from rnnlab import compile_cache, data, overrides, stopping, train, validation
+from rnnlab.run import checkpoint, rundir, storage
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A config file (configs/*.py), optionally FILE:ARG.", lock_config=True

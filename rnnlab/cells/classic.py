@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rnnlab.cells import base, fused, variants
+from rnnlab.cells import base, kernels, variants
 
 
 def _multiplicative(integration: str, conflict: bool) -> bool:
@@ -108,7 +108,7 @@ def elman(
         h = mix(p, h, act(_concat_matmul(x.astype(h.dtype), h_in, p["w_x"], p["w_h"]) + p["b"]))
         return h, h
 
-    kernel = fused.elman(activation) if not leaky and activation in ("tanh", "relu") else None
+    kernel = kernels.elman(activation) if not leaky and activation in ("tanh", "relu") else None
     return base.Cell(init_fn, initial_carry, step, project, recur, H, H, variational=True,
                      kernel=kernel)
 
@@ -223,7 +223,7 @@ def lstm(
         i, f, _, o = jnp.split(preactivations(params, carry[0], x), 4, axis=-1)
         return {"input": gate(i), "forget": gate(f), "output": gate(o)}
 
-    kernel = fused.lstm() if (activation, gate_activation) == ("tanh", "sigmoid") else None
+    kernel = kernels.lstm() if (activation, gate_activation) == ("tanh", "sigmoid") else None
     return base.Cell(init_fn, initial_carry, step, project, recur, H, H, gate_values,
                      variational=True, kernel=kernel)
 
@@ -310,7 +310,7 @@ def gru(
         r, z = reset_update(params, h, project(params, x))
         return {"reset": r, "update": z}
 
-    kernel = (fused.gru(reset_after) if (activation, gate_activation) == ("tanh", "sigmoid")
+    kernel = (kernels.gru(reset_after) if (activation, gate_activation) == ("tanh", "sigmoid")
               else None)
     return base.Cell(init_fn, initial_carry, step, project, recur, H, H, gate_values,
                      variational=True, kernel=kernel)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from rnnlab import layout, rundir, stopping, storage, validation
+from rnnlab import stopping, validation
+from rnnlab.run import failures, layout, storage
 from rnnlab.train import loop, setup, trials
 
 DivergenceError = setup.DivergenceError
@@ -23,7 +24,7 @@ def train(config: ml_collections.ConfigDict, workdir) -> dict:
     """Trains (or resumes) the run in `workdir`; returns the final valid and test metrics.
 
     Raises:
-      validation.ConfigError: a bad config; rundir.RunDirError: a workdir that holds another
+      validation.ConfigError: a bad config; layout.RunDirError: a workdir that holds another
         experiment or data, is in use or unusable.
       data.DataError: the data is missing or corrupt.
       DivergenceError: the loss or a gradient became non-finite (the run directory keeps the
@@ -61,7 +62,7 @@ def train_group(configs: list[ml_collections.ConfigDict], workdirs: list) -> lis
             return [trial.result or trial.run.status() for trial in s.trials]
         except Exception as e:
             if storage.is_disk_full(e):
-                raise DiskFullError(rundir.disk_full(
+                raise DiskFullError(failures.disk_full(
                     [trial.run for trial in s.trials], e, s.checkpoint_bytes,
                     configs[0].train.keep_checkpoints)) from None
             raise

@@ -3,7 +3,7 @@ intervals come, the periodic actions (`ACTIONS`: log, evaluate, checkpoint).
 
 Each step is one jitted update of the train state (`rnnlab.train.step`). A batch is a pure
 function of the step and the whole state (the carry and the metric sums included) is
-checkpointed, so a killed run resumes to bitwise the same result (`rnnlab.resume`). A signal
+checkpointed, so a killed run resumes to bitwise the same result (`rnnlab.run.resume`). A signal
 (SIGTERM, Ctrl-C) saves a checkpoint and stops.
 
 The loop and its actions are written for one run (`Program`). `rnnlab.train.trials.Group`
@@ -24,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from rnnlab import diagnostics, layout, optim, parallel, tasks
+from rnnlab import diagnostics, optim, parallel, tasks
+from rnnlab.run import layout
 from rnnlab.train import setup as setup_lib
 from rnnlab.train import state as state_lib
 from rnnlab.train import step as step_lib

@@ -13,7 +13,8 @@ import dataclasses
 import ml_collections
 from absl import logging
 
-from rnnlab import layout, optim, parallel, resume, rundir, tasks, validation
+from rnnlab import optim, parallel, tasks, validation
+from rnnlab.run import checkpoint, layout, resume, rundir
 
 
 class DivergenceError(RuntimeError):
@@ -94,7 +95,7 @@ class Setup:
         runs = {i: tr.run for i, tr in enumerate(self.trials) if tr.active}
         fresh = {i: resume.fresh_state(self.trials[i].config, self.task, self.mesh) for i in runs}
         if fresh:
-            self.checkpoint_bytes = rundir.checkpoint_bytes(next(iter(fresh.values())))
+            self.checkpoint_bytes = checkpoint.size(next(iter(fresh.values())))
         done, starts = resume.starts(runs, fresh, self.t.steps,
                                      {self.best_key: None, "best_step": None})
         for i, result in done.items():

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
-from rnnlab import layout
+from rnnlab.run import layout
 from rnnlab.train import loop
 
 
