@@ -24,6 +24,11 @@ from that config (no run needed). Results go to `--out` (default WORKDIR/diagnos
   depth, line position, indentation and comments (Pearson r).
 - gates.json: the fraction of each gate's activations below --low and above --high
   (saturation), per layer, over --batches validation batches (0: the whole split).
+
+Every output (gradients.json, units.json, gates.json, and the console) also says in "paths"
+which path each recurrent layer ran: `{layer: path}`. A watched layer runs the sequential path
+(`rnnlab.layers.paths.choose_path`), which computes the same values as the hand-derived
+backward or the parallel scan that training may run, but shows its steps.
 Exit code 2 for a bad flag, config or run directory (one line on stderr).
 """
 
@@ -43,7 +48,7 @@ from absl import logging
 from rnnlab import checkpoint as checkpoint_lib
 from rnnlab import compile_cache
 from rnnlab import data as data_lib
-from rnnlab import diagnostics, optim, recurrent, rundir, storage, tasks, validation
+from rnnlab import diagnostics, optim, rundir, storage, tasks, validation
 from rnnlab.train import state as state_lib
 from rnnlab.run import load as load_lib
 from rnnlab.tasks import lm
@@ -128,7 +133,8 @@ def gradients(subject: Subject) -> dict:
     task = subject.task
     norms = jax.jit(lambda state, data: diagnostics.gradient_norms(task, state, data))(
         subject.state, task.data)
-    result = {"at": subject.label,
+    paths = diagnostics.gradient_paths(task, subject.state, task.data)
+    result = {"at": subject.label, "paths": paths,
               "objectives": {obj: {layer: diagnostics.summarize(n) for layer, n in by.items()}
                              for obj, by in norms.items()},
               "spectra": diagnostics.recurrent_spectra(subject.state.params,
@@ -145,7 +151,14 @@ def gradients(subject: Subject) -> dict:
         print(f"spectra   {layer:24s} " + ", ".join(
             f"{b}: rho {v.get('spectral_radius', float('nan')):.3g} sigma {v['sigma_max']:.3g}"
             for b, v in blocks.items()))
+    _print_paths(paths)
     return result
+
+
+def _print_paths(paths: dict[str, str]) -> None:
+    """The console's line of which path each layer ran (the outputs' "paths")."""
+    print("paths     " + ", ".join(f"{layer}: {path}" for layer, path in paths.items())
+          + " (what these diagnostics measured; training may run another path)")
 
 
 def _pyplot():
@@ -209,10 +222,11 @@ def units(subject: Subject, text: str | None = None, length: int = 2000,
     tokens = lm.encode_prime(vocab, text)[None, :]
     model = task.model
 
-    def apply(params, tokens):
-        return model.apply(params, model.initial_carry(params, (1,)), tokens)
+    def apply(params, tokens, tap):
+        return model.apply(params, model.initial_carry(params, (1,)), tokens, tap=tap)
 
-    acts, labels = diagnostics.unit_states(apply, subject.state.params, jnp.asarray(tokens))
+    acts, labels, paths = diagnostics.unit_states(apply, subject.state.params,
+                                                  jnp.asarray(tokens))
     features = diagnostics.text_features(text)
     found = diagnostics.search_units(acts, labels, features, top=top)
     if chosen:
@@ -237,11 +251,12 @@ def units(subject: Subject, text: str | None = None, length: int = 2000,
         text, columns, title=f"hidden units, {config.model.cell}, {subject.label}"))
     result = {"at": subject.label, "characters": len(text), "units": len(labels),
               "found": {f: [{"unit": u, "r": r} for u, r in units] for f, units in found.items()},
-              "shown": chosen}
+              "shown": chosen, "paths": paths}
     subject.write("units.json", json.dumps(result, indent=1) + "\n")
     _plot_units(subject, text, acts, labels, chosen, tracks)
     for feature, units in found.items():
         print(f"{feature:14s} " + ", ".join(f"{u} (r={r:+.2f})" for u, r in units))
+    _print_paths(paths)
     return result
 
 
@@ -290,8 +305,7 @@ def gates(subject: Subject, batches: int = 20, low: float = 0.1, high: float = 0
     counter = diagnostics.GateCounter(low, high)
 
     def run(params, data):
-        with recurrent.tapping(counter):
-            return task.evaluate(params, data, "valid", windows)
+        return task.evaluate(params, data, "valid", windows, tap=counter)
 
     jax.block_until_ready(jax.jit(run)(subject.state.params, task.data))
     jax.effects_barrier()
@@ -299,12 +313,13 @@ def gates(subject: Subject, batches: int = 20, low: float = 0.1, high: float = 0
     if not fractions:
         raise ValueError(f"model.cell={subject.config.model.cell} has no gates")
     result = {"at": subject.label, "low": low, "high": high, "batches": windows,
-              "saturation": fractions}
+              "paths": counter.paths, "saturation": fractions}
     subject.write("gates.json", json.dumps(result, indent=1) + "\n")
     for layer, by_gate in fractions.items():
         for gate, f in by_gate.items():
             print(f"{layer:24s} {gate:8s} below {low}: {f['below']:.3f}  above {high}: "
                   f"{f['above']:.3f}  ({f['count']} values)")
+    _print_paths(counter.paths)
     return result
 
 

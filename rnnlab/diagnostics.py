@@ -2,10 +2,11 @@
 recurrent spectra, gate saturation, and hidden units that track features of a text.
 
 Everything here works on any model built from `rnnlab.layers`, without changing it: the layers
-are watched through a `layers.Tap` passed to their `apply` (or, for a task's own functions,
-which pass none yet, through `layers.tapping`). A tapped layer runs the sequential path
+are watched through a `layers.Tap` passed as `tap=` to their `apply`, to a model's `apply` or
+to a task's `loss` / `evaluate`, which hand it on. A tapped layer runs the sequential path
 (`layers.paths.choose_path`: the hand-derived backward and the parallel scan compute the same
-values but show no steps), and each tap records the path every layer ran in `Tap.paths`.
+values but show no steps), and each tap records the path every layer ran in `Tap.paths`, so
+that an output says which path it measured (training may run another).
 
 - `state_gradients(loss_fn)`: per layer, the norm of dL/dh_t for every step t of a window and
   every example, where h_t is the state (the whole carry: h, and c for an LSTM) that step t+1
@@ -13,6 +14,7 @@ values but show no steps), and each tap records the path every layer ran in `Tap
   and differentiated. `last_step=True` differentiates the loss of the body's last output only
   (the other outputs are cut from the gradient), the classic vanishing-gradient measurement;
   otherwise the whole (summed) loss.
+- `layer_paths(loss_fn)`: `{layer name: path}` the layers ran while tapped.
 - `recurrent_spectra(params, cell)`: the spectral radius and largest singular value of each
   layer's recurrent matrix, per gate block for gated cells.
 - `GateCounter`: the fraction of each gate's activations below `low` and above `high` over
@@ -132,14 +134,27 @@ def train_batch(task, state, data):
 
 
 def task_loss(task, state, batch) -> Callable[[layers.Tap], jax.Array]:
-    """The task's loss on `batch` as a function of a tap, for `state_gradients` (the tasks'
-    `loss` takes no tap yet: it reaches the layers through `layers.tapping`)."""
+    """The task's loss on `batch` as a function of a tap, for `state_gradients`."""
 
     def loss_fn(tap):
-        with layers.tapping(tap):
-            return task.loss(state.params, state.carry, batch, None)[0]
+        return task.loss(state.params, state.carry, batch, None, tap=tap)[0]
 
     return loss_fn
+
+
+def layer_paths(loss_fn: Callable[[layers.Tap], jax.Array]) -> dict[str, str]:
+    """`{layer name: path}`: the path (`layers.paths.PATHS`) that each layer `loss_fn(tap)`
+    applies runs while tapped, i.e. the path `state_gradients(loss_fn)` measures. Traces
+    `loss_fn` (no compute)."""
+    tap = layers.Tap()
+    jax.eval_shape(lambda: loss_fn(tap))
+    return dict(tap.paths)
+
+
+def gradient_paths(task, state, data) -> dict[str, str]:
+    """`layer_paths` of the loss `gradient_norms` differentiates (its batch is drawn inside
+    the trace too: nothing is computed)."""
+    return layer_paths(lambda tap: task_loss(task, state, train_batch(task, state, data))(tap))
 
 
 def gradient_norms(task, state, data) -> dict[str, dict[str, jax.Array]]:
@@ -255,15 +270,16 @@ def _part_names(carry) -> list[str]:
     return {1: ["h"], 2: ["h", "c"]}.get(len(leaves), [f"s{i}" for i in range(len(leaves))])
 
 
-def unit_states(apply: Callable, params, tokens) -> tuple[np.ndarray, list[str]]:
-    """The state of every unit after each token of one stream: `apply(params, tokens [1, T])`
-    runs the model; returns (activations [T, U], labels `layer/part/index`, e.g.
-    `layer_0/c/17` for unit 17 of an LSTM's cell state)."""
+def unit_states(apply: Callable, params, tokens
+                ) -> tuple[np.ndarray, list[str], dict[str, str]]:
+    """The state of every unit after each token of one stream: `apply(params, tokens [1, T],
+    tap)` runs the model with the tap; returns (activations [T, U], labels
+    `layer/part/index`, e.g. `layer_0/c/17` for unit 17 of an LSTM's cell state, and
+    `{layer name: the path it ran}`)."""
+    tap = _States()
 
     def run(params, tokens):
-        tap = _States()
-        with layers.tapping(tap):
-            apply(params, tokens)
+        apply(params, tokens, tap)
         return tap.states
 
     states = jax.jit(run)(params, tokens)
@@ -273,7 +289,7 @@ def unit_states(apply: Callable, params, tokens) -> tuple[np.ndarray, list[str]]
             leaf = np.asarray(leaf, np.float64)
             columns.append(leaf.reshape(leaf.shape[0], -1))  # [T, 1, H] -> [T, H]
             labels += [f"{name}/{part}/{i}" for i in range(leaf.shape[-1])]
-    return np.concatenate(columns, axis=1), labels
+    return np.concatenate(columns, axis=1), labels, dict(tap.paths)
 
 
 def text_features(text: str) -> dict[str, np.ndarray]:

@@ -123,10 +123,8 @@ def _make_cell(m, vocab_size):
 def make_body(m: ml_collections.ConfigDict, vocab_size: int | None = None) -> layers.Layer:
     """The recurrent layers `config.model` (or a section shaped like it) describes: stacked,
     bidirectional when asked, with dropout and residual connections between layers.
-    `vocab_size` is a Jordan cell's output size.
-
-    Its `apply` takes `tap=` (a diagnostics `layers.Tap`); without one, the tap of an
-    enclosing `layers.tapping` block, for the tasks' functions that pass none yet."""
+    `vocab_size` is a Jordan cell's output size. Its `apply` takes `tap=` (a diagnostics
+    `layers.Tap`), which watches layer i as `layer_i`."""
     rnn_options = layer_options(m)._asdict()
     del rnn_options["reverse"]
     stacked = []
@@ -136,10 +134,4 @@ def make_body(m: ml_collections.ConfigDict, vocab_size: int | None = None) -> la
                                                 _make_cell(m, vocab_size), **rnn_options))
         else:
             stacked.append(layers.rnn(_make_cell(m, vocab_size), **rnn_options))
-    body = layers.stack(stacked, dropout=m.dropout, residual=m.residual)
-
-    def apply(params, carry, xs, *, tap=None, **kwargs):
-        tap = layers.taps.ambient() if tap is None else tap
-        return body.apply(params, carry, xs, tap=tap, **kwargs)
-
-    return body._replace(apply=apply)
+    return layers.stack(stacked, dropout=m.dropout, residual=m.residual)

@@ -11,7 +11,7 @@ the only difference.
 Every model has the one `apply`:
 
     apply(params, carry, inputs, *, key=None, reset=None, lengths=None, teacher=None,
-          source=None, source_lengths=None) -> (carry, outputs)
+          source=None, source_lengths=None, tap=None) -> (carry, outputs)
 
 `inputs`: token ids `[B, T]` (features `[B, T, F]` for a model built without a vocabulary);
 `carry`: the body's (None: its initial carry, or for seq2seq the carry `start` computes from
@@ -20,7 +20,9 @@ the source); `key` turns dropout on (training). The keywords a head reads:
 row; pooled needs it), `teacher [B, T]` (a Jordan cell trained with scheduled sampling: where
 it is fed the target), `source` and `source_lengths` (seq2seq: token ids `[B, S]` and their
 lengths, or vectors `[B, F]`; a model that feeds its vector at every step reads `source` then
-too). Passing one a head does not read is a TypeError. Outputs: `[B, T, V]` (per_step,
+too). Passing one a head does not read is a TypeError. `tap`: a diagnostics `layers.Tap` that
+watches the body's layers, named `layer_i` (seq2seq: `encoder/layer_i`, `decoder/layer_i`);
+tapped layers run the sequential path (`layers.paths.choose_path`). Outputs: `[B, T, V]` (per_step,
 seq2seq) or `[B, V]` (pooled), V the output size.
 
 Params: `{"body" (or "decoder"), "embed" (with token inputs and model.embed_size > 0),
@@ -37,7 +39,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from rnnlab import cells, recurrent
+from rnnlab import cells, layers
 from rnnlab import model as model_lib
 
 POOLINGS = ("last", "mean", "max")
@@ -52,8 +54,8 @@ class Model(NamedTuple):
         (a language model's streams), or None where every batch starts afresh.
       apply: the one signature of the module docstring.
       vocab_size: V, the size of the outputs.
-      start: seq2seq: `(params, source, source_lengths) -> carry`, the decoder's carry from a
-        source (free-running decoding starts there); None for the other heads.
+      start: seq2seq: `(params, source, source_lengths, tap=None) -> carry`, the decoder's
+        carry from a source (free-running decoding starts there); None for the other heads.
     """
 
     init: Callable[[jax.Array], Any]
@@ -67,7 +69,7 @@ class _Parts(NamedTuple):
     """What every model has: an embedding (for token inputs), a body and a readout."""
 
     m: ml_collections.ConfigDict  # the body's config section (embed_size, dropout, cell)
-    body: recurrent.Layer
+    body: layers.Layer
     vocab_size: int | None  # token inputs of this many symbols; None: feature inputs
     input_size: int  # the body's
     output_size: int
@@ -152,16 +154,17 @@ def _init(parts: _Parts, k_embed, k_body, k_readout) -> dict:
 
 def _model(parts: _Parts, run: Callable, reads: tuple[str, ...], *, init: Callable | None = None,
            initial_carry: Callable = _no_carry, start: Callable | None = None) -> Model:
-    """The model of `parts` whose head runs the body as `run(params, carry, xs, key, **read)
-    -> (carry, ys)`, reading the keywords `reads`; `start(params, source, source_lengths, key)`
-    gives a decoder's carry from its source (drawing one more key, first)."""
+    """The model of `parts` whose head runs the body as `run(params, carry, xs, key, tap,
+    **read) -> (carry, ys)`, reading the keywords `reads`; `start(params, source,
+    source_lengths, key, tap)` gives a decoder's carry from its source (drawing one more key,
+    first)."""
     jordan = parts.m.cell == "jordan"
 
     def init_3(key):
         return _init(parts, *jax.random.split(key, 3))
 
     def apply(params, carry, inputs, *, key=None, reset=None, lengths=None, teacher=None,
-              source=None, source_lengths=None):
+              source=None, source_lengths=None, tap=None):
         given = {"reset": reset, "lengths": lengths, "teacher": teacher, "source": source,
                  "source_lengths": source_lengths}
         unread = [k for k, v in given.items() if v is not None and k not in reads]
@@ -169,19 +172,19 @@ def _model(parts: _Parts, run: Callable, reads: tuple[str, ...], *, init: Callab
             raise TypeError(f"this model reads none of {unread} (it reads {list(reads)})")
         *k_source, k_body, k_readout = _split(key, 3 if start else 2)
         if start is not None and carry is None:
-            carry = start(params, source, source_lengths, k_source[0])
+            carry = start(params, source, source_lengths, k_source[0], tap)
         xs = embed(params, parts.m, inputs, parts.vocab_size) if parts.vocab_size else inputs
         if jordan:
             xs = _jordan_feedback(parts.m.jordan_feedback, xs, inputs, parts.vocab_size, key,
                                   teacher)
-        carry, ys = run(params, carry, xs, k_body, **{k: given[k] for k in reads})
+        carry, ys = run(params, carry, xs, k_body, tap, **{k: given[k] for k in reads})
         if jordan:  # its output is already the next token's logits
             return carry, ys.astype(jnp.float32)
         ys = output_dropout(ys, parts.m.dropout, k_readout)
         return carry, _readout(params["readout"], ys, parts.compute_dtype_readout)
 
     return Model(init or init_3, initial_carry, apply, parts.output_size,
-                 None if start is None else lambda p, s, n: start(p, s, n, None))
+                 None if start is None else lambda p, s, n, tap=None: start(p, s, n, None, tap))
 
 
 # ------------------------------------------------------------------------------- heads
@@ -196,9 +199,10 @@ def per_step(m: ml_collections.ConfigDict, *, vocab_size: int, output_size: int 
     parts = _Parts(m, body, vocab_size, m.embed_size or vocab_size, output_size or vocab_size,
                    compute_dtype_readout=streams)
 
-    def run(params, carry, xs, key, reset, lengths, teacher):
+    def run(params, carry, xs, key, tap, reset, lengths, teacher):
         del teacher  # (read by the Jordan feedback, before the body)
-        return body.apply(params["body"], carry, xs, reset=reset, lengths=lengths, key=key)
+        return body.apply(params["body"], carry, xs, reset=reset, lengths=lengths, key=key,
+                          tap=tap)
 
     carry = (lambda params, shape: body.initial_carry(params["body"], shape)) if streams else \
         _no_carry
@@ -220,17 +224,19 @@ def pooled(m: ml_collections.ConfigDict, *, pooling: str, bptt_len: int, output_
     parts = _Parts(m, body, vocab_size, (m.embed_size or vocab_size) if vocab_size else input_size,
                    output_size)
 
-    def run(params, carry, xs, key, lengths):
+    def run(params, carry, xs, key, tap, lengths):
         if lengths is None:
             raise TypeError("a pooled model needs lengths=[B], each row's valid steps")
         del carry  # (none between batches)
-        _, ys = encode(body, params["body"], xs, lengths, bptt_len, key, full_length=full_length)
+        _, ys = encode(body, params["body"], xs, lengths, bptt_len, key, full_length=full_length,
+                       tap=tap)
         return None, pool(ys, lengths, pooling, m.bidirectional)
 
     return _model(parts, run, ("lengths",))
 
 
-def encode(body, params, xs, lengths, bptt_len: int, key, *, full_length: bool = False):
+def encode(body, params, xs, lengths, bptt_len: int, key, *, full_length: bool = False,
+           tap=None):
     """The body's outputs `[B, T, H]` over `xs [B, T, F]`, in windows of `bptt_len` steps
     (0 or >= T: one pass, full BPTT), the gradient cut where a sequence goes on past a window.
     Returns (carry after each sequence's last valid step, outputs).
@@ -239,10 +245,11 @@ def encode(body, params, xs, lengths, bptt_len: int, key, *, full_length: bool =
     CS231n treatment of many-to-one TBPTT); the outputs of its earlier windows enter mean or
     max pooling without gradient. `full_length`: every sequence fills all T steps, so only the
     last window carries gradient: the windows before it run without any (and keep no
-    activations for the backward pass), so memory grows with the window, not with T."""
+    activations for the backward pass), so memory grows with the window, not with T. `tap`
+    watches the body in every window."""
     B, T = xs.shape[0], xs.shape[1]
     if not bptt_len or bptt_len >= T:
-        return body.apply(params, None, xs, lengths=lengths, key=key)
+        return body.apply(params, None, xs, lengths=lengths, key=key, tap=tap)
     n = -(-T // bptt_len)
     if full_length and T % bptt_len == 0:
         windows = jnp.moveaxis(xs.reshape(B, n, bptt_len, *xs.shape[2:]), 1, 0)
@@ -250,12 +257,12 @@ def encode(body, params, xs, lengths, bptt_len: int, key, *, full_length: bool =
 
         def forward(carry, window):
             x, w = window
-            return body.apply(frozen, carry, x, key=key, window=w)
+            return body.apply(frozen, carry, x, key=key, window=w, tap=tap)
 
         carry, head = jax.lax.scan(forward, body.initial_carry(params, (B,)),
                                    (jax.lax.stop_gradient(windows[:-1]), jnp.arange(n - 1)))
         carry, last = body.apply(params, jax.lax.stop_gradient(carry), windows[-1], key=key,
-                                 window=n - 1)
+                                 window=n - 1, tap=tap)
         head = jax.lax.stop_gradient(jnp.moveaxis(head, 0, 1).reshape(B, -1, *head.shape[3:]))
         return carry, jnp.concatenate([head, last], axis=1)
     xs = jnp.pad(xs, [(0, 0), (0, n * bptt_len - T)] + [(0, 0)] * (xs.ndim - 2))
@@ -265,7 +272,7 @@ def encode(body, params, xs, lengths, bptt_len: int, key, *, full_length: bool =
         x, w = window
         start = w * bptt_len
         inside = jnp.clip(lengths - start, 0, bptt_len)
-        carry, ys = body.apply(params, carry, x, lengths=inside, key=key, window=w)
+        carry, ys = body.apply(params, carry, x, lengths=inside, key=key, window=w, tap=tap)
         goes_on = lengths > start + bptt_len  # this is not the example's last window
         cut = lambda a: jnp.where(  # noqa: E731
             goes_on.reshape((B,) + (1,) * (a.ndim - 1)), jax.lax.stop_gradient(a), a)
@@ -338,14 +345,13 @@ def seq2seq(m: ml_collections.ConfigDict, dm: ml_collections.ConfigDict, *, voca
                             for k, c in zip(jax.random.split(keys[4], len(leaves)), leaves)]
         return params
 
-    def start(params, source, source_lengths, key):
+    def start(params, source, source_lengths, key, tap):
         if vector_size:
             flat = source
         else:
             xs = embed(params, m, source, V)
-            with recurrent.scope("encoder"):
-                carry, _ = encoder.apply(params["encoder"], None, xs, lengths=source_lengths,
-                                         key=key)
+            carry, _ = encoder.apply(params["encoder"], None, xs, lengths=source_lengths,
+                                     key=key, tap=layers.taps.enter(tap, "encoder"))
             if "bridge" not in params:
                 return carry
             flat = jnp.concatenate([c.reshape(c.shape[0], -1)
@@ -356,12 +362,12 @@ def seq2seq(m: ml_collections.ConfigDict, dm: ml_collections.ConfigDict, *, voca
                      for p, leaf in zip(params["bridge"], leaves)]
         return jax.tree_util.tree_unflatten(treedef, projected)
 
-    def run(params, carry, xs, key, lengths, source, source_lengths):
+    def run(params, carry, xs, key, tap, lengths, source, source_lengths):
         del source_lengths  # (read by `start`)
         if feed:
             xs = jnp.concatenate([xs, jnp.broadcast_to(source[:, None, :], (
                 *xs.shape[:2], source.shape[-1])).astype(xs.dtype)], axis=-1)
-        with recurrent.scope("decoder"):
-            return decoder.apply(params["decoder"], carry, xs, lengths=lengths, key=key)
+        return decoder.apply(params["decoder"], carry, xs, lengths=lengths, key=key,
+                             tap=layers.taps.enter(tap, "decoder"))
 
     return _model(parts, run, ("lengths", "source", "source_lengths"), init=init, start=start)

@@ -185,6 +185,8 @@ def test_the_unit_search_finds_a_unit_planted_to_track_quotes(monkeypatch, tmp_p
                                     "comment"}
     page = (tmp_path / "units.html").read_text()
     assert "layer_0/h/0 (tracks quote, r = +1.00)" in page
+    assert json.loads((tmp_path / "units.json").read_text())["paths"] == {
+        "layer_0": "sequential"}
 
 
 def test_text_features_follow_their_definitions():
@@ -203,6 +205,28 @@ def test_the_units_page_shows_markup_in_the_text_rather_than_running_it():
     page = diagnostics.units_html(text, {"<b>unit</b>": np.linspace(-1, 1, len(text))})
     assert "<script>" not in page and "<b>unit" not in page
     assert "&lt;" in page and "&amp;" in page and "&lt;b&gt;unit" in page
+
+
+def test_every_output_says_which_path_each_layer_ran(tmp_path, capsys):
+    """gradients.json, gates.json and the console name the path each layer ran: the
+    sequential one that a watched layer runs, where training runs the hand-derived backward
+    (an LSTM on this backend): what the diagnostics measured is not what training runs."""
+    config = task_config("seq2seq")  # two bodies: encoder/... and decoder/...
+    subject = diagnose.load(config=config, checkpoint="init", out=tmp_path)
+    grads, gates = diagnose.gradients(subject), diagnose.gates(subject, batches=1)
+    want = {"encoder/layer_0": "sequential", "decoder/layer_0": "sequential"}
+    written = {name: json.loads((tmp_path / f"{name}.json").read_text())
+               for name in ("gradients", "gates")}
+    assert written["gradients"]["paths"] == grads["paths"] == want
+    assert written["gates"]["paths"] == gates["paths"] == want
+    assert set(grads["objectives"]["summed"]) == set(gates["saturation"]) == set(want)
+    printed = capsys.readouterr().out
+    assert printed.count("paths     encoder/layer_0: sequential, decoder/layer_0: "
+                         "sequential") == 2
+    batch = subject.task.batch(subject.task.data, 0, jax.random.key(0))
+    trained = jax.make_jaxpr(lambda p: subject.task.loss(p, None, batch, None))(
+        subject.state.params)
+    assert "custom_vjp" in str(trained)
 
 
 def diagnose_cli(*args):

@@ -92,3 +92,17 @@ def test_the_layer_and_the_config_share_one_check_spelt_for_each():
         options_lib.check(cell, bad, config)
     with pytest.raises(ValueError, match=r"^model.parallel_scan=True needs"):
         options_lib.check(cell, options_lib.Options(parallel=True), config)
+
+
+def test_taps_hold_no_module_state():
+    """A tap reaches a layer only as an argument: the module of taps keeps nothing between
+    calls (the retired bridge kept the taps of `tapping` blocks in module lists)."""
+    from rnnlab import recurrent
+    from rnnlab.layers import taps
+
+    for name in ("tapping", "scope", "ambient", "_TAPS", "_SCOPE"):
+        assert not hasattr(taps, name) and not hasattr(layers, name), name
+        assert not hasattr(recurrent, name), name
+    mutable = {name for name, value in vars(taps).items() if not name.startswith("__")
+               and isinstance(value, (list, dict, set, bytearray))}
+    assert not mutable

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from configs import base as base_config
+from rnnlab import layers
 from rnnlab import model as model_lib
 from rnnlab import models
 
@@ -135,3 +136,45 @@ def test_a_decoder_started_apart_and_run_a_step_at_a_time_is_its_one_call(task):
         carry, logits = net.apply(params, carry, tokens[:, t:t + 1], source=source)
         steps.append(logits[:, 0])
     np.testing.assert_allclose(jnp.stack(steps, 1), whole, rtol=1e-5, atol=1e-6)
+
+
+class _Watcher(layers.Tap):
+    wants_steps = True
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def steps(self, name, cell, params, carries_in, xs, carries_out, mask):
+        self.seen.append(name)
+
+
+def test_a_tap_passed_to_apply_watches_every_body_by_the_names_it_always_had():
+    """`apply(..., tap=)` (and `start`) hand the tap to the body: layers named `layer_i`
+    (`/fwd`, `/bwd`), a seq2seq model's `encoder/...` and `decoder/...` (the names diagnostics
+    have always written); each runs the sequential path and says so; the outputs are those of
+    the untapped call."""
+    tokens = jax.random.randint(jax.random.key(1), (B, T), 0, V)
+    lengths = jnp.array([T, 2, 3])
+    lm = models.language_model(section(num_layers=2), V)
+    assert seq2seq_config().model.num_layers == 2
+    pooled = models.pooled(section(num_layers=1, bidirectional=True), pooling="mean",
+                           bptt_len=0, vocab_size=V, output_size=2)
+    config = seq2seq_config()
+    s2s = models.seq2seq(config.model, models.decoder_section(config), vocab_size=V)
+    source = {"source": tokens, "source_lengths": lengths}
+    for net, read, want in (
+            (lm, {}, ["layer_0", "layer_1"]),
+            (pooled, {"lengths": lengths}, ["layer_0/fwd", "layer_0/bwd"]),
+            (s2s, source, ["encoder/layer_0", "encoder/layer_1", "decoder/layer_0",
+                           "decoder/layer_1"])):
+        params = net.init(jax.random.key(0))
+        tap = _Watcher()
+        _, tapped = net.apply(params, None, tokens, tap=tap, **read)
+        assert tap.seen == want
+        assert tap.paths == dict.fromkeys(want, "sequential")
+        np.testing.assert_allclose(tapped, net.apply(params, None, tokens, **read)[1],
+                                   rtol=1e-5, atol=1e-6)
+    tap = _Watcher()
+    s2s.start(s2s.init(jax.random.key(0)), tokens, lengths, tap=tap)
+    assert tap.seen == ["encoder/layer_0", "encoder/layer_1"]

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rnnlab import layers
 from rnnlab import model as model_lib
 from rnnlab import models, overrides, sample, tasks, train, validation
 from rnnlab.layout import read_metrics
@@ -252,6 +253,31 @@ def test_pooling_reads_only_valid_steps():
     np.testing.assert_array_equal(models.pool(ys, lengths, "max", False), [ys[0, 3], ys[1, 1]])
     both = models.pool(ys, lengths, "last", True)  # forward half at the end, backward at 0
     np.testing.assert_array_equal(both, [[ys[0, 3, 0], ys[0, 0, 1]], [ys[1, 1, 0], ys[1, 0, 1]]])
+
+
+def layer_names(m, prefix=""):
+    """The names a tap sees the layers of a body of `m` (a model config section) by."""
+    directions = ("/fwd", "/bwd") if m.bidirectional else ("",)
+    return [f"{prefix}layer_{i}{d}" for i in range(m.num_layers) for d in directions]
+
+
+@pytest.mark.parametrize("name", sorted(TASK_CONFIGS))
+def test_loss_and_evaluate_hand_a_tap_to_every_layer(name):
+    """`Task.loss(..., tap=)` and `Task.evaluate(..., tap=)` pass the tap to every recurrent
+    layer of the model, each of which runs the sequential path and says so."""
+    config = task_config(name)
+    task = tasks.build(config)
+    want = layer_names(config.model)
+    if name in ("seq2seq", "vec2seq"):
+        want = ([] if name == "vec2seq" else layer_names(config.model, "encoder/")) + \
+            layer_names(models.decoder_section(config), "decoder/")
+    params = task.model.init(jax.random.key(0))
+    batch = task.batch(task.data, 0, jax.random.key(1))
+    for run in (lambda tap: task.loss(params, None, batch, None, tap=tap),
+                lambda tap: task.evaluate(params, task.data, "valid", 1, tap=tap)):
+        tap = layers.Tap()
+        jax.eval_shape(lambda: run(tap))  # noqa: B023 (called at once)
+        assert tap.paths == dict.fromkeys(want, "sequential")
 
 
 # ------------------------------------------------------------------ masking, confusion

@@ -27,7 +27,6 @@ choose_path = paths.choose_path
 flip_sequences = sequences.flip_sequences
 variational_mask = regularisers.variational_mask
 PROJECTIONS, BACKWARDS, MERGES = options.PROJECTIONS, options.BACKWARDS, options.MERGES
-tapping, scope = taps.tapping, taps.scope  # the bridge for task functions (see `taps`)
 
 __all__ = ["Layer", "Tap", "rnn", "stack", "bidirectional", "choose_path", "flip_sequences",
-           "variational_mask", "tapping", "scope", "PROJECTIONS", "BACKWARDS", "MERGES"]
+           "variational_mask", "PROJECTIONS", "BACKWARDS", "MERGES"]

@@ -6,15 +6,13 @@ their layers named by where they sit (`layer_0/fwd`, `decoder/layer_1`: `enter`)
 which the hand-derived backward and the parallel scan do not have) and records the path it ran
 in `Tap.paths`, so a diagnostic says which path it measured.
 
-`tapping` and `scope` are the bridge for code that calls a task's functions, whose signatures
-take no tap yet (`Task.loss`, `Task.evaluate`): the bodies `rnnlab.model.make_body` builds read
-the tap of the innermost `tapping` block when their `apply` is given none. This is the one
-piece of module state left; it goes when the tasks pass `tap=` through.
+The tap travels as an argument all the way, from a task's `loss` / `evaluate` (`tap=`) through
+the model's `apply` (`rnnlab.models`, which names a seq2seq model's parts `encoder/...` and
+`decoder/...`) to the layers: this module holds no state of its own.
 """
 
 from __future__ import annotations
 
-import contextlib
 from typing import NamedTuple
 
 from rnnlab.cells import base
@@ -73,35 +71,3 @@ def split(tap: Tap | Named | None, default: str = "rnn") -> tuple[Tap | None, st
     if isinstance(tap, Named):
         return tap.tap, tap.name or default
     return tap, default
-
-
-# ----------------------------------------------------------------------------- the bridge
-
-_TAPS: list[Tap] = []
-_SCOPE: list[str] = []
-
-
-@contextlib.contextmanager
-def tapping(tap: Tap):
-    """Makes `tap` watch the model bodies (`rnnlab.model.make_body`) applied inside the block
-    without a `tap=` of their own (see the module docstring)."""
-    _TAPS.append(tap)
-    try:
-        yield tap
-    finally:
-        _TAPS.pop()
-
-
-@contextlib.contextmanager
-def scope(name: str):
-    """Names the model bodies applied inside the block `name/...` for `tapping`'s tap."""
-    _SCOPE.append(name)
-    try:
-        yield
-    finally:
-        _SCOPE.pop()
-
-
-def ambient() -> Named | None:
-    """The tap of the innermost `tapping` block, named by the `scope` blocks around it."""
-    return Named(_TAPS[-1], "/".join(_SCOPE)) if _TAPS else None

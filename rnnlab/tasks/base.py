@@ -40,13 +40,18 @@ class Task(NamedTuple):
         over the devices; the others are replicated.
       batch: `(data, index, key) -> batch`, a pytree of `[B, ...]` arrays: train batch `index`.
         `key` is the trial's own (from its seed), so vmapped trials draw their own batches.
-      loss: `(params, carry, batch, key) -> (loss, (carry, metrics))`; `metrics` are scalar
-        means over the batch, averaged by the loop over each log interval. `key` turns on
-        dropout (and sampled feedback).
-      evaluate: `(params, data, split, windows) -> sums` over the first `windows` evaluation
-        batches of `split`: scalar sums and `count` (what each is averaged by); other arrays
-        (a confusion matrix) go to `files`. `windows=None`: the whole split (every example,
-        every character of a text), which `windows=Part(...)` computes in parts.
+      loss: `(params, carry, batch, key, tap=None) -> (loss, (carry, metrics))`; `metrics` are
+        scalar means over the batch, averaged by the loop over each log interval. `key` turns
+        on dropout (and sampled feedback).
+      evaluate: `(params, data, split, windows, tap=None) -> sums` over the first `windows`
+        evaluation batches of `split`: scalar sums and `count` (what each is averaged by);
+        other arrays (a confusion matrix) go to `files`. `windows=None`: the whole split
+        (every example, every character of a text), which `windows=Part(...)` computes in
+        parts.
+        `tap` (of both): a diagnostics `rnnlab.layers.Tap`, passed to every `model.apply` (and
+        `model.start`) the function makes, so that it watches the model's recurrent layers;
+        tapped layers run the sequential path and record it in `tap.paths`. The train loop
+        passes none.
       eval_windows: split -> the evaluation batches of a whole pass.
       derive: `(scalars) -> scalars`, adds derived metrics (bpc, perplexity, ...).
       metrics: the names of `loss`'s metrics (the train state sums them).

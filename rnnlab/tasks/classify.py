@@ -290,10 +290,10 @@ def _encode(config, splits, vocab, labels):
 
 
 def _scores_fn(net: models.Model, regress: bool):
-    """`(params, batch, key) -> (per-example scores, predicted classes or None)`."""
+    """`(params, batch, key, tap) -> (per-example scores, predicted classes or None)`."""
 
-    def scores(params, b, key):
-        _, out = net.apply(params, None, b["inputs"], lengths=b["lengths"], key=key)
+    def scores(params, b, key, tap):
+        _, out = net.apply(params, None, b["inputs"], lengths=b["lengths"], key=key, tap=tap)
         if regress:
             return {"loss": (out[:, 0] - b["target"]) ** 2}, None
         ce = optax.softmax_cross_entropy_with_integer_labels(out, b["target"])
@@ -307,9 +307,9 @@ def _evaluate_fn(scores, labels: list, mean: float | None, batch_size: int):
     """`Task.evaluate`: score sums, and a confusion matrix (classify) or the MSE of the
     training mean as the prediction (regress: `mean`), on exactly these examples."""
 
-    def evaluate(params, d, split, windows):
+    def evaluate(params, d, split, windows, tap=None):
         def sums(b):
-            values, predicted = scores(params, b, None)
+            values, predicted = scores(params, b, None, tap)
             out = {**{k: jnp.sum(v * b["weight"]) for k, v in values.items()},
                    "count": jnp.sum(b["weight"])}
             if mean is not None:
@@ -375,8 +375,8 @@ def build(config: ml_collections.ConfigDict) -> base.Task:
     def batch(d, index, key):
         return base.shuffled_batch(d["train"], index, key, t.batch_size)
 
-    def loss(params, carry, b, key):
-        means = {k: v.mean() for k, v in scores(params, b, key)[0].items()}
+    def loss(params, carry, b, key, tap=None):
+        means = {k: v.mean() for k, v in scores(params, b, key, tap)[0].items()}
         return means["loss"], (carry, means)
 
     return base.Task(

@@ -168,18 +168,19 @@ def build(config: ml_collections.ConfigDict) -> base.Task:
             b["teacher"] = jax.random.bernoulli(key, p, b["inputs"].shape)
         return b
 
-    def loss(params, carry, b, key):
+    def loss(params, carry, b, key, tap=None):
         carry, logits = lm.apply(params, carry, b["inputs"], reset=b["reset"], key=key,
-                                 teacher=b.get("teacher"))
+                                 teacher=b.get("teacher"), tap=tap)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, b["targets"]).mean()
         accuracy = jnp.mean(jnp.argmax(logits, -1) == b["targets"])
         return ce, (carry, {"loss": ce, "accuracy": accuracy})
 
-    def evaluate(params, d, split, count):
+    def evaluate(params, d, split, count, tap=None):
         if count is None or isinstance(count, base.Part):  # the whole split: every character
             return evaluate_whole(lm, params, d[f"{split}_inputs"], d[f"{split}_targets"], T,
-                                  t.carry_state, count)
-        return evaluate_streams(lm, params, d[split], T, t.carry_state, windows[split], count)
+                                  t.carry_state, count, tap=tap)
+        return evaluate_streams(lm, params, d[split], T, t.carry_state, windows[split], count,
+                                tap=tap)
 
     for split, n in corpus.unknown.items():
         if n:
@@ -206,11 +207,11 @@ def derive(scalars: dict[str, float]) -> dict[str, float]:
     return {**scalars, **metrics_lib.lm_scalars(scalars["loss"], scalars["accuracy"], 1.0)}
 
 
-def evaluate_whole(lm, params, inputs, targets, bptt_len, carry_state, part=None):
+def evaluate_whole(lm, params, inputs, targets, bptt_len, carry_state, part=None, *, tap=None):
     """`{"loss", "accuracy", "count"}` sums over every scored pair of `data.whole_streams`
     (targets >= 0), window by window with the carry passed on, in one scan; or over a
     `base.Part` of the windows (its sums then also hold the `carry` the next part starts
-    from)."""
+    from). `tap`: a diagnostics `layers.Tap` watching the model's layers."""
     S, T = inputs.shape[0], bptt_len
     windows, valid, so_far = base.part_windows(part, inputs.shape[1] // T)
 
@@ -220,7 +221,7 @@ def evaluate_whole(lm, params, inputs, targets, bptt_len, carry_state, part=None
         x = jax.lax.dynamic_slice(inputs, (0, w * T), (S, T))
         y = jax.lax.dynamic_slice(targets, (0, w * T), (S, T))
         reset = jnp.zeros((S, T), bool).at[:, 0].set(w == 0)
-        carry, logits = lm.apply(params, carry, x, reset=_reset(reset, carry_state))
+        carry, logits = lm.apply(params, carry, x, reset=_reset(reset, carry_state), tap=tap)
         scored = (y >= 0) & ok
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(y, 0))
         hits = (jnp.argmax(logits, -1) == y) & scored
@@ -237,15 +238,17 @@ def evaluate_whole(lm, params, inputs, targets, bptt_len, carry_state, part=None
     return sums if part is None else {**sums, "carry": carry}
 
 
-def evaluate_streams(lm, params, streams, bptt_len, carry_state, num_windows, count):
+def evaluate_streams(lm, params, streams, bptt_len, carry_state, num_windows, count, *,
+                     tap=None):
     """`{"loss", "accuracy", "count"}` sums over the first `count` windows of `streams`, the
-    carry passed from window to window as in training, in one scan."""
+    carry passed from window to window as in training, in one scan (`tap`: as
+    `evaluate_whole`'s)."""
 
     def body(acc, index):
         carry, loss_sum, correct = acc
         b = data.get_batch(streams, index, bptt_len, num_windows=num_windows)
-        carry, logits = lm.apply(params, carry, b["inputs"], reset=_reset(b["reset"],
-                                                                            carry_state))
+        carry, logits = lm.apply(params, carry, b["inputs"],
+                                 reset=_reset(b["reset"], carry_state), tap=tap)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, b["targets"])
         hits = jnp.sum(jnp.argmax(logits, -1) == b["targets"])
         return (carry, loss_sum + ce.sum(), correct + hits), None

@@ -105,38 +105,39 @@ def _tokens(mask):
     return jnp.maximum(mask.sum(1), 1.0)  # (padding rows of an evaluation have none)
 
 
-def _token_scores(net: models.Model, params, b, key):
+def _token_scores(net: models.Model, params, b, key, tap=None):
     """Per-example cross-entropy and accuracy of each next target token given the true ones
-    before it (teacher forcing)."""
+    before it (teacher forcing); `tap`: a diagnostics `layers.Tap` watching the layers."""
     target = b["target"]
     labels, mask = target[:, 1:], _label_mask(target)
     # Steps past the target's end carry no loss (their outputs are zeros).
     _, logits = net.apply(params, None, target[:, :-1], key=key,
                           lengths=jnp.sum(labels != PAD, axis=1), source=b["source"],
-                          source_lengths=b["source_lengths"])
+                          source_lengths=b["source_lengths"], tap=tap)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels) * mask
     hits = (jnp.argmax(logits, -1) == labels) * mask
     return ce.sum(1) / _tokens(mask), hits.sum(1) / _tokens(mask)
 
 
 def decode_batch(net: models.Model, params, batch, *, beam_size: int, length_penalty: float,
-                 max_len: int):
-    """Free-running decoding of a batch from its start tokens: tokens [B, max_len]."""
-    carry = net.start(params, batch["source"], batch["source_lengths"])
+                 max_len: int, tap=None):
+    """Free-running decoding of a batch from its start tokens: tokens [B, max_len] (`tap`: a
+    diagnostics `layers.Tap` watching the layers)."""
+    carry = net.start(params, batch["source"], batch["source_lengths"], tap=tap)
     start = batch["target"][:, 0]
     if beam_size == 1:
-        return decode.greedy(_step_fn(net, params, batch["source"]), carry, start,
+        return decode.greedy(_step_fn(net, params, batch["source"], tap), carry, start,
                              max_len=max_len, end_token=EOS)
     # The beam's rows repeat each example's source (a vec2seq model may feed it at each step).
-    step_fn = _step_fn(net, params, jnp.repeat(batch["source"], beam_size, axis=0))
+    step_fn = _step_fn(net, params, jnp.repeat(batch["source"], beam_size, axis=0), tap)
     tokens, _ = decode.beam_search(step_fn, carry, start, beam_size=beam_size, max_len=max_len,
                                    end_token=EOS, length_penalty=length_penalty)
     return tokens[:, 0]
 
 
-def _step_fn(net: models.Model, params, source) -> decode.StepFn:
+def _step_fn(net: models.Model, params, source, tap=None) -> decode.StepFn:
     def step(carry, tokens):
-        carry, logits = net.apply(params, carry, tokens[:, None], source=source)
+        carry, logits = net.apply(params, carry, tokens[:, None], source=source, tap=tap)
         return carry, logits[:, 0]
 
     return step
@@ -145,19 +146,19 @@ def _step_fn(net: models.Model, params, source) -> decode.StepFn:
 def _evaluate_fn(net: models.Model, e: ml_collections.ConfigDict, max_len: int, batch_size: int):
     """`Task.evaluate`: teacher-forced scores, and greedy (and beam) decoding."""
 
-    def evaluate(params, d, split, windows):
+    def evaluate(params, d, split, windows, tap=None):
         def sums(b):
             w = b["weight"]
-            ce, accuracy = _token_scores(net, params, b, None)
+            ce, accuracy = _token_scores(net, params, b, None, tap)
             greedy = decode_batch(net, params, b, beam_size=1, length_penalty=0.0,
-                                  max_len=max_len)
+                                  max_len=max_len, tap=tap)
             tokens, exact = _decoded_scores(greedy, b["target"])
             out = {"loss": jnp.sum(ce * w), "teacher_forced_accuracy": jnp.sum(accuracy * w),
                    "token_accuracy": jnp.sum(tokens * w), "exact_match": jnp.sum(exact * w),
                    "count": jnp.sum(w)}
             if e.beam_size > 1:
                 beam = decode_batch(net, params, b, beam_size=e.beam_size,
-                                    length_penalty=e.length_penalty, max_len=max_len)
+                                    length_penalty=e.length_penalty, max_len=max_len, tap=tap)
                 tokens, beam_exact = _decoded_scores(beam, b["target"])
                 out.update(greedy_exact_match=out["exact_match"], exact_match=jnp.sum(
                     beam_exact * w), token_accuracy=jnp.sum(tokens * w))
@@ -217,8 +218,8 @@ def build(config: ml_collections.ConfigDict) -> base.Task:
                                       config.data.max_digits)
         return base.shuffled_batch(d["train"], index, key, t.batch_size)
 
-    def loss(params, carry, b, key):
-        ce, accuracy = _token_scores(net, params, b, key)
+    def loss(params, carry, b, key, tap=None):
+        ce, accuracy = _token_scores(net, params, b, key, tap)
         return ce.mean(), (carry, {"loss": ce.mean(), "teacher_forced_accuracy": accuracy.mean()})
 
     return base.Task(

@@ -124,19 +124,22 @@ def model(config: ml_collections.ConfigDict, record: dict | None = None) -> mode
                          output_size=1 if name == "adding" else 2, full_length=True, **inputs)
 
 
-def _scores(config, net, params, b, key):
-    """Per-example loss, and the metrics' per-example values, of a batch."""
+def _scores(config, net, params, b, key, tap=None):
+    """Per-example loss, and the metrics' per-example values, of a batch (`tap`: a diagnostics
+    `layers.Tap` watching the model's layers)."""
     name = config.task.name
     n, T = b["inputs"].shape[0], b["inputs"].shape[1]
     if name == "adding":
-        _, out = net.apply(params, None, b["inputs"], lengths=jnp.full((n,), T), key=key)
+        _, out = net.apply(params, None, b["inputs"], lengths=jnp.full((n,), T), key=key,
+                           tap=tap)
         return {"loss": (out[:, 0] - b["target"]) ** 2}
     if not _per_step(config):  # final parity
-        _, logits = net.apply(params, None, b["inputs"], lengths=jnp.full((n,), T), key=key)
+        _, logits = net.apply(params, None, b["inputs"], lengths=jnp.full((n,), T), key=key,
+                              tap=tap)
         target = b["targets"][:, -1]
         return {"loss": optax.softmax_cross_entropy_with_integer_labels(logits, target),
                 "accuracy": (jnp.argmax(logits, -1) == target).astype(jnp.float32)}
-    _, logits = net.apply(params, None, b["inputs"], key=key)
+    _, logits = net.apply(params, None, b["inputs"], key=key, tap=tap)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, b["targets"])
     hits = (jnp.argmax(logits, -1) == b["targets"]).astype(jnp.float32)
     scores = {"loss": ce.mean(1), "accuracy": hits.mean(1)}
@@ -183,14 +186,14 @@ def build(config: ml_collections.ConfigDict) -> base.Task:
         del d  # drawn afresh: a pure function of the trial's key and the index
         return generate(jax.random.fold_in(key, index), t.batch_size, T)
 
-    def loss(params, carry, b, key):
-        scores = _scores(config, net, params, b, key)
+    def loss(params, carry, b, key, tap=None):
+        scores = _scores(config, net, params, b, key, tap)
         means = {k: v.mean() for k, v in scores.items()}
         return means["loss"], (carry, means)
 
-    def evaluate(params, d, split, windows):
+    def evaluate(params, d, split, windows, tap=None):
         def sums(b):
-            scores = _scores(config, net, params, b, None)
+            scores = _scores(config, net, params, b, None, tap)
             return {**{k: jnp.sum(v * b["weight"]) for k, v in scores.items()},
                     "count": jnp.sum(b["weight"])}
 
