@@ -128,9 +128,8 @@ def flow_scalars(norms: jax.Array) -> dict[str, jax.Array]:
 
 
 def train_batch(task, state, data):
-    """The train batch the state's step reads (as the train step draws it)."""
-    key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
-    return task.batch(data, state.step, jax.random.fold_in(key, steps.BATCH_KEY))
+    """The train batch the state's step reads (the train step's own)."""
+    return steps.train_batch(task, state, data)
 
 
 def task_loss(task, state, batch) -> Callable[[layers.Tap], jax.Array]:

@@ -19,6 +19,16 @@ from rnnlab.tasks import base
 BATCH_KEY = 0x62617463
 
 
+def step_key(state: state_lib.TrainState) -> jax.Array:
+    """The key of the state's step: it drives dropout, and (folded with BATCH_KEY) the batch."""
+    return jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
+
+
+def train_batch(task: base.Task, state: state_lib.TrainState, data):
+    """The train batch of the state's step (the one its update reads)."""
+    return task.batch(data, state.step, jax.random.fold_in(step_key(state), BATCH_KEY))
+
+
 def make_train_step(task: base.Task, tx: optax.GradientTransformation,
                     shard_batch: Callable = lambda batch: batch):
     """`(state, data) -> state`: one update on train batch `state.step`.
@@ -29,8 +39,8 @@ def make_train_step(task: base.Task, tx: optax.GradientTransformation,
     """
 
     def train_step(state: state_lib.TrainState, data) -> state_lib.TrainState:
-        key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
-        batch = shard_batch(task.batch(data, state.step, jax.random.fold_in(key, BATCH_KEY)))
+        key = step_key(state)
+        batch = shard_batch(train_batch(task, state, data))
 
         def loss_fn(params):
             return task.loss(params, state.carry, batch, key)
