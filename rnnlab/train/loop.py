@@ -155,7 +155,7 @@ def train_and_evaluate(p: Program, state) -> None:
         clock.first_step(state, p.step)
         for action in ACTIONS:
             if action.due(t, p.step) and p.active:
-                with clock.pause():
+                with clock.pause(state):
                     check_finite(p, state)
                     state = action.run(p, state, clock)
     check_finite(p, state)
@@ -373,13 +373,15 @@ class _Clock:
         return rate
 
     @contextlib.contextmanager
-    def pause(self):
-        """Time in the block is left out of the rate."""
+    def pause(self, state):
+        """Time in the block is left out of the rate; the steps queued before it are not (they
+        are waited for first), nor is a log line's time before `rate` restarted the clock."""
+        jax.block_until_ready(state)
         begun = time.perf_counter()
         try:
             yield
         finally:
-            self.paused += time.perf_counter() - begun
+            self.paused += time.perf_counter() - max(begun, self.start)
 
 
 def _shardings(tree):
