@@ -1,0 +1,25 @@
+"""The train loop's own bookkeeping, apart from training (which tests/test_train.py runs)."""
+
+from rnnlab.train import loop
+
+
+def test_the_rate_leaves_out_actions_but_not_the_steps_queued_before_them(monkeypatch):
+    """Steps run asynchronously: at an action the steps dispatched before it are still
+    computing. Waiting for them is training time; the action's own time is not."""
+    now = [0.0]
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: now[0])
+
+    def finish_queued_steps(seconds):  # what block_until_ready waits for, in this fake
+        now[0] += seconds
+        return seconds
+
+    monkeypatch.setattr(loop.jax, "block_until_ready", finish_queued_steps)
+    clock = loop._Clock(0)  # (the first step compiled: the clock starts at 0 s)
+    with clock.pause(2.0):  # steps 1-10 finish 2 s in; then an evaluation of 3 s
+        now[0] += 3.0
+    # Steps 11-20 dispatched at once, done 2 s later, at the next log line:
+    assert clock.rate(2.0, 20) == 20 / 4.0
+    with clock.pause(0.0):  # the log line's own time, after the clock restarted, is left out
+        clock.rate(0.0, 20)
+        now[0] += 1.0
+    assert clock.rate(1.0, 30) == 10 / 1.0
