@@ -14,7 +14,7 @@ that an output says which path it measured (training may run another).
   and differentiated. `last_step=True` differentiates the loss of the body's last output only
   (the other outputs are cut from the gradient), the classic vanishing-gradient measurement;
   otherwise the whole (summed) loss.
-- `layer_paths(loss_fn)`: `{layer name: path}` the layers ran while tapped.
+- `layer_paths(loss_fn, *args)`: `{layer name: path}` the layers ran while tapped.
 - `recurrent_spectra(params, cell)`: the spectral radius and largest singular value of each
   layer's recurrent matrix, per gate block for gated cells.
 - `GateCounter`: the fraction of each gate's activations below `low` and above `high` over
@@ -141,19 +141,20 @@ def task_loss(task, state, batch) -> Callable[[layers.Tap], jax.Array]:
     return loss_fn
 
 
-def layer_paths(loss_fn: Callable[[layers.Tap], jax.Array]) -> dict[str, str]:
-    """`{layer name: path}`: the path (`layers.paths.PATHS`) that each layer `loss_fn(tap)`
-    applies runs while tapped, i.e. the path `state_gradients(loss_fn)` measures. Traces
-    `loss_fn` (no compute)."""
+def layer_paths(loss_fn: Callable[..., jax.Array], *args) -> dict[str, str]:
+    """`{layer name: path}`: the path (`layers.paths.PATHS`) that each layer `loss_fn(tap,
+    *args)` applies runs while tapped, i.e. the path `state_gradients` measures. Traces
+    `loss_fn` (no compute; `args` are traced as arrays, host arrays included)."""
     tap = layers.Tap()
-    jax.eval_shape(lambda: loss_fn(tap))
+    jax.eval_shape(lambda *a: loss_fn(tap, *a), *args)
     return dict(tap.paths)
 
 
 def gradient_paths(task, state, data) -> dict[str, str]:
     """`layer_paths` of the loss `gradient_norms` differentiates (its batch is drawn inside
-    the trace too: nothing is computed)."""
-    return layer_paths(lambda tap: task_loss(task, state, train_batch(task, state, data))(tap))
+    the trace too, from `data` as `gradient_norms` receives it: nothing is computed)."""
+    return layer_paths(lambda tap, d: task_loss(task, state, train_batch(task, state, d))(tap),
+                       data)
 
 
 def gradient_norms(task, state, data) -> dict[str, dict[str, jax.Array]]:
