@@ -13,6 +13,8 @@ from rnnlab import layers
 from rnnlab import model as model_lib
 from rnnlab import models
 
+import test_layers
+
 V, E, H, B, T = 7, 5, 6, 3, 4
 
 
@@ -138,17 +140,6 @@ def test_a_decoder_started_apart_and_run_a_step_at_a_time_is_its_one_call(task):
     np.testing.assert_allclose(jnp.stack(steps, 1), whole, rtol=1e-5, atol=1e-6)
 
 
-class _Watcher(layers.Tap):
-    wants_steps = True
-
-    def __init__(self):
-        super().__init__()
-        self.seen = []
-
-    def steps(self, name, cell, params, carries_in, xs, carries_out, mask):
-        self.seen.append(name)
-
-
 def test_a_tap_passed_to_apply_watches_every_body_by_the_names_it_always_had():
     """`apply(..., tap=)` (and `start`) hand the tap to the body: layers named `layer_i`
     (`/fwd`, `/bwd`), a seq2seq model's `encoder/...` and `decoder/...` (the names diagnostics
@@ -169,12 +160,12 @@ def test_a_tap_passed_to_apply_watches_every_body_by_the_names_it_always_had():
             (s2s, source, ["encoder/layer_0", "encoder/layer_1", "decoder/layer_0",
                            "decoder/layer_1"])):
         params = net.init(jax.random.key(0))
-        tap = _Watcher()
+        tap = test_layers.Recorder()
         _, tapped = net.apply(params, None, tokens, tap=tap, **read)
         assert tap.seen == want
         assert tap.paths == dict.fromkeys(want, "sequential")
         np.testing.assert_allclose(tapped, net.apply(params, None, tokens, **read)[1],
                                    rtol=1e-5, atol=1e-6)
-    tap = _Watcher()
+    tap = test_layers.Recorder()
     s2s.start(s2s.init(jax.random.key(0)), tokens, lengths, tap=tap)
     assert tap.seen == ["encoder/layer_0", "encoder/layer_1"]
