@@ -28,7 +28,6 @@ position by position) and `exact_match` (whole answers right; with a beam, also
 
 from __future__ import annotations
 
-import math
 
 import jax
 import jax.numpy as jnp
