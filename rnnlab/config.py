@@ -142,6 +142,10 @@ def _train() -> ml_collections.ConfigDict:
     t.keep_checkpoints = 3  # keep the last K checkpoints (and the best one apart)
     t.skip_nonfinite = False  # skip non-finite updates and count them instead of stopping
     t.max_nonfinite = 100  # with skip_nonfinite: stop after this many skipped updates
+    # Early stopping: end the run (status "finished") after this many evaluations in a row
+    # without improving the best validation metric by more than min_delta; 0: never.
+    t.patience = 0
+    t.min_delta = 0.0  # in the units of the task's headline metric (bpc, accuracy, ...)
     t.sample_length = 200  # characters sampled at each evaluation (0: none)
     t.sample_temperature = 0.8  # temperature of those samples
     t.sample_prime = ""  # text training's samples start from ("": a place in valid)
@@ -268,6 +272,9 @@ TRAIN = {
        for key in ("eval_batches", "eval_batch_size", "sample_length")},
     "train.log_gradients": Rule(lambda x: isinstance(x, bool), "True or False"),
     "train.sample_temperature": Rule(lambda x: x >= 0, ">= 0"),
+    "train.patience": Rule(lambda x: isinstance(x, int) and x >= 0,
+                           "an integer >= 0 (evaluations; 0: no early stopping)"),
+    "train.min_delta": Rule(lambda x: math.isfinite(x) and x >= 0, ">= 0"),
 }
 
 # The data keys a task reads; each task's `check` names the ones it uses.

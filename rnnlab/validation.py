@@ -51,9 +51,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 # Keys that only change values inside one compiled program: trials differing only in these
 # train together under vmap (params come from each trial's own init; hyperparameters live in
 # each trial's optimizer state).
-VALUE_KEYS = ("seed", "model.init", "model.init_scale", "model.forget_bias") + tuple(
-    f"optim.{k}" for k in optim.NUMERIC_KEYS
-)
+VALUE_KEYS = ("seed", "model.init", "model.init_scale", "model.forget_bias",
+              # (not in the program at all: each trial stops on its own)
+              "train.patience", "train.min_delta") + tuple(
+    f"optim.{k}" for k in optim.NUMERIC_KEYS)
 
 
 def group_key(config: ml_collections.ConfigDict) -> str:

@@ -1,20 +1,20 @@
 """The train loop's own bookkeeping, apart from training (which tests/test_train.py runs)."""
 
-from rnnlab.train import loop
+from rnnlab.train import clock as clock_lib
 
 
 def test_the_rate_leaves_out_actions_but_not_the_steps_queued_before_them(monkeypatch):
     """Steps run asynchronously: at an action the steps dispatched before it are still
     computing. Waiting for them is training time; the action's own time is not."""
     now = [0.0]
-    monkeypatch.setattr(loop.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(clock_lib.time, "perf_counter", lambda: now[0])
 
     def finish_queued_steps(seconds):  # what block_until_ready waits for, in this fake
         now[0] += seconds
         return seconds
 
-    monkeypatch.setattr(loop.jax, "block_until_ready", finish_queued_steps)
-    clock = loop._Clock(0)  # (the first step compiled: the clock starts at 0 s)
+    monkeypatch.setattr(clock_lib.jax, "block_until_ready", finish_queued_steps)
+    clock = clock_lib.Clock(0)  # (the first step compiled: the clock starts at 0 s)
     with clock.pause(2.0):  # steps 1-10 finish 2 s in; then an evaluation of 3 s
         now[0] += 3.0
     # Steps 11-20 dispatched at once, done 2 s later, at the next log line:

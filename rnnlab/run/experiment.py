@@ -13,6 +13,7 @@ import json
 
 import ml_collections
 
+from rnnlab import config as config_lib
 from rnnlab import optim
 from rnnlab.run import layout, storage
 
@@ -62,7 +63,7 @@ def check_config(workdir, config: ml_collections.ConfigDict) -> dict | None:
         allowed = set(RESUMABLE_KEYS)
         if config.optim.schedule not in SCHEDULES_OVER_ALL_STEPS:
             allowed.add("train.steps")
-        changed = [k for k in config_diff(old, resolved) if k not in allowed]
+        changed = [k for k in config_diff(_with_new_keys(old), resolved) if k not in allowed]
         if changed:
             raise RunDirError(
                 f"{path.parent} holds a run with a different config (differs in: "
@@ -73,6 +74,15 @@ def check_config(workdir, config: ml_collections.ConfigDict) -> dict | None:
     if old != resolved:
         storage.write_atomic(path, json.dumps(resolved, indent=2, sort_keys=True) + "\n")
     return old
+
+
+def _with_new_keys(old: dict) -> dict:
+    """`old` (a config.json) with the keys the schema gained since it was written, at their
+    defaults: a new key's default is what the runs before it did."""
+    def merge(defaults: dict, values: dict) -> dict:
+        return {**defaults, **{k: merge(defaults[k], v) if isinstance(v, dict) and isinstance(
+            defaults.get(k), dict) else v for k, v in values.items()}}
+    return merge(json.loads(config_lib.get_config().to_json_best_effort()), old)
 
 
 def _check_steps(workdir, steps: int) -> None:

@@ -38,7 +38,7 @@ def finished(run: rundir.RunDir, found: checkpoint.Restored | None, steps: int) 
     it when that disagrees), else None; warns when status.json claims more than it has."""
     status = run.status() or {}
     final = found.meta.get("final") if found else None
-    if final is not None and found.step >= steps:
+    if final is not None and (found.step >= steps or final.get("stopped_early")):
         record = {"status": layout.FINISHED, "step": found.step, **final}
         if {k: v for k, v in status.items() if k != "committed_step"} != record:
             logging.warning("%s: status.json is missing or disagrees with the final "

@@ -56,7 +56,7 @@ def train_group(configs: list[ml_collections.ConfigDict], workdirs: list) -> lis
         s = setup.Setup(configs, workdirs, stop)
         try:
             todo, states = s.start()
-            if todo:  # (one trial left of a group trains as a single run)
+            if todo:
                 program = (trials.Group if len(todo) > 1 else loop.Program)(s, todo, states)
                 loop.train_and_evaluate(program, program.stack(states))
             return [trial.result or trial.run.status() for trial in s.trials]

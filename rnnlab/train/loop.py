@@ -1,5 +1,5 @@
 """The train loop, the same for every task: `train_and_evaluate` runs the steps and, when their
-intervals come, the periodic actions (`ACTIONS`: log, evaluate, checkpoint).
+intervals come, the periodic actions (`ACTIONS`: log, evaluate, checkpoint, early stop).
 
 Each step is one jitted update of the train state (`rnnlab.train.step`). A batch is a pure
 function of the step and the whole state (the carry and the metric sums included) is
@@ -14,9 +14,6 @@ tagged.
 
 from __future__ import annotations
 
-import contextlib
-import math
-import time
 from typing import Callable, NamedTuple
 
 import jax
@@ -26,6 +23,7 @@ from absl import logging
 
 from rnnlab import diagnostics, optim, parallel, tasks
 from rnnlab.run import layout
+from rnnlab.train import clock as clock_lib
 from rnnlab.train import setup as setup_lib
 from rnnlab.train import state as state_lib
 from rnnlab.train import step as step_lib
@@ -49,9 +47,9 @@ class Program:
         self.step = int(states[0].step)
         s.stop.arm()  # from here a signal means: save a checkpoint, then stop
         if self.step:
-            logging.info("resuming %d trial(s) from step %d", len(trials), self.step)
+            logging.info("resuming %d trial(s) from step %d", len(self.active), self.step)
         self.num_params = int(sum(p.size for p in jax.tree_util.tree_leaves(states[0].params)))
-        for trial in trials:
+        for trial in self.active:
             trial.run.open_logs(self.step)
             trial.run.set_status(layout.RUNNING, self.step, num_params=self.num_params)
         self.shardings = parallel.state_shardings(states[0], s.mesh, self.state_axis)
@@ -148,7 +146,8 @@ def train_and_evaluate(p: Program, state) -> None:
     """Trains from `state` to `train.steps` (or a signal, or divergence), then evaluates the
     whole valid and test splits and saves the final checkpoint; each trial's `result` and
     status.json say how it ended."""
-    t, train_step, clock = p.t, p.train_step(), _Clock(p.step)
+    t, train_step, clock = p.t, p.train_step(), clock_lib.Clock(p.step)
+    state = early_stop(p, state)  # (trials a signal stopped while they were ending)
     while p.step < t.steps and not p.s.stop.at(p.step) and p.active:
         state = train_step(state, p.s.data)
         p.step += 1
@@ -204,7 +203,7 @@ def log(p: Program, state, clock) -> state_lib.TrainState:
                          p.tag(trial), p.step, p.t.steps, "  ".join(
                              f"{n} {scalars[n]:.4g}" for n in shown), scalars["grad_norm"],
                          scalars["lr"], rate, scalars[unit], unit.replace("_per_sec", "/s"),
-                         _duration(eta))
+                         clock_lib.duration(eta))
     zeros = p.per_trial(state_lib.zero_sums(p.task.metrics))
     return state._replace(sums=parallel.put(zeros, p.shardings.sums))
 
@@ -239,11 +238,9 @@ def evaluate(p: Program, state, clock=None, final: bool = False) -> state_lib.Tr
     windows = p.task.eval_windows["valid"]
     capped = min(p.t.eval_batches or windows, windows)
     valid, flow = p.scores(state, "valid", capped), p.flow(state)
-    extra = {}
-    for split, name in (("test", "test"), ("valid", "valid_full")) if final else ():
-        extra[name] = p.whole(state, split)
-        if extra[name] is None:
-            return None
+    extra = _whole_splits(p, state) if final else {}
+    if extra is None:
+        return None
     # Replicated, so every process holds them whole; samples are drawn on process 0.
     sampling = p.task.sample is not None and parallel.is_primary()
     params = jax.device_get(state.params) if sampling else None
@@ -253,9 +250,7 @@ def evaluate(p: Program, state, clock=None, final: bool = False) -> state_lib.Tr
         trial.run.write(p.step, "valid", valid[k][0])
         if flow is not None:
             trial.run.write(p.step, "gradients", flow[k])
-        for split, scores in extra.items():
-            scalars, sums = scores[k]
-            trial.run.write(p.step, split, {**scalars, "count": int(sums["count"])})
+        _write_whole(p, trial, k, extra)
         _keep_best(p, trial, state, valid[k][0], f"all {windows} batches" if capped == windows
                    else f"{capped} of {windows} batches")
         if params is not None:
@@ -266,17 +261,84 @@ def evaluate(p: Program, state, clock=None, final: bool = False) -> state_lib.Tr
     return state
 
 
+def _whole_splits(p: Program, state) -> dict | None:
+    """Every trial's scores on the whole test and valid splits; None when a signal stopped it."""
+    extra = {}
+    for split, name in (("test", "test"), ("valid", "valid_full")):
+        extra[name] = p.whole(state, split)
+        if extra[name] is None:
+            return None
+    return extra
+
+
+def _write_whole(p: Program, trial, k: int, extra: dict) -> None:
+    for split, scores in extra.items():
+        scalars, sums = scores[k]
+        trial.run.write(p.step, split, {**scalars, "count": int(sums["count"])})
+
+
 def _keep_best(p: Program, trial, state, scalars, over):
     name, mode = p.task.best
-    best = trial.meta[p.s.best_key]
-    if best is None or (scalars[name] < best if mode == "min" else scalars[name] > best):
+    best, value = trial.meta[p.s.best_key], scalars[name]
+    if best is None or (value < best if mode == "min" else value > best):
         note = "new best"
-        trial.meta = {p.s.best_key: scalars[name], "best_step": p.step}
+        trial.meta = {**trial.meta, p.s.best_key: value, "best_step": p.step}
+        _count_patience(trial, value, mode)
         trial.run.save(p.step, p.of(state, trial), trial.meta, best=True)
     else:
         note = f"best {best:.4f} at step {trial.meta['best_step']}"
+        _count_patience(trial, value, mode)
+    if trial.config.train.patience:
+        note += f"; {trial.meta['stale']} of {trial.config.train.patience} without improving"
     logging.info("%sstep %d  valid %s %.4f on %s  (%s)", p.tag(trial), p.step, name,
-                 scalars[name], over, note)
+                 value, over, note)
+
+
+def _count_patience(trial, value: float, mode: str) -> None:
+    """With `train.patience`: the evaluations in a row (`stale`) that have not improved on the
+    reference value (`ref`, the last one that did) by more than `train.min_delta`, in the
+    trial's meta (so in its checkpoints: a resume counts on)."""
+    t = trial.config.train
+    if not t.patience:
+        return
+    ref = trial.meta.get("ref")
+    if ref is None or (value < ref - t.min_delta if mode == "min" else value > ref + t.min_delta):
+        trial.meta = {**trial.meta, "ref": value, "stale": 0}
+    else:
+        trial.meta = {**trial.meta, "stale": trial.meta["stale"] + 1}
+
+
+def early_stop(p: Program, state, clock=None) -> state_lib.TrainState:
+    """Ends each trial whose validation metric ran out of patience (`train.patience`
+    evaluations without improving by more than `train.min_delta`): the final evaluation of the
+    whole splits, the final checkpoint, status "finished" saying why. The others train on."""
+    tired = [trial for trial in p.active if trial.config.train.patience
+             and trial.meta.get("stale", 0) >= trial.config.train.patience]
+    if not tired:
+        return state
+    extra = _whole_splits(p, state)
+    if extra is None:  # a signal: the loop saves and stops; the rerun ends these trials first
+        return state
+    windows = p.task.eval_windows["valid"]
+    valid = p.scores(state, "valid", min(p.t.eval_batches or windows, windows))
+    name = p.task.best[0]
+    for trial in tired:
+        k = p.trials.index(trial)
+        _write_whole(p, trial, k, extra)
+        t, best = trial.config.train, trial.meta[p.s.best_key]
+        why = (f"stopped early at step {p.step}: valid {name} has not improved by more than "
+               f"{t.min_delta:g} in {t.patience} evaluations (best {best:.4f} at step "
+               f"{trial.meta['best_step']})")
+        logging.info("%s%s", p.tag(trial), why)
+        trial.result = {**_final(p, trial, {"valid": valid[k], **{
+            split: scores[k] for split, scores in extra.items()}}),
+            "stopped_early": True, "message": why}
+    checkpoint(p, state, final=True, trials=tired)
+    for trial in tired:
+        trial.run.commit()
+        trial.run.set_status(**trial.result)
+        trial.active = False
+    return state
 
 
 def _final(p: Program, trial, scores) -> dict:
@@ -307,9 +369,11 @@ def sample(p: Program, trial, params, show: bool) -> None:
         logging.info("%ssample at step %d: %r", p.tag(trial), p.step, text[:160])
 
 
-def checkpoint(p: Program, state, clock=None, final: bool = False) -> state_lib.TrainState:
-    """Saves each active trial's state (with its best score so far)."""
-    for trial in p.active:
+def checkpoint(p: Program, state, clock=None, final: bool = False,
+               trials=None) -> state_lib.TrainState:
+    """Saves the state of each of `trials` (default: the active ones), with its best score so
+    far."""
+    for trial in p.active if trials is None else trials:
         meta = dict(trial.meta)
         if final:  # what status.json says, to rebuild it from
             meta["final"] = {k: v for k, v in trial.result.items() if k not in ("status", "step")}
@@ -322,6 +386,7 @@ ACTIONS = (
     Action("log", lambda t, step: step % t.log_every == 0 or step == t.steps, log),
     Action("evaluate", lambda t, step: step % t.eval_every == 0 and step < t.steps, evaluate),
     Action("checkpoint", lambda t, step: step % t.ckpt_every == 0 and step < t.steps, checkpoint),
+    Action("early_stop", lambda t, step: step % t.eval_every == 0 and step < t.steps, early_stop),
 )
 
 
@@ -352,44 +417,5 @@ def _commit(p: Program):
         trial.run.commit()
 
 
-class _Clock:
-    """Steps per second between log lines, without compile time or the periodic actions."""
-
-    def __init__(self, step: int):
-        self.start, self.step, self.paused, self.compiled = time.perf_counter(), step, 0.0, False
-
-    def first_step(self, state, step: int):
-        if not self.compiled:  # keep compile time out of the rates
-            jax.block_until_ready(state.step)
-            logging.info("compiled and ran the first step in %.1fs",
-                         time.perf_counter() - self.start)
-            self.start, self.step, self.compiled = time.perf_counter(), step, True
-
-    def rate(self, state, step: int) -> float:
-        jax.block_until_ready(state)  # steps run asynchronously: wait, then time
-        elapsed = time.perf_counter() - self.start - self.paused
-        rate = (step - self.step) / elapsed if elapsed > 0 else float("nan")
-        self.start, self.step, self.paused = time.perf_counter(), step, 0.0
-        return rate
-
-    @contextlib.contextmanager
-    def pause(self, state):
-        """Time in the block is left out of the rate; the steps queued before it are not (they
-        are waited for first), nor is a log line's time before `rate` restarted the clock."""
-        jax.block_until_ready(state)
-        begun = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.paused += time.perf_counter() - max(begun, self.start)
-
-
 def _shardings(tree):
     return jax.tree_util.tree_map(lambda a: a.sharding, tree)
-
-
-def _duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

@@ -83,7 +83,8 @@ class Setup:
             trial.run.close()
 
     def start(self) -> tuple[list[Trial], list]:
-        """The trials still to train and the state each starts from (resumed or fresh).
+        """The trials of the program and the state each starts from (resumed or fresh): none
+        when every trial is done, else those still to train, or a group's every trial.
 
         A finished or diverged trial becomes a result at once: rerunning it would change
         nothing (or diverge again).
@@ -104,7 +105,14 @@ class Setup:
         todo = [self.trials[i] for i in starts]
         for trial, start in zip(todo, starts.values()):
             trial.meta = start.meta
-        return todo, [start.state for start in starts.values()]
+        states = [start.state for start in starts.values()]
+        if todo and len(self.trials) > 1:
+            # A group trains at its full size: batched reductions round by shape, so a trial's
+            # numbers must not depend on how many others are still training. The trials that
+            # are done ride along inactive, in a copy of an active trial's state.
+            of = dict(zip(todo, states))
+            todo, states = self.trials, [of.get(trial, states[0]) for trial in self.trials]
+        return todo, states
 
     def _say_finished(self, run, result):
         name = self.task.best[0]
