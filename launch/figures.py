@@ -1,7 +1,6 @@
 """The figures of an ablation Table: learning curves, best metric vs each factor, box plots.
 
-matplotlib is an optional dependency (the `plots` extra): it is imported when `write` runs, and
-tables need nothing of this module. `write` takes the Table and the trials' curves rather than
+matplotlib is imported when `write` runs (not with the module): tables need nothing of it. `write` takes the Table and the trials' curves rather than
 the sweep, so this module knows only `launch.tables`; `launch.report.figures` does it all from a
 sweep.
 """

@@ -271,7 +271,8 @@ def main(argv: Sequence[str]) -> None:
         try:
             paths = figures(results, _METRIC.value, out, _MODE.value)
         except ImportError:
-            logging.warning("matplotlib is not installed (pip install -e .[plots]): no figures")
+            logging.warning("matplotlib cannot be imported (it comes with rnnlab: pip install "
+                            "-e . again): no figures")
         else:
             logging.info("figures: %s", ", ".join(str(p) for p in paths))
     logging.info("wrote %s", out)

@@ -310,3 +310,38 @@ def check(config: ml_collections.ConfigDict, rules: dict[str, Rule],
         ok, allowed = rules[key]
         if not ok(got):
             raise ValueError(f"{key} must be {allowed}, got {got!r}")
+
+
+# ------------------------------------------------------------------------------ the key list
+
+
+def meanings() -> dict[str, str]:
+    """Every dotted key of the schema -> its one-line meaning, read from this file: the comment
+    after the key (with the comment lines right below it), or the comment block right above a
+    key that has none. What `python -m rnnlab.main --help_config` lists."""
+    import ast
+    import pathlib
+    import re
+
+    source = pathlib.Path(__file__).read_text()
+    lines, schema, out = source.splitlines(), get_config(), {}
+    for fn in ast.parse(source).body:
+        top = getattr(fn, "name", "") == "get_config"
+        section = getattr(fn, "name", "")[1:].split("_")[0]
+        if not top and section not in schema:
+            continue
+        pending, last = [], None
+        for line in lines[fn.lineno:fn.end_lineno]:
+            text = line.strip()
+            match = re.fullmatch(r"\w+\.(\w+) = .*?(?:  # (.*))?", text)
+            if text.startswith("#"):
+                pending.append(text.lstrip("#").strip())
+                continue
+            key = match and (match[1] if top else f"{section}.{match[1]}")
+            if not key or isinstance(value(schema, key), ml_collections.ConfigDict):
+                pending, last = [], None
+                continue
+            if match[2] and pending and last:  # the comment went on below the previous key
+                out[last] += " " + " ".join(pending)
+            out[key], pending, last = match[2] or " ".join(pending), [], key
+    return out

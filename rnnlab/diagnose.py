@@ -11,7 +11,7 @@ Gradient flow through time, hidden units over a text, gate saturation:
 `--checkpoint`: `best` (default), `last`, a step number, or `init` (the run's parameters at
 step 0, from its seed). With `--config` instead of `--workdir`, the model is freshly initialised
 from that config (no run needed). Results go to `--out` (default WORKDIR/diagnostics, or
-`diagnostics/<config name>` with `--config`):
+`runs/diagnostics/<task>` with `--config`):
 
 - gradients.json / gradients.png: per recurrent layer, the norm of dL/dh_t for each state of
   one training batch's window (t = 0: the carry the window starts from; mean, std, min and max
@@ -112,7 +112,7 @@ def load(workdir=None, config=None, checkpoint: str = "best", out=None, *,
         label += ", on data other than the run's"
     if out is None:
         out = (storage.path(workdir) / "diagnostics" if workdir is not None
-               else pathlib.Path("diagnostics") / config.task.name)
+               else pathlib.Path("runs") / "diagnostics" / config.task.name)
     _check_writable(storage.path(out))
     return Subject(config, task, state, label, out)
 
@@ -168,7 +168,8 @@ def _pyplot():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        logging.warning("matplotlib is not installed (pip install 'rnnlab[plots]'): no PNG")
+        logging.warning("matplotlib cannot be imported (it comes with rnnlab: pip install -e . "
+                        "again): no PNG")
         return None
     return plt
 

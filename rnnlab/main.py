@@ -1,4 +1,4 @@
-"""The training command: trains (or resumes) a run of any task from a config file.
+r"""The training command: trains (or resumes) a run of any task from a config file.
 
     python -m rnnlab.main --config=configs/quickstart.py
 
@@ -7,6 +7,12 @@
 
 `--config=FILE:ARG` selects a variant (e.g. `:smoke`). Without `--workdir` a fresh dated run
 directory is made under `runs/`. Rerunning a command with the same `--workdir` resumes it.
+
+    python -m rnnlab.main --config=configs/quickstart.py --config.optim.lr=1e-3 --print_config
+    python -m rnnlab.main --help_config
+
+`--print_config` prints the config after the overrides, checked, and exits (a dry run);
+`--help_config` lists every `--config.*` key with its value and meaning.
 
 `--trials=FILE` (a JSON list of `{"overrides": {...}, "workdir": ...}`, as `launch.sweep
 --executor=vmap` writes it) trains many trials of the config: those that differ only in seed,
@@ -38,12 +44,18 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from rnnlab import compile_cache, data, overrides, stopping, train, validation
+from rnnlab import config as config_lib
 from rnnlab.run import checkpoint, rundir, storage
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A config file (configs/*.py), optionally FILE:ARG.", lock_config=True
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory; default runs/<config>-<time>.")
+_PRINT_CONFIG = flags.DEFINE_bool(
+    "print_config", False, "Print the config after the overrides, checked, and exit (a dry run).")
+_HELP_CONFIG = flags.DEFINE_bool(
+    "help_config", False, "List every --config.* key with its value (that of --config, else the "
+    "default) and its meaning, and exit.")
 _TRIALS = flags.DEFINE_string("trials", None, "JSON file of trials to train as vmapped groups.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() first (multi-host TPU VMs)."
@@ -63,6 +75,19 @@ def _default_workdir(config_path: str) -> pathlib.Path:
 def _fail(code: int, message: str):
     print(f"error: {message}", file=sys.stderr)
     sys.exit(code)
+
+
+def _key_list(config) -> str:
+    """Every config key, one a line: its value (and the default where that differs), its
+    meaning (the comment of the schema in rnnlab/config.py)."""
+    defaults, meanings = config_lib.get_config(), config_lib.meanings()
+    rows = []
+    for key, meaning in meanings.items():
+        default = config_lib.value(defaults, key)
+        shown = config_lib.value(config, key) if config is not None else default
+        value = repr(shown) + ("" if shown == default else f" (default {default!r})")
+        rows.append(f"{key:<28} {value:<24} {meaning}")
+    return "\n".join(rows)
 
 
 def _run_trials(config, path) -> int:
@@ -115,6 +140,9 @@ def main(argv):
         logging.info("process %d of %d; %d devices in all", jax.process_index(),
                      jax.process_count(), jax.device_count())
     config = _CONFIG.value
+    if _HELP_CONFIG.value:
+        print(_key_list(config))
+        return
     if config is None:
         _fail(2, "--config is required, e.g. --config=configs/quickstart.py (the configs are in "
               "configs/)")
@@ -122,6 +150,9 @@ def main(argv):
         if _TRIALS.value:
             sys.exit(_run_trials(config, _TRIALS.value))
         validation.check_config(config)
+        if _PRINT_CONFIG.value:
+            print(config, end="")
+            return
         config_path = config_flags.get_config_filename(flags.FLAGS["config"])
         workdir = storage.path(_WORKDIR.value or _default_workdir(config_path))
         logging.info("run directory: %s", workdir)

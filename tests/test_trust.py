@@ -445,3 +445,50 @@ def _finished(config, workdir):
     config.train.steps = 2
     train.train(config, workdir)
     return workdir
+
+
+def test_help_shows_its_examples_whole_and_the_dry_run_and_key_list_work(tmp_path):
+    """--help's examples keep their line breaks; --print_config prints the checked config after
+    the overrides and trains nothing; --help_config lists every key with value and meaning."""
+    help_text = cli("rnnlab.main", "--help").stdout
+    assert help_text.startswith("The training command: trains (or resumes) a run of any task")
+    assert "--workdir=runs/lstm_text8 \\\n        --config.model.cell=gru" in help_text
+    assert "--help_config" in help_text and "--print_config" in help_text
+    workdir = tmp_path / "run"
+    printed = run_main(workdir, "--config.optim.lr=0.001", "--print_config")
+    assert printed.returncode == 0, printed.stderr
+    loaded = ml_collections.ConfigDict(__import__("yaml").safe_load(printed.stdout))
+    assert loaded.optim.lr == 0.001 and loaded.train.steps == 30 and loaded.data.name == "pydoc"
+    assert not workdir.exists()
+    bad = run_main(workdir, "--config.optim.lr=-1", "--print_config")
+    assert bad.returncode == 2 and "optim.lr" in one_error_line(bad)
+    listed = cli("rnnlab.main", "--help_config", "--config=configs/quickstart.py:smoke")
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[0]: line for line in listed.stdout.splitlines()}
+    from rnnlab import config as config_lib, overrides
+
+    assert sorted(rows) == sorted(overrides.known_keys(config_lib.get_config()))
+    assert "30 (default 10000)" in rows["train.steps"] and "optimizer steps" in rows["train.steps"]
+    assert "evaluations in a row" in rows["train.patience"]
+
+
+def test_every_config_key_has_a_meaning():
+    from rnnlab import config as config_lib, overrides
+
+    meanings = config_lib.meanings()
+    keys = overrides.known_keys(config_lib.get_config())
+    assert sorted(meanings) == sorted(keys)
+    assert [k for k in keys if len(meanings[k]) < 8] == []
+    # the comment block above a key, and a comment that goes on below its key
+    assert meanings["train.log_gradients"].startswith('At each evaluation, a "gradients" line')
+    assert meanings["model.jordan_feedback"].endswith("scheduled (sampling, Bengio 2015)")
+
+
+def test_diagnostics_of_a_config_go_under_runs_not_into_the_working_directory(
+        tmp_path, monkeypatch):
+    from test_tasks import task_config
+
+    monkeypatch.chdir(tmp_path)
+    subject = diagnose.load(config=task_config("adding"), checkpoint="init")
+    assert subject.out.resolve() == tmp_path / "runs" / "diagnostics" / "adding"
+    assert [p.name for p in tmp_path.iterdir()] == ["runs"]
