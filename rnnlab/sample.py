@@ -51,8 +51,9 @@ def sample_text(
                          "decode one (sampling text is for language models, task.name='lm')")
     if config.task.name != "lm":
         raise ValueError(f"{workdir} is a {config.task.name!r} run, which has no text to "
-                         "sample (that is for language models, task.name='lm'); "
-                         "python -m rnnlab.evaluate scores it")
+                         "sample (that is for language models, task.name='lm'): "
+                         f"python -m rnnlab.predict --workdir={workdir} --input=... predicts "
+                         "with it, python -m rnnlab.evaluate scores it")
     vocab = lm.vocab(record)
     prime = prime or record["default_prime"]
     model = tasks.model(config, record)
@@ -70,7 +71,8 @@ def decode_input(workdir: str | os.PathLike, text: str, *, beam_size: int = 1,
     config, record = load.load_run(workdir)
     if config.task.name not in ("seq2seq", "vec2seq"):
         raise ValueError(f"{workdir} is a {config.task.name!r} run; --input decodes seq2seq and "
-                         "vec2seq runs (use --prime to sample a language model)")
+                         "vec2seq runs (use --prime to sample a language model, and "
+                         "python -m rnnlab.predict for every task)")
     params = load.load_state(workdir, config, tasks.model(config, record),
                         checkpoint=checkpoint).state.params
     return seq2seq.translate(config, record, params, text, beam_size=beam_size,

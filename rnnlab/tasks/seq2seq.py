@@ -125,16 +125,16 @@ def decode_batch(net: models.Model, params, batch, *, beam_size: int, length_pen
     carry = net.start(params, batch["source"], batch["source_lengths"], tap=tap)
     start = batch["target"][:, 0]
     if beam_size == 1:
-        return decode.greedy(_step_fn(net, params, batch["source"], tap), carry, start,
+        return decode.greedy(step_fn(net, params, batch["source"], tap), carry, start,
                              max_len=max_len, end_token=EOS)
     # The beam's rows repeat each example's source (a vec2seq model may feed it at each step).
-    step_fn = _step_fn(net, params, jnp.repeat(batch["source"], beam_size, axis=0), tap)
-    tokens, _ = decode.beam_search(step_fn, carry, start, beam_size=beam_size, max_len=max_len,
+    step = step_fn(net, params, jnp.repeat(batch["source"], beam_size, axis=0), tap)
+    tokens, _ = decode.beam_search(step, carry, start, beam_size=beam_size, max_len=max_len,
                                    end_token=EOS, length_penalty=length_penalty)
     return tokens[:, 0]
 
 
-def _step_fn(net: models.Model, params, source, tap=None) -> decode.StepFn:
+def step_fn(net: models.Model, params, source, tap=None) -> decode.StepFn:
     def step(carry, tokens):
         carry, logits = net.apply(params, carry, tokens[:, None], source=source, tap=tap)
         return carry, logits[:, 0]

@@ -84,7 +84,7 @@ def check(config: ml_collections.ConfigDict) -> None:
                          "would ignore the file; drop data.path")
     if name == "parity" and config.task.target not in TARGETS:
         raise ValueError(f"task.target must be one of {TARGETS}, got {config.task.target!r}")
-    if _per_step(config):
+    if per_step(config):
         model_lib.check_model_config(config.model, causal=True, jordan=False)
         steps = _sequence_length(config)
         if config.train.bptt_len and config.train.bptt_len < steps:
@@ -95,7 +95,7 @@ def check(config: ml_collections.ConfigDict) -> None:
         encoder.check(config, _sequence_length(config))
 
 
-def _per_step(config) -> bool:
+def per_step(config) -> bool:
     return config.task.name == "copy" or (config.task.name == "parity"
                                           and config.task.target == "running")
 
@@ -116,7 +116,7 @@ def model(config: ml_collections.ConfigDict, record: dict | None = None) -> mode
     """The task's model: per step (copy, running parity) or pooled (adding, final parity)."""
     del record
     name, m = config.task.name, config.model
-    if _per_step(config):
+    if per_step(config):
         return models.per_step(m, output_size=COPY_CLASSES if name == "copy" else 2,
                                vocab_size=COPY_SYMBOLS if name == "copy" else 2)
     inputs = {"input_size": 2} if name == "adding" else {"vocab_size": 2}
@@ -133,7 +133,7 @@ def _scores(config, net, params, b, key, tap=None):
         _, out = net.apply(params, None, b["inputs"], lengths=jnp.full((n,), T), key=key,
                            tap=tap)
         return {"loss": (out[:, 0] - b["target"]) ** 2}
-    if not _per_step(config):  # final parity
+    if not per_step(config):  # final parity
         _, logits = net.apply(params, None, b["inputs"], lengths=jnp.full((n,), T), key=key,
                               tap=tap)
         target = b["targets"][:, -1]
