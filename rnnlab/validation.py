@@ -16,6 +16,7 @@ import ml_collections
 
 from rnnlab import config as config_lib
 from rnnlab import optim, tasks
+from rnnlab.run import trackers
 
 
 class ConfigError(ValueError):
@@ -44,6 +45,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         config_lib.check(config, config_lib.TRAIN)
         tasks.check(config)  # the task's data and eval keys, and its model's (model.py)
         optim.check_optim_config(config.optim, config.train.steps)
+        if (problem := trackers.check(config)) is not None:
+            raise ValueError(problem)
     except ValueError as e:
         raise ConfigError(str(e)) from e
 

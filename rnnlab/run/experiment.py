@@ -25,7 +25,8 @@ FINGERPRINT, RECORD_DIGEST = "fingerprint", "record_digest"
 RESUMABLE_KEYS = {
     "data.dir", "train.log_every", "train.eval_every", "train.ckpt_every",
     "train.keep_checkpoints", "train.sample_length", "train.sample_temperature",
-    "train.sample_prime", "train.max_nonfinite",
+    "train.sample_prime", "train.max_nonfinite", "train.trackers", "train.mlflow_uri",
+    "train.mlflow_experiment",
 }
 # train.steps may grow on resume, unless the learning-rate schedule spans it.
 SCHEDULES_OVER_ALL_STEPS = optim.USES_TOTAL_STEPS

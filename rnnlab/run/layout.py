@@ -11,7 +11,8 @@
     ckpt/<step>/   the last train.keep_checkpoints checkpoints (orbax); ckpt_best/<step>/ the
                    best by validation; a save in progress is ckpt/<step>.orbax-checkpoint-tmp
     corrupt/       checkpoints that failed verification, moved aside (never deleted)
-    tb/            TensorBoard events, when tensorboardX is installed
+    tb/            TensorBoard events (train.trackers), when tensorboardX is installed
+    mlflow.json    the MLflow run this run logs to (train.trackers=mlflow)
     .lock          locked by the process that trains in the directory (its pid inside)
     .reserve       a few KiB held back, freed when the disk is full so that status.json can
                    still say so

@@ -1,5 +1,5 @@
-"""The logs of a training run: metrics.jsonl (and TensorBoard events, when tensorboardX is
-installed) and samples.txt, appended as training goes and cut back to the step a run resumes
+"""The logs of a training run: metrics.jsonl (mirrored to the trackers of `train.trackers`:
+TensorBoard, MLflow) and samples.txt, appended as training goes and cut back to the step a run resumes
 from.
 
 Each line of `metrics.jsonl` is one JSON object `{"step": N, "split": "train"|"valid"|"test",
@@ -16,47 +16,38 @@ import re
 
 from absl import logging
 
-from rnnlab.run import layout, storage
+from rnnlab.run import layout, storage, trackers
 
 
 class MetricsWriter:
-    """Appends metrics; on resume from `resume_step`, first drops the lines logged after it
-    (replacing the file in one step, so a kill then loses nothing)."""
+    """Appends metrics (and mirrors them to the trackers of `config`, `rnnlab.run.trackers`);
+    on resume from `resume_step`, first drops the lines logged after it (replacing the file in
+    one step, so a kill then loses nothing)."""
 
-    def __init__(self, workdir: str | os.PathLike, *, resume_step: int | None = None):
+    def __init__(self, workdir: str | os.PathLike, *, resume_step: int | None = None,
+                 config=None):
         workdir = storage.path(workdir)
         self.path = workdir / layout.METRICS_FILE
         if resume_step is not None and self.path.exists():
             kept = [m for m in layout.read_metrics(workdir) if m["step"] <= resume_step]
             storage.write_atomic(self.path, "".join(json.dumps(m) + "\n" for m in kept))
-        self.tensorboard = None
-        if not storage.is_local(workdir):
-            return  # event files go to local disk only
-        try:
-            import tensorboardX  # optional: writes event files without TensorFlow
-
-            # purge_step hides the events a killed run wrote after the checkpoint.
-            purge = None if resume_step is None else resume_step + 1
-            self.tensorboard = tensorboardX.SummaryWriter(
-                str(workdir / layout.TB_DIR), purge_step=purge
-            )
-        except ImportError:
-            pass
+        self.trackers = trackers.Mirror(
+            [] if config is None else trackers.open_all(workdir, config, resume_step))
 
     def write(self, step: int, split: str, scalars: dict[str, float]) -> None:
         """Appends one line of `scalars` of `split` at `step`."""
         record = {"step": int(step), "split": split, **{k: float(v) for k, v in scalars.items()}}
         storage.append(self.path, json.dumps(record) + "\n")
-        if self.tensorboard is not None:
-            for name, value in scalars.items():
-                self.tensorboard.add_scalar(f"{split}/{name}", float(value), int(step))
+        self.trackers.write(step, split, scalars)
+
+    def status(self, status: str) -> None:
+        self.trackers.status(status)
 
     def close(self) -> None:
-        if self.tensorboard is not None:
-            self.tensorboard.close()
+        self.trackers.close()
 
 
-def open_at(workdir, step: int, logged_every: int | None) -> MetricsWriter:
+def open_at(workdir, step: int, logged_every: int | None, config=None) -> MetricsWriter:
     """Starts the metrics and samples of a run at `step`, dropping what a killed run wrote
     after it (and any line it cut short); returns the metrics writer.
 
@@ -65,10 +56,11 @@ def open_at(workdir, step: int, logged_every: int | None) -> MetricsWriter:
       step: the step the run starts from (0: a new run).
       logged_every: the train.log_every the run was logged with, to tell rows a cut file lost
         (None for a new run).
+      config: the run's config, whose `train.trackers` mirror the metrics.
     """
     workdir = storage.path(workdir)
     _note_lost_rows(workdir, step, logged_every)
-    writer = MetricsWriter(workdir, resume_step=step)
+    writer = MetricsWriter(workdir, resume_step=step, config=config)
     path = workdir / layout.SAMPLES_FILE
     if path.exists():
         text = path.read_text()

@@ -86,6 +86,8 @@ class RunDir:
         """Writes status.json; call it only once the checkpoints it reports have committed."""
         self._record = {"status": status, "step": int(step), **extra}
         self._write_status()
+        if self.writer is not None:
+            self.writer.status(status)
 
     def _write_status(self):
         if self.primary:
@@ -117,7 +119,7 @@ class RunDir:
         """Starts the metrics and samples at `step`, dropping what a killed run wrote after it
         (and any line it cut short); each file is replaced in one step."""
         if self.primary:
-            self.writer = logs.open_at(self.path, step, self.logged_every)
+            self.writer = logs.open_at(self.path, step, self.logged_every, self.config)
 
     def write(self, step: int, split: str, scalars: dict[str, float]) -> None:
         if self.primary:
