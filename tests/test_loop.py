@@ -1,5 +1,7 @@
 """The train loop's own bookkeeping, apart from training (which tests/test_train.py runs)."""
 
+import re
+
 from rnnlab.train import clock as clock_lib
 
 
@@ -23,3 +25,19 @@ def test_the_rate_leaves_out_actions_but_not_the_steps_queued_before_them(monkey
         clock.rate(0.0, 20)
         now[0] += 1.0
     assert clock.rate(1.0, 30) == 10 / 1.0
+
+
+def test_the_final_line_shows_each_tasks_headline_metric(tmp_path, caplog):
+    """The copy task picks its best by loss; its final line shows the recall accuracy too."""
+    import logging
+
+    from rnnlab import train
+    from test_tasks import task_config
+
+    caplog.set_level(logging.INFO, logger="absl")
+    train.train(task_config("copy", **{"train.steps": 4}), tmp_path)
+    [line] = [r.getMessage() for r in caplog.records if "final, on the whole splits" in
+              r.getMessage()]
+    assert re.fullmatch(r"final, on the whole splits: valid loss \d\.\d{4} recall_accuracy "
+                        r"\d\.\d{4} over [\d,]+, test loss \d\.\d{4} recall_accuracy \d\.\d{4} "
+                        r"over [\d,]+", line), line

@@ -348,16 +348,23 @@ def _final(p: Program, trial, scores) -> dict:
         for split, (_, sums) in whole.items():
             for name, text in p.task.files(split, sums).items():
                 trial.run.write_file(name, text)
-    name = p.task.best[0]
-    logging.info("%sfinal, on the whole splits: valid %s %.4f over %s, test %s %.4f over %s",
-                 p.tag(trial), name, whole["valid"][0][name],
-                 f"{int(whole['valid'][1]['count']):,}", name, whole["test"][0][name],
-                 f"{int(whole['test'][1]['count']):,}")
+    logging.info("%sfinal, on the whole splits: valid %s, test %s", p.tag(trial),
+                 *(_headline(p, *whole[split]) for split in ("valid", "test")))
     # What status.json will say (kept in the final checkpoint too); with the lines just
     # written, so that a report can trust them even if metrics.jsonl is cut.
     return {"status": layout.FINISHED, "step": p.step, "num_params": p.num_params, **trial.meta,
             **{split: s for split, (s, _) in whole.items()},
             "records": {split: s for split, (s, _) in scores.items()}}
+
+
+def _headline(p: Program, scalars: dict, sums: dict) -> str:
+    """The metric the best checkpoint is picked by, and the task's accuracy where that is
+    another (the copy task's recall, a decoder's exact match), over how many examples."""
+    name = p.task.best[0]
+    also = [k for k in ("recall_accuracy", "exact_match", "accuracy") if k in scalars
+            and k != name][:1]
+    return " ".join(f"{k} {scalars[k]:.4f}" for k in (name, *also)) + \
+        f" over {int(sums['count']):,}"
 
 
 def sample(p: Program, trial, params, show: bool) -> None:
