@@ -37,6 +37,7 @@ from absl import logging
 
 from rnnlab import data, decode, tasks
 from rnnlab.run import load
+from rnnlab.train import clock
 from rnnlab.tasks import lm, seq2seq, synthetic
 
 
@@ -68,7 +69,9 @@ def batched(fn: Callable, params, rows: list[dict], batch_size: int) -> list:
     row's slice of the outputs."""
     jitted, out = jax.jit(fn), []
     size = min(batch_size, len(rows))
+    progress = clock.Progress("predicting", len(rows), "inputs")
     for start in range(0, len(rows), size):
+        progress.done(start)
         chunk = rows[start:start + size]
         full = chunk + [chunk[0]] * (size - len(chunk))
         result = jax.device_get(jitted(params, {k: np.stack([r[k] for r in full])

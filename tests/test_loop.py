@@ -41,3 +41,18 @@ def test_the_final_line_shows_each_tasks_headline_metric(tmp_path, caplog):
     assert re.fullmatch(r"final, on the whole splits: valid loss \d\.\d{4} recall_accuracy "
                         r"\d\.\d{4} over [\d,]+, test loss \d\.\d{4} recall_accuracy \d\.\d{4} "
                         r"over [\d,]+", line), line
+
+
+def test_a_long_phase_says_how_far_it_is_and_when_it_ends(monkeypatch, caplog):
+    import logging
+
+    now = [0.0]
+    monkeypatch.setattr(clock_lib.time, "perf_counter", lambda: now[0])
+    caplog.set_level(logging.INFO, logger="absl")
+    progress = clock_lib.Progress("final evaluation of the test split", 1000, "windows")
+    for done, at in ((0, 0.0), (100, 5.0), (200, 10.0), (300, 15.0), (400, 20.0)):
+        now[0] = at
+        progress.done(done)
+    assert [r.getMessage() for r in caplog.records] == [
+        "final evaluation of the test split: 200 of 1000 windows, 20%, ETA 0:00:40",
+        "final evaluation of the test split: 400 of 1000 windows, 40%, ETA 0:00:30"]

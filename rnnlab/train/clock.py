@@ -1,5 +1,5 @@
 """The train loop's clock: steps per second between log lines, without compile time or the
-time of the periodic actions, and durations as H:MM:SS."""
+time of the periodic actions; the progress of a long phase; durations as H:MM:SS."""
 
 from __future__ import annotations
 
@@ -48,3 +48,21 @@ def duration(seconds: float) -> str:
         return "?"
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class Progress:
+    """A long phase (a final evaluation over a 100M-character split, say) says how far it is
+    and when it will end: a line every `every` seconds, from `every` seconds in; a short one
+    says nothing."""
+
+    def __init__(self, what: str, total: int, unit: str, every: float = 10.0):
+        self.what, self.total, self.unit, self.every = what, total, unit, every
+        self.start = self.last = time.perf_counter()
+
+    def done(self, count: int) -> None:
+        now = time.perf_counter()
+        if count and now - self.last >= self.every:
+            self.last = now
+            rate = count / (now - self.start)
+            logging.info("%s: %d of %d %s, %.0f%%, ETA %s", self.what, count, self.total,
+                         self.unit, 100 * count / self.total, duration((self.total - count) / rate))

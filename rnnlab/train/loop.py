@@ -115,7 +115,9 @@ class Program:
         sums = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(
             fn, state.params, self.s.data, 0, None))
         fn = jax.jit(fn, out_shardings=parallel.replicated(self.s.mesh))  # (once a run)
+        progress = clock_lib.Progress(f"final evaluation of the {split} split", total, "windows")
         for first in range(0, total, PART_WINDOWS):
+            progress.done(first)
             if self.s.stop.set:
                 logging.warning("stopping the final evaluation (%s split, %d of %d windows "
                                 "done)", split, first, total)
