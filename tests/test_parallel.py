@@ -134,17 +134,36 @@ def run_processes(workdirs, *overrides, **kwargs):
 SHORT = ("--config.train.steps=40", "--config.train.ckpt_every=20", "--config.train.log_every=5",
          "--config.train.eval_every=20", "--config.data.max_chars=12000",
          "--config.model.hidden_size=16")
+SHARED = {}
+
+
+def one_device_run(tmp_path_factory):
+    """One run of SHORT on one device, shared by the tests that compare with it (here and in
+    test_storage): a test that only reads a finished run need not train its own."""
+    if "one" not in SHARED:
+        workdir = tmp_path_factory.mktemp("one_device") / "run"
+        done = run_main(workdir, *SHORT)
+        assert done.returncode == 0, done.stderr[-2000:]
+        SHARED["one"] = workdir
+    return SHARED["one"]
+
+
+def two_process_run(tmp_path_factory):
+    """One uninterrupted run of SHORT by two processes, and the logs of its processes: what
+    the two-process test checks, and what the SIGTERM test's rerun must equal bitwise."""
+    if "two" not in SHARED:
+        workdir = tmp_path_factory.mktemp("two_processes") / "run"
+        results = run_processes([workdir, workdir], *SHORT)
+        for code, log in results:
+            assert code == 0, log[-3000:]
+        SHARED["two"] = workdir, results
+    return SHARED["two"]
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_device_and_process_zero_writes(tmp_path):
-    one = tmp_path / "one"
-    done = run_main(one, *SHORT)
-    assert done.returncode == 0, done.stderr[-2000:]
-    two = tmp_path / "two"
-    results = run_processes([two, two], *SHORT)
-    for code, log in results:
-        assert code == 0, log[-3000:]
+def test_two_processes_match_one_device_and_process_zero_writes(tmp_path_factory):
+    one = one_device_run(tmp_path_factory)
+    two, results = two_process_run(tmp_path_factory)
     assert "process 1 of 2; 4 devices in all" in results[1][1]
     assert_close_runs(one, two, rtol=1e-4)
     # One set of files: no line twice, every checkpoint complete (no orbax temporaries).
@@ -174,13 +193,12 @@ def test_a_workdir_the_processes_do_not_share_is_refused(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_to_one_process_stops_both_at_one_step_and_the_rerun_is_bitwise(tmp_path):
-    steps = 50  # (two processes on two cores train slowly; the signal comes at step 15)
-    short = (*(a for a in KILL_RUN if not a.startswith("--config.train.steps=")),
-             f"--config.train.steps={steps}")
-    straight = tmp_path / "straight"
-    for code, log in run_processes([straight, straight], *short):
-        assert code == 0, log[-3000:]
+def test_sigterm_to_one_process_stops_both_at_one_step_and_the_rerun_is_bitwise(
+        tmp_path, tmp_path_factory):
+    # SHORT: 40 steps (two processes on two cores train slowly; the signal comes at step 15),
+    # checkpoints at 20 and 40. The uninterrupted run is the two-process test's.
+    steps, short = 40, SHORT
+    straight, _ = two_process_run(tmp_path_factory)
     run = tmp_path / "run"
     procs = start_processes([run, run], *short)
     wait_for_step(procs[0][0], run, 15)

@@ -14,8 +14,8 @@ import pytest
 
 from rnnlab import storage
 from test_group import assert_close_runs
-from test_parallel import SHORT, run_processes
-from test_train import assert_same_run, kill_and_resume, run_main, straight_run
+from test_parallel import SHORT, one_device_run, run_processes
+from test_train import assert_same_run, kill_and_resume, straight_run
 
 BUCKET = "rnnlab-test"
 
@@ -76,9 +76,9 @@ def test_a_run_in_a_bucket_resumes_after_sigkill_bitwise_like_a_local_run(
 
 
 @pytest.mark.slow
-def test_two_processes_share_a_bucket_workdir_like_hosts_of_a_tpu_slice(gcs, tmp_path):
-    local = tmp_path / "local"
-    assert run_main(local, *SHORT).returncode == 0
+def test_two_processes_share_a_bucket_workdir_like_hosts_of_a_tpu_slice(
+        gcs, tmp_path, tmp_path_factory):
+    local = one_device_run(tmp_path_factory)  # (the two-process test's, when it ran here)
     remote = f"gs://{BUCKET}/runs/two"
     results = run_processes([remote, remote], *SHORT, env=gcs,
                             logs=[tmp_path / "p0.log", tmp_path / "p1.log"])
