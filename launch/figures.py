@@ -45,11 +45,25 @@ def box_scale(values: Sequence[float]) -> str:
 
 
 def axis_kind(values: Sequence[Any]) -> str:
-    """How to lay out a factor's values: log (numeric, > 0, spanning > 10x), linear, categorical."""
-    numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    if not values or len(numbers) < len(values) or not all(map(math.isfinite, numbers)):
+    """How to lay out a factor's values: categorical (not all numbers, or only two), log
+    (positive and geometric: equal ratios, a learning-rate grid; or spanning over 10x), else
+    linear. The ticks go at the values themselves either way (`_versus`)."""
+    numbers = sorted({float(v) for v in values
+                      if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    if (not values or len(numbers) < len({tables.canon(v) for v in values}) or len(numbers) < 3
+            or not all(map(math.isfinite, numbers))):
         return "categorical"
-    return "log" if min(numbers) > 0 and max(numbers) > 10 * min(numbers) else "linear"
+    if numbers[0] > 0:
+        ratios = [b / a for a, b in zip(numbers, numbers[1:])]
+        if numbers[-1] > 10 * numbers[0] or (min(ratios) > 1.2 and max(ratios) < 1.05 * min(
+                ratios) and not _equal_steps(numbers)):
+            return "log"
+    return "linear"
+
+
+def _equal_steps(numbers: Sequence[float]) -> bool:
+    steps = [b - a for a, b in zip(numbers, numbers[1:])]
+    return max(steps) < 1.05 * min(steps)
 
 
 def _label(t: tables.Table, setting: dict[str, Any], keys: Sequence[str]) -> str:
@@ -137,9 +151,15 @@ def _versus(plt, t: tables.Table, factor: str):
             ax.scatter([x] * r.best.n, r.best_values, s=10, alpha=0.4, color=colour)
     if kind == "log":
         ax.set_xscale("log")
-    if kind == "categorical":
-        ax.set_xticks(range(len(values)), [tables.value_text(v) for v in values])
-    ax.set(xlabel=t.names[factor], ylabel=f"best {t.metric}")
+        ax.minorticks_off()
+    # Ticks at the swept values, labelled as the sweep wrote them: never a run of digits.
+    ax.set_xticks([x_of[tables.canon(v)] for v in values], [tables.value_text(v) for v in values],
+                  rotation=30 if len(values) > 5 else 0)
+    n = sorted({r.best.n for r in t.rows if r.best.n})
+    seeds = "no" if not n else f"{n[0]}" if len(n) == 1 else f"{n[0]}-{n[-1]}"
+    ax.set(xlabel=t.names[factor], ylabel=f"best {t.metric}",
+           title=f"best {t.metric} vs {t.names[factor]}: mean ± std over {seeds} seed(s), "
+                 "points: trials")
     if others and ax.lines:
         legend_outside(ax)
     return fig
@@ -148,13 +168,16 @@ def _versus(plt, t: tables.Table, factor: str):
 def _box(plt, t: tables.Table):
     """Greff et al.'s box plot of the best metric per setting, each trial's point over it."""
     fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(t.rows)), 4.5))
-    ax.boxplot([list(r.best_values) for r in t.rows])
+    boxed = [i for i, r in enumerate(t.rows, start=1) if len(r.best_values) > 1]
+    if boxed:  # a setting of one trial is its point alone, not a flat box
+        ax.boxplot([list(t.rows[i - 1].best_values) for i in boxed], positions=boxed)
     for i, r in enumerate(t.rows, start=1):  # with 3 seeds a box hides little: show the points
         ax.scatter([i] * len(r.best_values), r.best_values, s=12, alpha=0.5, color="k", zorder=3)
     crowded = len(t.rows) > 3
     ax.set_xticks(range(1, len(t.rows) + 1), [_label(t, r.setting, t.factors) for r in t.rows],
                   rotation=30 if crowded else 0, ha="right" if crowded else "center")
-    ax.set(ylabel=f"best {t.metric}", title=f"best {t.metric} per setting over seeds")
+    ax.set(ylabel=f"best {t.metric}", title=f"best {t.metric} per setting: boxes over seeds, "
+                                           "points: trials")
     if box_scale([v for r in t.rows for v in r.best_values]) == "log":
         ax.set_yscale("log")  # an outlier setting would flatten all the others' boxes
     return fig

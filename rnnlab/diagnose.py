@@ -267,6 +267,8 @@ def _plot_units(subject, text, acts, labels, chosen, tracks, lines=16, columns=8
     plt = _pyplot()
     if plt is None:
         return
+    import matplotlib
+
     rows = text.split("\n")[:lines]
     fig, axes = plt.subplots(len(chosen), 1, squeeze=False, layout="constrained",
                              figsize=(columns * 0.11, len(chosen) * (lines * 0.2 + 0.4)))
@@ -284,6 +286,11 @@ def _plot_units(subject, text, acts, labels, chosen, tracks, lines=16, columns=8
                     ax.text(c, r, ch, ha="center", va="center", family="monospace", fontsize=7)
             position += len(row) + 1  # the newline
         ax.imshow(image, aspect="auto", interpolation="nearest")
+        # The colours' values: red -scale, white 0, blue +scale (this panel's largest |value|).
+        colours = matplotlib.colors.LinearSegmentedColormap.from_list(
+            "unit", [(1.0, 0.0, 0.0), (1.0, 1.0, 1.0), (0.0, 0.0, 1.0)])
+        fig.colorbar(matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(-scale, scale),
+                                                  colours), ax=ax, label="value", pad=0.01)
         ax.set_xticks([])
         ax.set_yticks([])
         feature = f" (tracks {tracks[label][0]}, r = {tracks[label][1]:+.2f})" \

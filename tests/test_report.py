@@ -255,9 +255,56 @@ def test_short_names_fall_back_to_full_keys_on_clash():
 
 def test_axis_kind():
     assert figures.axis_kind([1e-4, 1e-3, 1e-2]) == "log"
-    assert figures.axis_kind([10, 20, 40, 80]) == "linear"
+    assert figures.axis_kind([1e-3, 2e-3, 4e-3]) == "log"  # geometric, though within 10x
+    assert figures.axis_kind([10, 20, 40, 80]) == "log"
+    assert figures.axis_kind([0.001, 0.00125, 0.0015, 0.00175]) == "linear"  # equal steps
+    assert figures.axis_kind([100, 200, 300]) == "linear"
+    assert figures.axis_kind([1e-3, 3e-3]) == "categorical"  # two values: two ticks, no axis
     assert figures.axis_kind(["tanh", "relu"]) == "categorical"
     assert figures.axis_kind([True, False]) == "categorical"
+
+
+def lr_sweep(sweep_dir, lrs, seeds):
+    """A sweep over optim.lr, `seeds[i]` seeds at lrs[i]; bpc grows with lr."""
+    trials = []
+    for lr, n in zip(lrs, seeds):
+        for seed in range(n):
+            trial_id = f"{len(trials):03d}_lr={lr}_seed={seed}"
+            trials.append({"id": trial_id, "overrides": {"optim.lr": lr, "seed": seed,
+                                                         "train.steps": 300}})
+            write_trial(sweep_dir, trial_id, valid=_curve(1.5 + 100 * lr + 0.01 * seed),
+                        num_params=1000)
+    make_sweep(sweep_dir, trials)
+    return report.table(results_lib.load_sweep(sweep_dir), "valid/bpc", "auto")
+
+
+@pytest.mark.parametrize("lrs, scale", [([0.001, 0.00125, 0.0015, 0.00175], "linear"),
+                                        ([1e-3, 2e-3, 4e-3, 8e-3], "log")])
+def test_a_factors_ticks_are_its_values_and_every_figure_says_what_it_shows(
+        tmp_path, lrs, scale):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    t = lr_sweep(tmp_path, lrs, [3, 1, 3, 1])
+    fig = figures._versus(plt, t, "optim.lr")
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    assert [label.get_text() for label in ax.get_xticklabels()] == [
+        tables.value_text(v) for v in lrs]  # (not 0.00100.00125...: the swept values alone)
+    assert ax.get_xscale() == scale
+    assert ax.get_title() == "best valid/bpc vs lr: mean ± std over 1-3 seed(s), points: trials"
+    plt.close(fig)
+    fig = figures._box(plt, t)
+    # Boxes for the settings of 3 trials only (7 lines each: box, median, 2 whiskers, 2 caps,
+    # fliers); the single trials are their points.
+    assert len(fig.axes[0].lines) == 2 * 7 and "points: trials" in fig.axes[0].get_title()
+    plt.close(fig)
+    fig = figures._curves(plt, t, {i: [(0, 1.0), (10, 0.5)] for row in t.rows
+                                   for i in row.included})
+    assert fig.axes[0].get_title().startswith("valid/bpc: mean over seeds")
+    plt.close(fig)
 
 
 def test_figure_series_look_apart_legends_sit_outside_and_outliers_get_a_log_box():
@@ -360,3 +407,22 @@ def test_a_cut_final_line_is_taken_from_status_and_a_disagreement_flagged(tmp_pa
     assert "002: its final valid/bpc in metrics.jsonl (1.5) disagrees with status.json (1.4)" \
         in notes
     assert "000:" not in notes
+
+
+def test_units_png_has_a_colour_bar_per_unit(monkeypatch):
+    import types
+
+    import numpy as np
+
+    from rnnlab import diagnose
+
+    saved = []
+    monkeypatch.setattr(diagnose, "_save_figure", lambda subject, fig, name: saved.append(fig))
+    text = "def f(x):\n    return (x + 1)\n"
+    acts = np.sin(np.arange(len(text) * 2, dtype=float)).reshape(len(text), 2)
+    diagnose._plot_units(types.SimpleNamespace(label="step 0"), text, acts, ["u0", "u1"],
+                         ["u0", "u1"], {"u1": ("bracket depth", 0.5)})
+    [fig] = saved
+    bars = [ax for ax in fig.axes if ax.get_ylabel() == "value"]
+    assert len(fig.axes) == 4 and len(bars) == 2
+    assert bars[0].get_ylim()[0] == pytest.approx(-np.abs(acts[:, 0]).max())
