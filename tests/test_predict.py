@@ -139,3 +139,24 @@ def test_the_command_writes_csv_and_jsonl_and_refuses_bad_input_in_one_line(tmp_
         bad = cli(*args)
         assert bad.returncode == 2 and "Traceback" not in bad.stderr
         assert [x for x in bad.stderr.splitlines() if x.startswith("error:")][0].find(message) > 0
+
+
+def test_evaluate_scores_another_labelled_file_with_the_runs_vocabulary(tmp_path):
+    from rnnlab import evaluate
+
+    rows = [("good " * (i % 3 + 1), "pos") if i % 2 else ("bad " * (i % 3 + 1), "neg")
+            for i in range(60)]
+    train.train(task_config("classify", **SHORT, **{
+        "data.path": write_csv(tmp_path / "d.csv", rows)}), tmp_path / "run")
+    # Another file: other texts (a character the run never saw), its labels in another order.
+    other = [("bad good?", "neg"), ("good", "pos"), ("good good good", "pos"), ("bad", "neg")]
+    scored = evaluate.evaluate(tmp_path / "run", checkpoint="last",
+                               data_path=write_csv(tmp_path / "other.csv", other))
+    predicted = predict.predict(tmp_path / "run", [t for t, _ in other], checkpoint="last")
+    hits = [p["label"] == label for p, (_, label) in zip(predicted, other)]
+    assert scored["scores"]["count"] == 4
+    assert scored["scores"]["accuracy"] == pytest.approx(np.mean(hits))
+    bad = write_csv(tmp_path / "bad.csv", [("good", "maybe")])
+    with pytest.raises(data.DataError, match=r"bad.csv, line 2: label 'maybe' \(scored split\) "
+                                             r"is not among the training labels \['neg', 'pos'\]"):
+        evaluate.evaluate(tmp_path / "run", data_path=bad)

@@ -36,6 +36,7 @@ import pathlib
 import re
 import sysconfig
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -267,26 +268,55 @@ def _encode(config, splits, vocab, labels):
         if not examples:
             raise ValueError(f"the {split} split is empty: use more examples or larger "
                              f"data.{split}_fraction")
-        ids = np.zeros((len(examples), T), np.int32)
-        lengths = np.zeros(len(examples), np.int32)
-        targets = np.zeros(len(examples), np.float32 if regress else np.int32)
-        for row, (text, label, line) in enumerate(examples):
-            encoded = data_lib.encode(vocab, text[:T])
-            ids[row, :len(encoded)], lengths[row] = encoded, max(len(encoded), 1)
-            where = f"{paths[split] or 'the example set'}, line {line}"
-            if regress:
-                targets[row] = label  # a finite number, checked by `parse_label`
-            elif label not in labels:
-                raise data_lib.DataError(f"{where}: label {label!r} ({split} split) is not "
-                                         f"among the training labels {labels}")
-            else:
-                targets[row] = labels.index(label)
-        arrays[split] = {"inputs": ids, "lengths": lengths, "target": targets}
+        arrays[split] = encode_examples(examples, vocab, labels, T, regress,
+                                        f"{paths[split] or 'the example set'}", split)
         cut = sum(len(text) > T for text, _, _ in examples)
         if cut:
             logging.warning("%s split: %d texts cut to data.max_length=%d characters", split,
                             cut, T)
     return arrays, T
+
+
+def encode_examples(examples, vocab, labels: list, T: int, regress: bool, where: str,
+                    split: str) -> dict[str, np.ndarray]:
+    """Padded ids, lengths and targets of (text, label, line) examples; a label outside
+    `labels` (classification) is a DataError naming the file (`where`) and line."""
+    ids = np.zeros((len(examples), T), np.int32)
+    lengths = np.zeros(len(examples), np.int32)
+    targets = np.zeros(len(examples), np.float32 if regress else np.int32)
+    for row, (text, label, line) in enumerate(examples):
+        encoded = data_lib.encode(vocab, text[:T])
+        ids[row, :len(encoded)], lengths[row] = encoded, max(len(encoded), 1)
+        if regress:
+            targets[row] = label  # a finite number, checked by `parse_label`
+        elif label not in labels:
+            raise data_lib.DataError(f"{where}, line {line}: label {label!r} ({split} split) is "
+                                     f"not among the training labels {labels}")
+        else:
+            targets[row] = labels.index(label)
+    return {"inputs": ids, "lengths": lengths, "target": targets}
+
+
+def score_file(config, record: dict, params, path: str) -> dict[str, float]:
+    """The run's metrics on every example of another labelled file (`path`, read as
+    `data.path` is), encoded with the run's own vocabulary, labels and text length."""
+    regress = config.task.name == "regress"
+    examples = read_file(path, config.data.text_field, config.data.label_field, regress)
+    if not examples:
+        raise data_lib.DataError(f"{path} has no examples")
+    vocab = data_lib.Vocab(tuple(record["chars"]), record["unk"])
+    arrays = encode_examples(examples, vocab, record["labels"], record["length"], regress,
+                             path, "scored")
+    batch = config.train.eval_batch_size or config.train.batch_size
+    padded, _ = base.pad_rows(arrays, batch)
+    evaluate = _evaluate_fn(_scores_fn(model(config, record), regress), record["labels"],
+                            0.0 if regress else None, batch)
+    sums = jax.device_get(jax.jit(lambda p, d: evaluate(p, {"file": d}, "file", None))(
+        params, padded))
+    count = float(sums["count"])
+    scalars = {k: float(v) / count for k, v in sums.items()
+               if k not in ("count", "baseline_mse") and np.ndim(v) == 0}
+    return {**(_derive_mse(scalars) if regress else scalars), "count": int(count)}
 
 
 def _scores_fn(net: models.Model, regress: bool):
