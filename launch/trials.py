@@ -155,6 +155,28 @@ def _slug(overrides: dict[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9._=+-]", "-", "_".join(parts))[:80]
 
 
+def _trial_ids(sweep_trials: list[dict], sweep_dir: str, config: str) -> list[str]:
+    """`NNN_key=value_...` per trial, with only the keys whose values differ between the
+    sweep's trials (a key all of them set alike is the sweep's, not a trial's). A sweep already
+    recorded in SWEEP_DIR/sweep.json keeps the names it ran under; a gs:// sweep dir (not read
+    here) keeps every key in its names, as sweeps did before, so that its trials are found."""
+    if storage.is_local(sweep_dir):
+        old = layout.read_json(storage.path(sweep_dir) / SWEEP_FILE)
+        try:
+            if (old.get("config") == config and [flatten(t["overrides"]) for t in old["trials"]]
+                    == [dict(t) for t in sweep_trials]):
+                return [t["id"] for t in old["trials"]]
+        except (AttributeError, KeyError, TypeError, ValueError):
+            pass
+    keys = list(dict.fromkeys(k for t in sweep_trials for k in t))
+    varying = [k for k in keys if len({format_value(t.get(k, "\0")) for t in sweep_trials}) > 1]
+    if not storage.is_local(sweep_dir) or not varying:
+        varying = keys
+    return [f"{i:03d}" + (f"_{_slug(shown)}" if (shown := {k: v for k, v in t.items()
+                                                          if k in varying}) else "")
+            for i, t in enumerate(sweep_trials)]
+
+
 def command(config: str, overrides: dict[str, Any], workdir: str, *, python: str = "python"):
     return [python, "-m", "rnnlab.main", f"--config={config}",
             *(f"--config.{k}={format_value(v)}" for k, v in overrides.items()),
@@ -182,8 +204,8 @@ def plan(config: str, sweep: str, sweep_dir: str, *, python: str = "python",
                 raise ValueError(f"override {key!r}: a config section, not a value: set its "
                                  f"keys ({key}.KEY) instead")
     trials = []
-    for i, trial in enumerate(sweep_trials):
-        trial_id = f"{i:03d}" + (f"_{_slug(trial)}" if trial else "")
+    names = _trial_ids(sweep_trials, sweep_dir, config)
+    for trial, trial_id in zip(sweep_trials, names):
         workdir = f"{sweep_dir.rstrip('/')}/{TRIALS_DIR}/{trial_id}"
         trials.append(Trial(trial_id, dict(trial), workdir,
                             command(config, trial, workdir, python=python)))

@@ -68,8 +68,8 @@ def test_plan_records_reproducible_commands(tmp_path, monkeypatch):
                                   'dsl.sweep("optim.lr", [0.001, 1e-05]), dsl.fixed("train.carry_state", False))')
     out = str(tmp_path / "sweep_dir")
     trials = trials_lib.plan(SMOKE, sweep, out)
-    assert [t.id for t in trials] == ["000_cell=gru_lr=0.001_carry_state=False",
-                                      "001_cell=gru_lr=1e-05_carry_state=False"]
+    # (named by what differs between them: the cell and carry_state are the sweep's)
+    assert [t.id for t in trials] == ["000_lr=0.001", "001_lr=1e-05"]
     assert trials[1].command == [
         "python", "-m", "rnnlab.main", f"--config={SMOKE}", "--config.model.cell=gru",
         "--config.optim.lr=1e-05", "--config.train.carry_state=False",
@@ -77,6 +77,12 @@ def test_plan_records_reproducible_commands(tmp_path, monkeypatch):
     record = json.loads((tmp_path / "sweep_dir" / "sweep.json").read_text())
     assert record["trials"][0]["overrides"] == {"model.cell": "gru", "optim.lr": 0.001,
                                                 "train.carry_state": False}
+    # A sweep recorded under the names of before (every key) keeps them: its trials are found.
+    old_ids = ["000_cell=gru_lr=0.001_carry_state=False", "001_cell=gru_lr=1e-05_carry_state=False"]
+    for trial, old_id in zip(record["trials"], old_ids):
+        trial["id"], trial["workdir"] = old_id, f"trials/{old_id}"
+    (tmp_path / "sweep_dir" / "sweep.json").write_text(json.dumps(record))
+    assert [t.id for t in trials_lib.plan(SMOKE, sweep, out)] == old_ids
     other = write_sweep(tmp_path, 'dsl.sweep("seed", [1, 2])')
     with pytest.raises(ValueError, match="holds another sweep"):
         trials_lib.plan(SMOKE, other, out)
