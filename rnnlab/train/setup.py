@@ -104,7 +104,8 @@ class Setup:
             self._say_finished(runs[i], result)
         todo = [self.trials[i] for i in starts]
         for trial, start in zip(todo, starts.values()):
-            trial.meta = start.meta
+            # (a finished run trained on to more steps: its old result is not the new run's)
+            trial.meta = {k: v for k, v in start.meta.items() if k != "final"}
         states = [start.state for start in starts.values()]
         if todo and len(self.trials) > 1:
             # A group trains at its full size: batched reductions round by shape, so a trial's
