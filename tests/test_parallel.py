@@ -17,7 +17,8 @@ import pytest
 from rnnlab import checkpoint, layout, train
 from test_group import assert_close_runs
 from test_train import (KILL_RUN, ROOT, TINY, assert_same_run, kill_and_resume,
-                        restore_params, run_main, straight_run, tiny_config, wait_for_step)
+                        restore_params, run_main, shared_run, straight_run, tiny_config,
+                        wait_for_step)
 
 # (added to the test-wide XLA_FLAGS of conftest.py)
 EIGHT = {"XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} "
@@ -140,12 +141,7 @@ SHARED = {}
 def one_device_run(tmp_path_factory):
     """One run of SHORT on one device, shared by the tests that compare with it (here and in
     test_storage): a test that only reads a finished run need not train its own."""
-    if "one" not in SHARED:
-        workdir = tmp_path_factory.mktemp("one_device") / "run"
-        done = run_main(workdir, *SHORT)
-        assert done.returncode == 0, done.stderr[-2000:]
-        SHARED["one"] = workdir
-    return SHARED["one"]
+    return shared_run("one_device", tmp_path_factory, *SHORT)
 
 
 def two_process_run(tmp_path_factory):

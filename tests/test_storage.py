@@ -7,15 +7,13 @@ import pathlib
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
 from rnnlab import storage
 from test_group import assert_close_runs
 from test_parallel import SHORT, one_device_run, run_processes
-from test_train import assert_same_run, kill_and_resume, straight_run
+from test_train import assert_same_run, kill_and_resume, straight_run, wait_until_serving
 
 BUCKET = "rnnlab-test"
 
@@ -31,14 +29,7 @@ def gcs(tmp_path_factory):
         [sys.executable, str(pathlib.Path(__file__).with_name("gcs_emulator.py")), str(port),
          BUCKET], stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1)
-            break
-        except OSError:
-            assert server.poll() is None and time.time() < deadline, "the emulator did not start"
-            time.sleep(0.2)
+    wait_until_serving(f"{url}/storage/v1/b", server, 30, log.name)
     env = {"STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url,
            "GOOGLE_CLOUD_PROJECT": "test",
            "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}  # its bucket-type probe needs real GCP

@@ -6,14 +6,12 @@ import json
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
 from rnnlab import layout, train, validation
 from rnnlab.run import trackers
-from test_train import tiny_config
+from test_train import tiny_config, wait_until_serving
 
 mlflow = pytest.importorskip("mlflow")  # (the test extra has it; CI installs it)
 from mlflow.tracking import MlflowClient  # noqa: E402
@@ -36,15 +34,7 @@ def server(tmp_path_factory):
          "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
-        except OSError:
-            assert proc.poll() is None and time.time() < deadline, (
-                (root / "server.log").read_text()[-3000:])
-            time.sleep(0.5)
+    wait_until_serving(f"{url}/health", proc, 180, root / "server.log")
     yield url
     proc.terminate()
     proc.wait(timeout=60)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 import jax
 import jax.numpy as jnp
@@ -117,17 +118,37 @@ STEPS = 150
 KILL_RUN = (f"--config.train.steps={STEPS}", "--config.train.ckpt_every=17",
             "--config.train.log_every=5", "--config.train.eval_every=50",
             "--config.data.max_chars=12000", "--config.model.hidden_size=16")
-STRAIGHT = {}
+SHARED_RUNS = {}
+
+
+def shared_run(name, tmp_path_factory, *overrides):
+    """One uninterrupted `rnnlab.main` run of `overrides` per test worker, shared by the tests
+    that compare with it (a test that only reads a finished run need not train its own)."""
+    if name not in SHARED_RUNS:
+        workdir = tmp_path_factory.mktemp(name) / "run"
+        done = run_main(workdir, *overrides)
+        assert done.returncode == 0, done.stderr[-2000:]
+        SHARED_RUNS[name] = workdir
+    return SHARED_RUNS[name]
 
 
 def straight_run(tmp_path_factory):
-    """One uninterrupted run of KILL_RUN, shared by the tests that compare with it."""
-    if "dir" not in STRAIGHT:
-        workdir = tmp_path_factory.mktemp("straight") / "run"
-        done = run_main(workdir, *KILL_RUN)
-        assert done.returncode == 0, done.stderr[-2000:]
-        STRAIGHT["dir"] = workdir
-    return STRAIGHT["dir"]
+    """The uninterrupted run of KILL_RUN that the kill-and-resume tests compare with."""
+    return shared_run("straight", tmp_path_factory, *KILL_RUN)
+
+
+def wait_until_serving(url, proc, seconds, log_path):
+    """Until `url` answers (a server `proc` started), failing with its log if it exits or
+    takes more than `seconds`."""
+    deadline = time.time() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            assert proc.poll() is None and time.time() < deadline, (
+                f"{url} did not start:\n" + pathlib.Path(log_path).read_text()[-3000:])
+            time.sleep(0.2)
 
 
 def assert_same_run(a_dir, b_dir, steps=STEPS):
