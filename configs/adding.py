@@ -1,4 +1,4 @@
-"""The adding problem (CELLS: Le et al. 2015's two-channel form): read two marked numbers out of
+r"""The adding problem (CELLS: Le et al. 2015's two-channel form): read two marked numbers out of
 a sequence of T = 100 and add them. An LSTM solves it; a plain tanh RNN stalls at the 1/6
 baseline as T grows (experiments/vanishing_gradients).
 

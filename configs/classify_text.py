@@ -1,4 +1,4 @@
-"""Many-to-one text classification: a character LSTM reads a text and names its label.
+r"""Many-to-one text classification: a character LSTM reads a text and names its label.
 
     python -m rnnlab.main --config=configs/classify_text.py --workdir=runs/classify
     python -m rnnlab.main --config=configs/classify_text.py --config.data.path=reviews.csv \

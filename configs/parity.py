@@ -1,4 +1,4 @@
-"""Parity: the parity of the sum of T = 10 random bits, read from the last step (chance:
+r"""Parity: the parity of the sum of T = 10 random bits, read from the last step (chance:
 accuracy 0.5, loss log 2). `--config.task.target=running` asks for the parity of every prefix.
 
     python -m rnnlab.main --config=configs/parity.py --workdir=runs/parity

@@ -1,4 +1,4 @@
-"""Vector to sequence (one to many, the image-captioning set-up): a number n < 10,000 comes in as
+r"""Vector to sequence (one to many, the image-captioning set-up): a number n < 10,000 comes in as
 the vector of its 14 binary digits (+-1); a learned projection of it starts the decoder, which
 writes n's decimal digits from a start token to an end token.
 

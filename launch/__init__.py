@@ -1,4 +1,4 @@
-"""Sweeps of rnnlab runs and the ablation tables that compare them.
+r"""Sweeps of rnnlab runs and the ablation tables that compare them.
 
     python -m launch.sweep --config=configs/quickstart.py:smoke --sweep=experiments/relu_unroll/config.py \
         --workdir=runs/NAME --executor=local|vmap|tpu_vm

@@ -1,4 +1,4 @@
-"""The `launch.sweep` command: runs every trial of a sweep with one of the executors.
+r"""The `launch.sweep` command: runs every trial of a sweep with one of the executors.
 
     python -m launch.sweep --config=... --sweep=...[:arg] --workdir=runs/NAME
 

@@ -1,4 +1,4 @@
-"""The TPU VM executor: a sweep on one Cloud TPU VM through the real `gcloud` CLI.
+r"""The TPU VM executor: a sweep on one Cloud TPU VM through the real `gcloud` CLI.
 
     python -m launch.sweep --config=configs/quickstart.py:smoke --sweep=experiments/relu_unroll/config.py \
         --workdir=runs/x --executor=tpu_vm --tpu_project=my-project --tpu_zone=us-central2-b \

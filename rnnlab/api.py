@@ -95,6 +95,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
 def _progress():
     """absl's INFO lines (the loop's progress) shown while the block runs: outside `app.run`
     absl logs only warnings, through Python's logging."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():  # (else absl warns "Logging before flag parsing")
+        flags.FLAGS.mark_as_parsed()
     before = logging.get_verbosity()
     logging.set_verbosity(logging.INFO)
     logging.use_absl_handler()

@@ -1,4 +1,4 @@
-"""The `rnnlab.diagnose` command (the library is `rnnlab.diagnostics`): look inside a run.
+r"""The `rnnlab.diagnose` command (the library is `rnnlab.diagnostics`): look inside a run.
 
 Gradient flow through time, hidden units over a text, gate saturation:
 

@@ -1,4 +1,4 @@
-"""Scores a run's checkpoint on its whole validation and test splits, as its final evaluation
+r"""Scores a run's checkpoint on its whole validation and test splits, as its final evaluation
 does, optionally with other evaluation settings (a beam for a seq2seq run, say).
 
     python -m rnnlab.evaluate --workdir=runs/addition [--checkpoint=best|last] \

@@ -11,7 +11,9 @@ directory is made under `runs/`. Rerunning a command with the same `--workdir` r
     python -m rnnlab.main --config=configs/quickstart.py --config.optim.lr=1e-3 --print_config
     python -m rnnlab.main --help_config
 
-`--print_config` prints the config after the overrides, checked, and exits (a dry run);
+`--print_config` prints the config after the overrides, checked by every rule that needs no
+data (one that does, e.g. a window longer than the corpus, is found when the run loads it), and
+exits;
 `--help_config` lists every `--config.*` key with its value and meaning.
 
 `--trials=FILE` (a JSON list of `{"overrides": {...}, "workdir": ...}`, as `launch.sweep
@@ -52,7 +54,8 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory; default runs/<config>-<time>.")
 _PRINT_CONFIG = flags.DEFINE_bool(
-    "print_config", False, "Print the config after the overrides, checked, and exit (a dry run).")
+    "print_config", False, "Print the config after the overrides, checked (by every rule that "
+    "needs no data), and exit.")
 _HELP_CONFIG = flags.DEFINE_bool(
     "help_config", False, "List every --config.* key with its value (that of --config, else the "
     "default) and its meaning, and exit.")

@@ -57,12 +57,30 @@ def known_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]
     return keys
 
 
+# What other libraries call rnnlab's keys (a misspelling by meaning, not by letters).
+OTHER_NAMES = {"learning_rate": "lr", "hidden": "hidden_size", "units": "hidden_size",
+               "layers": "num_layers", "n_layers": "num_layers", "batch": "batch_size",
+               "seq_len": "bptt_len", "sequence_length": "bptt_len", "epochs": "steps",
+               "num_steps": "steps", "cell_type": "cell", "rnn_type": "cell",
+               "grad_clip": "clip_norm", "optimizer": "name", "wd": "weight_decay"}
+
+
+def suggest(key: str, known: list[str]) -> list[str]:
+    """Up to three known keys the dotted `key` may have meant: by another library's name for
+    it (`optim.learning_rate` -> `optim.lr`), then by spelling."""
+    import difflib
+
+    section, _, leaf = key.rpartition(".")
+    by_name = [k for k in known if k.rpartition(".")[2] == OTHER_NAMES.get(leaf)
+               and (not section or k.startswith(section + "."))]
+    return list(dict.fromkeys(by_name + difflib.get_close_matches(key, known, n=3)))[:3]
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's `flags_parser` for rnnlab's commands: a misspelt `--config.key=value` (which
     ml_collections reports with a traceback), a value of the wrong type, a config file that is
     missing or raises, and any other bad flag get one line and exit code 2 (absl: its usage
     text and 1)."""
-    import difflib
     import pathlib
     import sys
 
@@ -79,8 +97,8 @@ def parse_flags(argv: list[str]) -> list[str]:
                    if a.startswith("--config.") and a[len("--config."):].split("=")[0] not in known]
         message = "; ".join(
             f"--config.{key} is not a config key"
-            + (f" (did you mean {', '.join(difflib.get_close_matches(key, known, n=3))}?)"
-               if difflib.get_close_matches(key, known, n=3) else "") for key in unknown
+            + (f" (did you mean {', '.join(guesses)}?)" if (guesses := suggest(key, known))
+               else "") for key in unknown
         ) or f"the --config file: {e}"  # (one that defines no get_config, say)
     except flags.Error as e:
         # A config file that raised: ml_collections wraps its traceback; its last line says it.

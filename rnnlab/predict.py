@@ -12,11 +12,14 @@ What an input is, and what comes out, by task:
 - seq2seq: a source text; vec2seq: a number -> the `--nbest` best outputs of a beam of
   `--beam` (1: greedy) with their scores (sums of log-probabilities, over
   ((5 + length) / 6) ** `--length_penalty`).
-- adding: a JSON list of [value, marker] pairs -> the sum; parity: a string of bits -> the
-  parity and its probability (`task.target=running`: the parity of every prefix); copy: a
-  string of the task's symbols 0-9 -> the output at every step and its last 10 (the recall).
+- adding: a JSON list of T [value, marker] pairs (two markers 1, the rest 0) -> the sum;
+  parity: a string of T bits -> the parity and its probability (`task.target=running`: the
+  parity of every prefix); copy: a string of the task's symbols, 0 blank, 1-8 data, 9 "go":
+  10 data digits, delay - 1 blanks, a 9 and 10 blanks (e.g. delay 5:
+  1234567812000090000000000) -> the output at every step and its last 10 (the recall).
 
-A file holds one input a line. Inputs run in batches of `--batch_size` through one compiled
+A file holds one input a line (blank lines are skipped, with a warning: the outputs then
+follow the non-blank lines). Inputs run in batches of `--batch_size` through one compiled
 program (a language model's primes one at a time). Texts longer than a classifier was trained
 on are cut as its training data was. Output: plain text on the terminal, or `--output=FILE`
 as JSON lines (.jsonl) or CSV (.csv).
@@ -179,8 +182,8 @@ def _synthetic_rows(config, record, inputs) -> list[dict]:
             form = {"adding": f"a JSON list of {T} [value, marker] pairs",
                     "parity": f"a string of {T} bits (0 or 1)",
                     "copy": f"a string of {width} digits 0-9"}[name]
-            raise ValueError(f"a {name} run (trained at length {T}) predicts from {form}; got "
-                             f"{text[:60]!r}")
+            raise ValueError(f"a {name} run (trained at {'delay' if name == 'copy' else 'length'}"
+                             f" {T}) predicts from {form}; got {text[:60]!r}")
         rows.append({"inputs": x})
     return rows
 
@@ -223,7 +226,7 @@ def as_text(prediction: dict) -> str:
     shown = {k: v for k, v in prediction.items() if k != "input"}
     if "hypotheses" in shown:
         return f"{prediction['input']}\n" + "\n".join(
-            f"  {h['score']:9.4f}  {h['output']}" for h in shown["hypotheses"])
+            f"  {h['score']:9.4f}  {h['output']!r}" for h in shown["hypotheses"])
     if "probabilities" in shown:
         return f"{shown['label']}\t" + "  ".join(
             f"{label} {p:.3f}" for label, p in shown["probabilities"].items()) + \
@@ -263,8 +266,12 @@ def main(argv):
     try:
         if (F.input is None) == (F.inputs is None):
             raise ValueError("pass one of --input=TEXT or --inputs=FILE (one input a line)")
-        inputs = [F.input] if F.input is not None else [
-            line for line in open(F.inputs, encoding="utf-8").read().splitlines() if line]
+        lines = ([F.input] if F.input is not None
+                 else open(F.inputs, encoding="utf-8").read().splitlines())
+        inputs = [line for line in lines if line]
+        if len(inputs) < len(lines):
+            logging.warning("%s: %d blank line(s) skipped; the outputs follow the %d others",
+                            F.inputs, len(lines) - len(inputs), len(inputs))
         if not inputs:
             raise ValueError(f"{F.inputs} has no inputs (one a line)")
         if F.output and not F.output.endswith((".jsonl", ".csv")):

@@ -1,4 +1,4 @@
-"""Text sampling with temperature from a trained run, or decoding for a seq2seq run.
+r"""Text sampling with temperature from a trained run, or decoding for a seq2seq run.
 
     python -m rnnlab.sample --workdir=runs/quickstart --temperature=0.8 --prime="the " \
         --length=500 [--seed=0] [--argmax] [--checkpoint=best|last]

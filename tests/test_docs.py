@@ -105,3 +105,14 @@ def test_every_shown_command_names_what_exists(shown):
         spec.loader.exec_module(module)
         config = module.get_config(config_arg or None)
         validation.check_config(overrides.apply(config, changes))
+
+
+@pytest.mark.parametrize("path", [p for p in SOURCES if p.suffix == ".py"],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_help_texts_keep_their_line_continuations(path):
+    """A module docstring is a command's --help: a backslash at a line's end in a plain
+    string joins the lines (a run of spaces where the break was); a raw one keeps it."""
+    source = path.read_text()
+    doc = __import__("ast").get_docstring(__import__("ast").parse(source), clean=False)
+    assert doc is None or not re.search(r"\S {6,}--", doc), (
+        f"{path.relative_to(ROOT)}: make the docstring raw (r\"\"\"...\"\"\") to keep its \\ lines")

@@ -58,8 +58,10 @@ def test_the_run_stops_where_keras_early_stopping_would(tmp_path, values):
         return
     stop = scores[expected][0]
     assert status["step"] == stop < 60 and status["stopped_early"] is True
-    assert f"in 2 evaluations (best {status['best_valid_bpc']:.4f} at step " \
-           f"{status['best_step']})" in status["message"]
+    assert status["message"] == (
+        f"stopped early at step {stop}: in 2 evaluations valid bpc has not improved on "
+        f"{status['ref']:.4f} by more than {values['train.min_delta']:g} (best "
+        f"{status['best_valid_bpc']:.4f} at step {status['best_step']})")
     # The final evaluation of the whole splits at the stop, and the final checkpoint there.
     assert {m["split"] for m in layout.read_metrics(tmp_path) if m["step"] == stop} >= {
         "valid", "test", "valid_full"}

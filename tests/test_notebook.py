@@ -25,7 +25,8 @@ def test_the_example_notebook_runs_in_a_kernel_and_shows_its_progress(tmp_path):
     assert "step 20/60" in text and "valid bpc" in text  # the loop's progress, in the notebook
     assert "finished at step 60" in text
     assert any("image/png" in o.get("data", {}) for o in outputs)  # run.plot()
-    assert "Traceback" not in text
+    assert "Traceback" not in text and "Logging before flag parsing" not in text
+    assert "'The " in text  # the sampled continuation, printed
     run = api.load(tmp_path / "runs" / "notebook")
     assert run.result["status"] == "finished" and run.result["step"] == 60
     assert [m["step"] for m in run.metrics("valid")] == [20, 40, 60]

@@ -492,3 +492,13 @@ def test_diagnostics_of_a_config_go_under_runs_not_into_the_working_directory(
     subject = diagnose.load(config=task_config("adding"), checkpoint="init")
     assert subject.out.resolve() == tmp_path / "runs" / "diagnostics" / "adding"
     assert [p.name for p in tmp_path.iterdir()] == ["runs"]
+
+
+def test_a_key_misnamed_as_other_libraries_name_it_gets_rnnlabs_name():
+    from rnnlab import config as config_lib, overrides
+
+    known = overrides.known_keys(config_lib.get_config())
+    assert overrides.suggest("optim.learning_rate", known)[0] == "optim.lr"
+    assert overrides.suggest("model.layers", known)[0] == "model.num_layers"
+    assert overrides.suggest("train.seq_len", known)[0] == "train.bptt_len"
+    assert overrides.suggest("model.hiden_size", known)[0] == "model.hidden_size"

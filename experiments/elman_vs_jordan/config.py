@@ -1,4 +1,4 @@
-"""Arch 1 vs Arch 2 of the classic text8 tutorial: hidden recurrence (Elman) against output
+r"""Arch 1 vs Arch 2 of the classic text8 tutorial: hidden recurrence (Elman) against output
 recurrence (Jordan) trained by teacher forcing, free running on the output distribution, on
 its own samples, and with scheduled sampling; the same corpus, sizes and updates.
 

@@ -1,4 +1,4 @@
-"""Greff et al.'s LSTM variants at CPU scale: the vanilla (peephole) LSTM, its eight variants,
+r"""Greff et al.'s LSTM variants at CPU scale: the vanilla (peephole) LSTM, its eight variants,
 the GRU, MUT1, minGRU and the plain LSTM, parameter-matched, three seeds on the offline pydoc
 corpus (`:python_source` for the second corpus, where the sweep's `:2` runs two seeds).
 

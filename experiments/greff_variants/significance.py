@@ -1,4 +1,4 @@
-"""Each architecture against the vanilla LSTM, as Greff et al. 2015 tested theirs: the mean
+r"""Each architecture against the vanilla LSTM, as Greff et al. 2015 tested theirs: the mean
 difference of the metric and Welch's t-test (two-sided, p < 0.05 "significant").
 
     python experiments/greff_variants/significance.py --sweep_dir=runs/greff_variants \

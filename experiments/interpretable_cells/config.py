@@ -1,4 +1,4 @@
-"""Interpretable cells: a character LSTM on Python source code (the offline `python_source`
+r"""Interpretable cells: a character LSTM on Python source code (the offline `python_source`
 corpus: the standard library's top-level *.py files, the "source code" experiment of Karpathy's
 char-rnn post), then the units that track quotes, brackets, line position, indentation and
 comments.

@@ -1,4 +1,4 @@
-"""Does relu let a vanilla (Elman) RNN train with longer unrolls than tanh? LSTM as a control.
+r"""Does relu let a vanilla (Elman) RNN train with longer unrolls than tanh? LSTM as a control.
 
     python -m launch.sweep --config=experiments/relu_unroll/config.py \
         --sweep=experiments/relu_unroll/config.py --workdir=runs/relu_unroll --executor=vmap

@@ -1,4 +1,4 @@
-"""Truncated against full BPTT for a many-to-one task: the adding problem at T = 200, an LSTM
+r"""Truncated against full BPTT for a many-to-one task: the adding problem at T = 200, an LSTM
 that reads the sequence in windows of train.bptt_len steps with the carry passed forward, the
 loss from the final window only (gradients cut at each window boundary), against full BPTT
 (train.bptt_len = 0), two seeds each.

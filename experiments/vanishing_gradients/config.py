@@ -1,4 +1,4 @@
-"""Vanishing gradients on the adding problem: Elman tanh, IRNN (Elman relu, identity init),
+r"""Vanishing gradients on the adding problem: Elman tanh, IRNN (Elman relu, identity init),
 LSTM and GRU at T = 10, 25, 50, 100, 200, three seeds each.
 
     python -m launch.sweep --config=experiments/vanishing_gradients/config.py \

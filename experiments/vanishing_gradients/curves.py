@@ -1,4 +1,4 @@
-"""Gradient-flow curves of the vanishing-gradients sweep: for each cell at one length T, the
+r"""Gradient-flow curves of the vanishing-gradients sweep: for each cell at one length T, the
 mean norm of dL/dh_t over a training batch (seed 0), at initialisation and at the best
 checkpoint, on a log scale.
 

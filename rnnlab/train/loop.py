@@ -291,7 +291,9 @@ def _keep_best(p: Program, trial, state, scalars, over):
         note = f"best {best:.4f} at step {trial.meta['best_step']}"
         _count_patience(trial, value, mode)
     if trial.config.train.patience:
-        note += f"; {trial.meta['stale']} of {trial.config.train.patience} without improving"
+        t = trial.config.train
+        note += (f"; {trial.meta['stale']} of {t.patience} evaluations without improving on "
+                 f"{trial.meta['ref']:.4f} by more than {t.min_delta:g}")
     logging.info("%sstep %d  valid %s %.4f on %s  (%s)", p.tag(trial), p.step, name,
                  value, over, note)
 
@@ -328,9 +330,9 @@ def early_stop(p: Program, state, clock=None) -> state_lib.TrainState:
         k = p.trials.index(trial)
         _write_whole(p, trial, k, extra)
         t, best = trial.config.train, trial.meta[p.s.best_key]
-        why = (f"stopped early at step {p.step}: valid {name} has not improved by more than "
-               f"{t.min_delta:g} in {t.patience} evaluations (best {best:.4f} at step "
-               f"{trial.meta['best_step']})")
+        why = (f"stopped early at step {p.step}: in {t.patience} evaluations valid {name} has "
+               f"not improved on {trial.meta['ref']:.4f} by more than {t.min_delta:g} (best "
+               f"{best:.4f} at step {trial.meta['best_step']})")
         logging.info("%s%s", p.tag(trial), why)
         trial.result = {**_final(p, trial, {"valid": valid[k], **{
             split: scores[k] for split, scores in extra.items()}}),
