@@ -44,16 +44,28 @@ from rnnlab.train import clock
 from rnnlab.tasks import lm, seq2seq, synthetic
 
 
+# The options each task reads (the others are refused when given: `given`).
+READS = {"lm": ("length", "temperature", "seed"), "classify": ("top",), "regress": (),
+         "seq2seq": ("beam", "nbest", "length_penalty"),
+         "vec2seq": ("beam", "nbest", "length_penalty"), "adding": (), "parity": (), "copy": ()}
+
+
 def predict(workdir, inputs: list[str], *, checkpoint: str = "best", top: int = 3,
             beam: int = 1, nbest: int | None = None, length_penalty: float = 0.0,
             length: int = 200, temperature: float = 0.8, seed: int = 0,
-            batch_size: int = 32) -> list[dict]:
-    """One dict per input: {"input": ..., and what the run's task predicts} (module doc)."""
+            batch_size: int = 32, given: tuple[str, ...] = ()) -> list[dict]:
+    """One dict per input: {"input": ..., and what the run's task predicts} (module doc).
+    `given`: the options the caller set on purpose; one the run's task does not read is a
+    ValueError rather than ignored."""
     config, record = load.load_run(workdir)
     name = config.task.name
     if name not in PREDICTORS:
         raise ValueError(f"{workdir} is a {name!r} run: rnnlab.predict knows the tasks "
                          f"{', '.join(PREDICTORS)}")
+    unread = [option for option in given if option not in READS[name]]
+    if unread:
+        reads = ", ".join(f"--{o}" for o in READS[name]) or "none of them"
+        raise ValueError(f"--{unread[0]} does not apply to a {name} run (it reads {reads})")
     nbest = beam if nbest is None else nbest
     if not 1 <= nbest <= beam:
         raise ValueError(f"--nbest must be from 1 to --beam={beam}, got {nbest}")
@@ -279,7 +291,9 @@ def main(argv):
         predictions = predict(F.workdir, inputs, checkpoint=F.checkpoint, top=F.top,
                               beam=F.beam, nbest=F.nbest, length_penalty=F.length_penalty,
                               length=F.length, temperature=F.temperature, seed=F.seed,
-                              batch_size=F.batch_size)
+                              batch_size=F.batch_size, given=tuple(
+                                  o for o in ("top", "beam", "nbest", "length_penalty",
+                                              "length", "temperature", "seed") if F[o].present))
     except (ValueError, FileNotFoundError, data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -135,7 +135,8 @@ def test_the_command_writes_csv_and_jsonl_and_refuses_bad_input_in_one_line(tmp_
     assert shown.returncode == 0 and shown.stdout.startswith(lines[0]["label"] + "\t")
     for args, message in ((["--input=x", f"--inputs={inputs}"], "pass one of --input"),
                           (["--input=x", "--output=p.txt"], "--output must end in"),
-                          (["--input=x", "--nbest=2"], "--nbest must be from 1 to")):
+                          (["--input=x", "--nbest=2"], "--nbest does not apply to a classify "
+                                                       "run (it reads --top)")):
         bad = cli(*args)
         assert bad.returncode == 2 and "Traceback" not in bad.stderr
         assert [x for x in bad.stderr.splitlines() if x.startswith("error:")][0].find(message) > 0

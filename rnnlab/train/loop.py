@@ -362,11 +362,12 @@ def _final(p: Program, trial, scores) -> dict:
 
 
 def _headline(p: Program, scalars: dict, sums: dict) -> str:
-    """The metric the best checkpoint is picked by, and the task's accuracy where that is
-    another (the copy task's recall, a decoder's exact match), over how many examples."""
+    """The metric the best checkpoint is picked by, the task's accuracy where that is another
+    (the copy task's recall, a decoder's exact match) and the baseline a regression is scored
+    against, over how many examples."""
     name = p.task.best[0]
     also = [k for k in ("recall_accuracy", "exact_match", "accuracy") if k in scalars
-            and k != name][:1]
+            and k != name][:1] + [k for k in ("baseline_mse",) if k in scalars]
     return " ".join(f"{k} {scalars[k]:.4f}" for k in (name, *also)) + \
         f" over {int(sums['count']):,}"
 
