@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from rnnlab import layout, train, validation
-from test_train import (KILL_RUN, STEPS, assert_same_run, restore_params, run_main, tiny_config,
-                        wait_for_step)
+from test_train import assert_same_run, restore_params, run_main, tiny_config, wait_for_step
 
 DETERMINISTIC = ("loss", "bpc", "accuracy", "grad_norm", "lr", "perplexity")
 
@@ -83,6 +82,15 @@ def test_trials_that_differ_in_shape_are_split_into_groups():
         train.train_group(configs[:2], ["a", "b"])
 
 
+# KILL_RUN's cadence (checkpoints every 17 steps, logs every 5) over 60 steps instead of 150:
+# the kill comes after step 25, past the first checkpoint (17) and 35 steps before the end, so
+# the rerun resumes from 17 (or 34), inside a log window, as KILL_RUN's kill did.
+STEPS = 60
+KILL_RUN = (f"--config.train.steps={STEPS}", "--config.train.ckpt_every=17",
+            "--config.train.log_every=5", "--config.train.eval_every=50",
+            "--config.data.max_chars=12000", "--config.model.hidden_size=16")
+
+
 @pytest.mark.slow
 def test_sigkilled_group_resumes_bitwise(tmp_path):
     """The --trials command, killed and rerun, equals the same command run without a kill."""
@@ -95,11 +103,11 @@ def test_sigkilled_group_resumes_bitwise(tmp_path):
     args = [f"--trials={files['killed']}", *KILL_RUN]
     proc = run_main(tmp_path / "unused", *args, wait=False)
     killed0 = pathlib.Path(trials["killed"][0]["workdir"])
-    wait_for_step(proc, killed0, 40)
+    wait_for_step(proc, killed0, 25)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert max(m["step"] for m in layout.read_metrics(killed0)) < STEPS
     assert run_main(tmp_path / "unused", *args).returncode == 0
     assert run_main(tmp_path / "unused", f"--trials={files['straight']}", *KILL_RUN).returncode == 0
     for a, b in zip(trials["straight"], trials["killed"]):
-        assert_same_run(pathlib.Path(a["workdir"]), pathlib.Path(b["workdir"]))
+        assert_same_run(pathlib.Path(a["workdir"]), pathlib.Path(b["workdir"]), steps=STEPS)

@@ -159,13 +159,17 @@ def test_a_tiny_lstm_learns_copy_at_a_short_delay(tmp_path):
 
 
 def test_a_tiny_lstm_learns_parity_at_a_short_length(tmp_path):
-    test = learn("parity", tmp_path, **{"data.length": 6, "train.steps": 600,
+    # 350 steps (was 600): valid accuracy 0.977 at step 200, 1.0 from step 300 on (CPU,
+    # measured 2026-12-07; a constant learning rate, so the first steps of a longer run)
+    test = learn("parity", tmp_path, **{"data.length": 6, "train.steps": 350,
                                         "model.hidden_size": 32})
     assert test["accuracy"] > 0.95 and test["baseline_accuracy"] == 0.5
 
 
 def test_an_lstm_learns_addition_strings(tmp_path):
-    test = learn("seq2seq", tmp_path, **{"data.max_digits": 1, "train.steps": 400,
+    # 300 steps (was 400): valid exact match 0.60 at step 200, 0.85 at 250, 0.95 at 300, 0.98
+    # at 400 (CPU, measured 2026-12-07; a constant learning rate)
+    test = learn("seq2seq", tmp_path, **{"data.max_digits": 1, "train.steps": 300,
                                          "model.hidden_size": 128, "train.batch_size": 64,
                                          "optim.lr": 5e-3})
     assert test["exact_match"] > 0.5
@@ -290,7 +294,8 @@ def test_padding_gets_no_gradient_in_seq2seq():
     b = jax.tree_util.tree_map(np.asarray, jax.jit(task.batch)(task.data, 0,
                                                                jax.random.key(1)))
     assert (b["target"] == seq2seq.PAD).any()  # answers of several lengths: padded
-    grads = jax.grad(lambda p: task.loss(p, None, b, None)[0])(params)
+    # jitted: one compile of the gradient, not one per operation of an eager backward pass
+    grads = jax.jit(jax.grad(lambda p: task.loss(p, None, b, None)[0]))(params)
     assert (grads["embed"][seq2seq.PAD] == 0).all()
     assert (grads["embed"][seq2seq_data.addition_id("=")] != 0).any()  # the start: it counts
 
