@@ -119,7 +119,9 @@ def generator(config):
 
 def generated_examples(config):
     """The fixed valid and test examples of a generated task, and its record."""
-    generate = generator(config)
+    # Jitted: eagerly, each of the generator's small integer ops compiled on its own (about
+    # 140 programs); integer arithmetic, so the same examples either way.
+    generate = jax.jit(generator(config), static_argnums=(1, 2))
     examples = {split: jax.device_get(generate(jax.random.fold_in(jax.random.key(EVAL_KEY), i),
                                                config.data.eval_examples,
                                                config.data.max_digits))
