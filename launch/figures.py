@@ -1,8 +1,8 @@
 """The figures of an ablation Table: learning curves, best metric vs each factor, box plots.
 
-matplotlib is imported when `write` runs (not with the module): tables need nothing of it. `write` takes the Table and the trials' curves rather than
-the sweep, so this module knows only `launch.tables`; `launch.report.figures` does it all from a
-sweep.
+matplotlib is imported when `write` runs (not with the module): tables need nothing of it.
+`write` takes the Table and the trials' curves rather than the sweep, so this module knows only
+`launch.tables`; `launch.report.figures` does it all from a sweep.
 """
 
 from __future__ import annotations

@@ -145,12 +145,12 @@ def _train() -> ml_collections.ConfigDict:
     # Early stopping: end the run (status "finished") after this many evaluations in a row
     # without improving the best validation metric by more than min_delta; 0: never.
     t.patience = 0
+    t.min_delta = 0.0  # in the units of the task's headline metric (bpc, accuracy, ...)
     # Trackers mirroring metrics.jsonl (comma-separated): tensorboard (when tensorboardX is
     # installed) | mlflow; "": none.
     t.trackers = "tensorboard"
     t.mlflow_uri = ""  # MLflow tracking URI; "": $MLFLOW_TRACKING_URI, else MLflow's default
     t.mlflow_experiment = ""  # MLflow experiment; "": the run directory's parent's name
-    t.min_delta = 0.0  # in the units of the task's headline metric (bpc, accuracy, ...)
     t.sample_length = 200  # characters sampled at each evaluation (0: none)
     t.sample_temperature = 0.8  # temperature of those samples
     t.sample_prime = ""  # text training's samples start from ("": a place in valid)

@@ -37,8 +37,8 @@ def figure(workdir, metric: str | None = None):
     for split, style in (("train", dict(lw=1, alpha=0.8)), ("valid", dict(marker="o", ms=4))):
         points = [(m["step"], m[metric]) for m in lines if m["split"] == split and metric in m]
         if points:
-            top.plot(*zip(*points), label=f"{split} (every {'log line' if split == 'train' else 'evaluation'})",
-                     **style)
+            every = "log line" if split == "train" else "evaluation"
+            top.plot(*zip(*points), label=f"{split} (every {every})", **style)
     for split, marker in (("valid_full", "s"), ("test", "*")):
         final = [(m["step"], m[metric]) for m in lines if m["split"] == split and metric in m]
         if final:

@@ -1,6 +1,6 @@
 """The logs of a training run: metrics.jsonl (mirrored to the trackers of `train.trackers`:
-TensorBoard, MLflow) and samples.txt, appended as training goes and cut back to the step a run resumes
-from.
+TensorBoard, MLflow) and samples.txt, appended as training goes and cut back to the step a run
+resumes from.
 
 Each line of `metrics.jsonl` is one JSON object `{"step": N, "split": "train"|"valid"|"test",
 <scalar>: value, ...}` (read it with `rnnlab.run.layout.read_metrics`); a report reads
