@@ -138,23 +138,8 @@ def _classify(config, record, net, params, inputs, o, batch_size):
     return out
 
 
-def _source(config, record, text) -> np.ndarray:
-    """A seq2seq source text as ids ending with EOS; a vec2seq number as its +-1 bit vector."""
-    size = record.get("vector_size")
-    if not size:
-        return seq2seq.encode_source(record, text)
-    try:
-        number = int(text)
-    except ValueError:
-        raise ValueError(f"a vec2seq run decodes a number, got {text!r}") from None
-    if not 0 <= number < 10 ** config.data.max_digits:
-        raise ValueError(f"the run was trained on numbers in [0, {10 ** config.data.max_digits})"
-                         f" (data.max_digits={config.data.max_digits}); got {number}")
-    return (((number >> np.arange(size)) & 1) * 2.0 - 1.0).astype(np.float32)
-
-
 def _sequences(config, record, net, params, inputs, o, batch_size):
-    sources = [_source(config, record, text) for text in inputs]
+    sources = [seq2seq.encode_input(config, record, text) for text in inputs]
     longest = max(len(s) for s in sources)
     rows = [{"source": np.pad(s, [(0, longest - len(s))] + [(0, 0)] * (s.ndim - 1)),
              "source_lengths": np.int32(len(s) if s.dtype != np.int32 else max(len(s) - 1, 1))}

@@ -254,21 +254,9 @@ def describe_source(config, record, source) -> str:
 def translate(config: ml_collections.ConfigDict, record: dict, params, text: str, *,
               beam_size: int = 1, length_penalty: float = 0.0) -> str:
     """The decoded output for one input: a source text (seq2seq) or a number (vec2seq)."""
-    vector_size = record.get("vector_size")
-    if vector_size:
-        try:
-            number = int(text)
-        except ValueError:
-            raise ValueError(f"a vec2seq run decodes a number, got {text!r}") from None
-        trained = 10 ** config.data.max_digits  # (the vector holds up to 2**bits - 1)
-        if not 0 <= number < trained:
-            raise ValueError(f"the run was trained on numbers in [0, {trained}) (data.max_digits="
-                             f"{config.data.max_digits}); got {number}")
-        source = (((number >> np.arange(vector_size)) & 1) * 2.0 - 1.0)[None]
-        lengths = np.asarray([vector_size])
-    else:
-        source = encode_source(record, text)[None]
-        lengths = np.asarray([max(source.shape[1] - 1, 1)])
+    source = encode_input(config, record, text)[None]
+    lengths = np.asarray([source.shape[1] if record.get("vector_size")
+                          else max(source.shape[1] - 1, 1)])
     batch = {"source": source, "source_lengths": lengths,
              "target": np.full((1, 1), record["start"], np.int32)}
     net = model(config, record)
@@ -276,6 +264,23 @@ def translate(config: ml_collections.ConfigDict, record: dict, params, text: str
                                                length_penalty=length_penalty,
                                                max_len=record["max_len"]))(params, batch)
     return detokenize(record, tokens[0])
+
+
+def encode_input(config: ml_collections.ConfigDict, record: dict, text: str) -> np.ndarray:
+    """One input as the model reads it: a seq2seq source text as ids ending with EOS, a vec2seq
+    number as its +-1 bit vector (refused outside the numbers the run was trained on)."""
+    size = record.get("vector_size")
+    if not size:
+        return encode_source(record, text)
+    try:
+        number = int(text)
+    except ValueError:
+        raise ValueError(f"a vec2seq run decodes a number, got {text!r}") from None
+    trained = 10 ** config.data.max_digits  # (the vector holds up to 2**bits - 1)
+    if not 0 <= number < trained:
+        raise ValueError(f"the run was trained on numbers in [0, {trained}) (data.max_digits="
+                         f"{config.data.max_digits}); got {number}")
+    return (((number >> np.arange(size)) & 1) * 2.0 - 1.0).astype(np.float32)
 
 
 def encode_source(record: dict, text: str) -> np.ndarray:
