@@ -161,11 +161,18 @@ def assert_same_run(a_dir, b_dir, steps=STEPS):
     assert (a_dir / "samples.txt").read_text() == (b_dir / "samples.txt").read_text()
 
 
-def wait_for_step(proc, workdir, step, timeout=240):
-    """Until the run in `workdir` (a path or a gs:// URL) has logged `step`."""
+def wait_for_step(proc, workdir, step, timeout=240, *, checkpointed=False):
+    """Until the run in `workdir` (a path or a gs:// URL) has logged `step` (and, with
+    `checkpointed`, committed a checkpoint: a bucket's commit may lag the steps by seconds)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if any(m["step"] >= step for m in layout.read_metrics(workdir)):
+        if any(m["step"] >= step for m in layout.read_metrics(workdir)) and (
+                not checkpointed
+                or checkpoint.Checkpointer(workdir, 3, read_only=True).latest_step()):
+            if not storage.is_local(storage.path(workdir)):
+                # gcsfs caches listings in this process; later reads must see the files to come.
+                import fsspec
+                fsspec.filesystem("gs", finalize_on_close=True).invalidate_cache()
             return
         assert proc.poll() is None, f"the run ended (exit code {proc.returncode}) before step {step}"
         time.sleep(0.02)
@@ -181,7 +188,7 @@ def kill_and_resume(workdir, *, env=None, log=None):
     step = int(np.random.default_rng(seed).integers(30, STEPS // 2))
     print(f"kill_and_resume: killing at step {step} (RNNLAB_KILL_SEED={seed})")
     proc = run_main(workdir, *KILL_RUN, wait=False, env=env, log=log)
-    wait_for_step(proc, workdir, step)
+    wait_for_step(proc, workdir, step, checkpointed=True)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed = storage.path(workdir)
