@@ -4,7 +4,8 @@
     lm = rnnlab.tasks.model(config, record)  # the model alone, from a run's vocab.json
 
 Each task module has `check(config)`, `build(config) -> Task`, `model(config, record)` and
-`metric_names(config)`; see `rnnlab.tasks.base`. Any other name (`task.name=my_task`,
+`metric_names(config)`, and may have `best(config)` (the scalar that picks the best
+checkpoint); see `rnnlab.tasks.base`. Any other name (`task.name=my_task`,
 `mypkg.my_task`) imports a task module of one's own.
 """
 
@@ -106,6 +107,13 @@ def fit_budget(config: ml_collections.ConfigDict, record: dict) -> int:
 
 def model(config: ml_collections.ConfigDict, record: dict):
     return get(config.task.name).model(config, record)
+
+
+def best(config: ml_collections.ConfigDict) -> tuple[str, str] | None:
+    """(metric, "min" | "max"): the validation scalar that picks the task's best checkpoint,
+    known from the config alone; None for a task module of one's own that does not say."""
+    module = get(config.task.name)
+    return module.best(config) if callable(getattr(module, "best", None)) else None
 
 
 def metric_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:

@@ -75,6 +75,11 @@ def check(config: ml_collections.ConfigDict) -> None:
     encoder.check(config)
 
 
+def best(config: ml_collections.ConfigDict) -> tuple[str, str]:
+    """The validation scalar that picks the best checkpoint, and whether lower is better."""
+    return ("mse", "min") if config.task.name == "regress" else ("accuracy", "max")
+
+
 def metric_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
     return ("loss", "accuracy") if config.task.name == "classify" else ("loss",)
 
@@ -413,7 +418,7 @@ def build(config: ml_collections.ConfigDict) -> base.Task:
         model=net, data=data, row_sharded=(), batch=batch, loss=loss,
         evaluate=_evaluate_fn(scores, labels, mean, eval_batch), eval_windows=eval_windows,
         derive=_derive_mse if regress else base.no_derived, metrics=metric_names(config),
-        best=("mse", "min") if regress else ("accuracy", "max"), record=record,
+        best=best(config), record=record,
         fingerprint=base.fingerprint({f"{s}/{k}": v for s in arrays for k, v in
                                       arrays[s].items()}, record),
         describe=_describe(config, vocab, labels, T, arrays),

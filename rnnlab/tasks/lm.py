@@ -45,6 +45,11 @@ def check(config: ml_collections.ConfigDict) -> None:
     model_lib.check_model_config(config.model, causal=True)
 
 
+def best(config: ml_collections.ConfigDict) -> tuple[str, str]:
+    """The validation scalar that picks the best checkpoint, and whether lower is better."""
+    return ("bpc", "min")
+
+
 def metric_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
     del config
     return ("loss", "accuracy")
@@ -190,7 +195,7 @@ def build(config: ml_collections.ConfigDict) -> base.Task:
     return base.Task(
         model=lm, data=streams, row_sharded=("train", "valid", "test"), batch=batch, loss=loss,
         evaluate=evaluate, eval_windows=windows, derive=derive, metrics=metric_names(config),
-        best=("bpc", "min"),
+        best=best(config),
         record=record, fingerprint=base.fingerprint(corpus.splits, record_digest(corpus)),
         describe=f"data: {corpus.description}; {train_windows} train windows/pass",
         throughput=("chars_per_sec", t.batch_size * T),

@@ -73,6 +73,11 @@ def check(config: ml_collections.ConfigDict) -> None:
     model_lib.check_model_config(decoder.decoder_section(config), causal=True, jordan=False)
 
 
+def best(config: ml_collections.ConfigDict) -> tuple[str, str]:
+    """The validation scalar that picks the best checkpoint, and whether lower is better."""
+    return ("exact_match", "max")
+
+
 def metric_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
     del config
     return ("loss", "teacher_forced_accuracy")
@@ -225,7 +230,7 @@ def build(config: ml_collections.ConfigDict) -> base.Task:
         model=net, data=data, row_sharded=(), batch=batch, loss=loss,
         evaluate=_evaluate_fn(net, config.eval, record["max_len"], eval_batch),
         eval_windows=eval_windows, derive=base.no_derived, metrics=metric_names(config),
-        best=("exact_match", "max"), record=record,
+        best=best(config), record=record,
         fingerprint=base.fingerprint({f"{s}/{k}": np.asarray(v) for s in examples
                                       for k, v in examples[s].items()}, record),
         describe=_describe(config, record, train_data),

@@ -105,6 +105,12 @@ def _sequence_length(config) -> int:
         config.data.length
 
 
+def best(config: ml_collections.ConfigDict) -> tuple[str, str]:
+    """The validation scalar that picks the best checkpoint, and whether lower is better."""
+    return {"adding": ("mse", "min"), "copy": ("loss", "min")}.get(config.task.name,
+                                                                  ("accuracy", "max"))
+
+
 def metric_names(config: ml_collections.ConfigDict) -> tuple[str, ...]:
     if config.task.name == "adding":
         return ("loss",)
@@ -204,7 +210,7 @@ def build(config: ml_collections.ConfigDict) -> base.Task:
     return base.Task(
         model=net, data=data, row_sharded=(), batch=batch, loss=loss, evaluate=evaluate,
         eval_windows=eval_windows, derive=derive_for(config), metrics=metric_names(config),
-        best={"adding": ("mse", "min"), "copy": ("loss", "min")}.get(name, ("accuracy", "max")),
+        best=best(config),
         record=record,
         fingerprint=base.fingerprint(arrays, record),
         describe=(f"{name}: {'delay' if name == 'copy' else 'length'} {T}, fresh train batches, "
