@@ -16,6 +16,9 @@ A sweep directory holds:
   logs/<id>.log     the trial's console output (local executor)
   outcomes.json     {"<id>": {"outcome": "finished"|"diverged"|"failed"|"interrupted",
                      "returncode": int | null}} as the launcher last saw each trial
+  study.db          an adaptive search's Optuna study (--search; see launch/search.py): its
+                    only state, from which it writes sweep.json and outcomes.json ("pruned",
+                    with the step) and which `launch.report` reads for its search.md
 
 A rerun skips results (finished with their final checkpoint, or diverged), waits for a trial
 that another process is still training, and resumes the rest; the launcher exits 1 and names the

@@ -40,8 +40,11 @@ from typing import Any
 
 from absl import app, flags, logging
 
+from rnnlab.run import layout
+
 import launch
 from launch import figures as figures_lib
+from launch import search_report
 from launch import results as results_lib
 from launch import tables
 
@@ -98,9 +101,9 @@ def _notes(metric: str, mode: str, summaries: list[results_lib.TrialSummary],
               "value) count in 'diverged' and are excluded from the metric means."),
              f"best setting (★ in Markdown, bold in LaTeX): by mean best {metric} ({word})."]
     unfinished = [f"{s.id} ({s.outcome})" for s in summaries
-                  if s.outcome in ("running", "interrupted") and s.best is not None]
+                  if s.outcome in ("running", "interrupted", "pruned") and s.best is not None]
     if unfinished:
-        notes.append(f"unfinished (best so far included): {len(unfinished)} trials: "
+        notes.append(f"unfinished or pruned (best so far included): {len(unfinished)} trials: "
                      + ", ".join(unfinished))
     missing = collections.defaultdict(list)
     for s in summaries:
@@ -230,18 +233,18 @@ def _check_metric(sweep_dir: pathlib.Path, results: Sequence[results_lib.TrialRe
                      f"metrics found: {', '.join(found) or 'none yet'}")
 
 
-def _tables(sweep_dir: pathlib.Path) -> tuple[list[results_lib.TrialResult], tables.Table,
-                                              tables.Pivot | None]:
+def _tables(sweep_dir: pathlib.Path, metric: str, mode: str) -> tuple[
+        list[results_lib.TrialResult], tables.Table, tables.Pivot | None]:
     """The sweep's trials, table and pivot; a bad argument exits 2 before anything is written."""
     try:
         results = results_lib.load_sweep(sweep_dir)
-        results_lib.split_metric(_METRIC.value)
-        _check_metric(sweep_dir, results, _METRIC.value)
-        t = table(results, _METRIC.value, _MODE.value)
+        results_lib.split_metric(metric)
+        _check_metric(sweep_dir, results, metric)
+        t = table(results, metric, mode)
         pair = _PIVOT.value or (t.factors if len(t.factors) == 2 else [])
         if pair and len(pair) != 2:
             raise ValueError(f"--pivot takes two factors, got {pair}")
-        p = pivot(results, _METRIC.value, _MODE.value, *pair) if pair else None
+        p = pivot(results, metric, mode, *pair) if pair else None
     except (FileNotFoundError, ValueError) as e:
         _fail(str(e))
     return results, t, p
@@ -257,7 +260,12 @@ def main(argv: Sequence[str]) -> None:
     out = pathlib.Path(_OUT.value) if _OUT.value else sweep_dir / "report"
     if out.exists() and not out.is_dir():
         _fail(f"--out={out} is a file, not a folder: pass a folder for the report's files")
-    results, t, p = _tables(sweep_dir)
+    metric, mode = _METRIC.value, _MODE.value
+    searched = (layout.read_json(sweep_dir / "sweep.json") or {}).get("search") if (
+        sweep_dir / "sweep.json").is_file() else None
+    if isinstance(searched, dict) and not flags.FLAGS["metric"].present:
+        metric, mode = searched["metric"], searched["mode"]  # what the search optimised
+    results, t, p = _tables(sweep_dir, metric, mode)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -269,12 +277,16 @@ def main(argv: Sequence[str]) -> None:
         _write(out, "pivot", p, _FORMATS.value)
     if _FIGURES.value:
         try:
-            paths = figures(results, _METRIC.value, out, _MODE.value)
+            paths = figures(results, metric, out, mode)
         except ImportError:
             logging.warning("matplotlib cannot be imported (it comes with rnnlab: pip install "
                             "-e . again): no figures")
         else:
             logging.info("figures: %s", ", ".join(str(p) for p in paths))
+    if isinstance(searched, dict):
+        text, paths = search_report.write(sweep_dir, out, draw=_FIGURES.value)
+        print(text)
+        logging.info("search figures: %s", ", ".join(str(p) for p in paths) or "none")
     logging.info("wrote %s", out)
 
 

@@ -34,7 +34,7 @@ class TrialSummary(NamedTuple):
     """One trial's metric, speed, size and outcome, as a table row takes them."""
 
     id: str
-    outcome: str  # finished | diverged | failed | interrupted | running | not started
+    outcome: str  # finished | diverged | pruned | failed | interrupted | running | not started
     best: float | None
     final: float | None
     steps_per_sec: float | None
@@ -95,8 +95,10 @@ def metrics_found(results: Sequence[TrialResult]) -> list[str]:
 
 
 def outcome(result: TrialResult) -> str:
-    """finished | diverged | failed | interrupted | running | not started."""
+    """finished | diverged | pruned | failed | interrupted | running | not started."""
     said = (result.status.get("status"), result.recorded_outcome)
+    if result.recorded_outcome == "pruned":  # a search's pruner stopped it (launch.search)
+        return "pruned"
     for name in ("diverged", "finished"):
         if name in said:
             return name

@@ -6,6 +6,10 @@ r"""The `launch.sweep` command: runs every trial of a sweep with one of the exec
         --sweep=experiments/relu_unroll/config.py --workdir=runs/relu_unroll \
         --executor=local --max_parallel=2
 
+With --search=tpe|random|qmc the sweep file's `suggest(trial)` is an Optuna search space
+instead of a list: --trials trials, proposed one by one from the results so far, pruned by
+--pruner=asha|median|none; launch/search.py says how (and how a rerun continues the study).
+
 Executors: `local` (subprocesses, --max_parallel at once), `vmap` (trials that differ only in
 values such as learning rate or seed run as one jit-compiled program, split into groups
 automatically), `tpu_vm` (Cloud TPU VMs through gcloud; --dry_run prints every command), or
@@ -35,7 +39,8 @@ import sys
 from absl import app, flags, logging
 
 import launch
-from launch import local, tpu_vm, trials as trials_lib
+from launch import local, results as results_lib, search as search_lib, tpu_vm
+from launch import trials as trials_lib
 from rnnlab.run import layout, storage
 
 INTERRUPTED, NOT_STARTED = layout.INTERRUPTED, "not started"  # to rerun: not a result yet
@@ -47,6 +52,24 @@ _EXECUTOR = flags.DEFINE_string(
     "executor", "local", "How to run: local, vmap, tpu_vm, or package.module:function.")
 _MAX_PARALLEL = flags.DEFINE_integer("max_parallel", 1, "local: trials at once.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the commands, run nothing.")
+_SEARCH = flags.DEFINE_string(
+    "search", "", "Adaptive search over the sweep file's suggest(trial): tpe, random or qmc "
+    "(see launch/search.py); default: run the sweep file's get_sweep() list.")
+_TRIALS = flags.DEFINE_integer("trials", 20, "search: trials in the study, all launchers "
+                               "together.")
+_PRUNER = flags.DEFINE_string("pruner", "none", "search: asha, median or none (local executor).")
+_METRIC = flags.DEFINE_string("metric", "", "search: the split/name to optimise; default "
+                              "valid/<the metric the task picks its best checkpoint by>.")
+_MODE = flags.DEFINE_enum("mode", "auto", ["auto", "min", "max"], "search: whether lower or "
+                          "higher is better; auto: the task's (or max iff the name has 'acc').")
+_SEARCH_SEED = flags.DEFINE_integer("search_seed", 0, "search: the sampler's seed.")
+_STORAGE = flags.DEFINE_string("storage", "", "search: SQLAlchemy URL of the study; default "
+                               "sqlite:///SWEEP_DIR/study.db.")
+_STUDY = flags.DEFINE_string("study", "", "search: the study's name; default the sweep dir's.")
+_MIN_RESOURCE = flags.DEFINE_integer("min_resource", 0, "search, asha: train steps to the first "
+                                     "rung; default the config's train.eval_every.")
+_REDUCTION_FACTOR = flags.DEFINE_integer("reduction_factor", 3, "search, asha: 1 in this many "
+                                         "trials goes on at each rung.")
 _TPU_NAME = flags.DEFINE_string(
     "tpu_name", "", "tpu_vm: TPU VM and queued resource name; default rnnlab-<sweep dir name>.")
 _TPU_PROJECT = flags.DEFINE_string("tpu_project", "", "tpu_vm: Google Cloud project.")
@@ -161,6 +184,8 @@ def main(argv):
         execute = get_executor(_EXECUTOR.value)
     except ValueError as e:
         _fail(str(e))
+    if _SEARCH.value:
+        sys.exit(_search(sweep, execute))
     trials = _plan(sweep)
     if _DRY_RUN.value:  # touches no storage: prints the commands
         if _EXECUTOR.value == "tpu_vm":
@@ -171,6 +196,71 @@ def main(argv):
         return
     held = _claim(sweep, trials)  # noqa: F841 - the lock lasts as long as this launcher
     sys.exit(_summary(trials, execute(trials, _CONFIG.value, _WORKDIR.value)))
+
+
+def _search(sweep: str, execute) -> int:
+    """Runs an adaptive search (launch/search.py); returns the exit code."""
+    opts = search_lib.Options(
+        config=_CONFIG.value, sweep=sweep, sweep_dir=_WORKDIR.value, search=_SEARCH.value,
+        trials=_TRIALS.value, pruner=_PRUNER.value, metric=_METRIC.value, mode=_MODE.value,
+        seed=_SEARCH_SEED.value, storage=_STORAGE.value, study=_STUDY.value,
+        max_parallel=_MAX_PARALLEL.value, min_resource=_MIN_RESOURCE.value,
+        reduction_factor=_REDUCTION_FACTOR.value)
+    try:
+        search_lib.check_options(opts)
+        if _EXECUTOR.value != "local" and opts.pruner != "none":
+            raise ValueError(f"--pruner={opts.pruner} needs --executor=local (it stops trials as "
+                             "their validation lines come in); use --pruner=none with "
+                             f"--executor={_EXECUTOR.value}")
+        if _DRY_RUN.value:
+            raise ValueError("--dry_run with --search: a search's trials depend on the results "
+                             "of those before them, so there are no commands to print ahead")
+        base = trials_lib.load_config(_CONFIG.value)
+        search_lib.load_space(sweep)
+        if _METRIC.value:
+            metric, mode = _METRIC.value, results_lib.resolve_mode(_METRIC.value, _MODE.value)
+        else:
+            metric, mode = search_lib.default_metric(base)
+            mode = mode if _MODE.value == "auto" else _MODE.value
+        held = trials_lib.lock(_WORKDIR.value)  # noqa: F841 - held as long as this launcher
+        search = search_lib.Search(opts, base, metric, mode)
+        search_lib.record(opts, search.study, metric, mode)
+        if _EXECUTOR.value == "local":
+            search.run_local()
+        else:
+            search.run_rounds(execute)
+    except trials_lib.SweepFileError as e:
+        _fail(str(e), e.trace)
+    except (ValueError, FileNotFoundError, trials_lib.SweepBusy) as e:
+        _fail(str(e))
+    return _search_summary(search)
+
+
+def _search_summary(search: search_lib.Search) -> int:
+    """Prints the study's trials by state and its best; returns the exit code."""
+    trials = search.study.get_trials(deepcopy=False)
+    counts = collections.Counter(t.state.name.lower() for t in trials)
+    print(f"{len(trials)} trials in study {search.study.study_name}: " + ", ".join(
+        f"{n} {k}" for k, n in sorted(counts.items())))
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    if done:
+        best = search.study.best_trial
+        print(f"best: trial {search_lib.trial_id(best.number)} {search.metric}={best.value:.6g} "
+              + " ".join(f"{k}={trials_lib.format_value(v)}"
+                         for k, v in best.user_attrs["overrides"].items()))
+    failed = [search_lib.trial_id(t.number) for t in trials if t.state.name == "FAIL"
+              and t.user_attrs.get("outcome") != "diverged"]
+    if failed:
+        print(f"failed: {trials_lib.some(failed, 8)} (logs: {_WORKDIR.value}/logs/); the search "
+              "went on without them", file=sys.stderr)
+    running = [search_lib.trial_id(t.number) for t in trials if t.state.name == "RUNNING"
+               and t.user_attrs.get("launcher") == search.me]
+    if running:
+        print(f"{len(running)} interrupted: {trials_lib.some(running, 8)}; rerun the sweep to "
+              "resume them", file=sys.stderr)
+    if running and search.stopped_by:
+        return 128 + search.stopped_by
+    return 1 if failed or running else 0
 
 
 def _summary(trials: list[trials_lib.Trial], outcomes: dict[str, str]) -> int:

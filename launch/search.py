@@ -1,0 +1,448 @@
+r"""Adaptive search: a sampler proposes each trial from the results so far, and a pruner stops
+the trials whose validation curves fall behind (Optuna).
+
+    python -m launch.sweep --config=experiments/search_vs_grid/config.py \
+        --sweep=experiments/search_vs_grid/config.py --search=tpe --trials=16 --pruner=asha \
+        --workdir=runs/search
+
+The sweep file defines the space in Optuna's define-by-run idiom, so conditionals come free:
+
+    def suggest(trial):
+        cell = trial.suggest_categorical("model.cell", ["lstm", "gru"])
+        return {"model.cell": cell,
+                "optim.lr": trial.suggest_float("optim.lr", 1e-4, 3e-2, log=True)}
+
+It returns the trial's dotted config overrides (a value need not be suggested: a fixed override
+is fine). Each trial is an ordinary rnnlab run directory, SWEEP_DIR/trials/NNN (NNN: the trial's
+number in the study), trained by `python -m rnnlab.main` as in a grid sweep.
+
+--search: `tpe` (Optuna's TPESampler; its first 10 trials are random), `random`, `qmc`
+(scrambled Sobol). With a fixed --search_seed, a sequential search (--max_parallel=1) proposes
+the same trials, also when it was stopped and rerun: trial N's proposal is drawn with a sampler
+seeded by (seed, N) from the trials completed before it.
+
+--pruner (local executor): after each validation line a trial's metric is reported to the
+pruner; a trial it prunes gets SIGTERM (it saves and stops) and is told to the study as PRUNED at
+that step; `asha` (successive halving, rungs at --min_resource steps x 3^k; default: the first
+evaluation), `median` (below the median of the earlier trials at the same step, after 2 trials
+finished), `none`. The other executors run the search in rounds of --max_parallel proposals
+(one vmapped group, or TPU VMs) with no pruning.
+
+The study is the search's only state: Optuna's RDB storage, `sqlite:///SWEEP_DIR/study.db`
+unless --storage names another SQLAlchemy URL (PostgreSQL for several launchers on several
+machines; each resumes only the trials it started, by host and sweep dir). A rerun of the
+same command finds the same study: finished trials are kept, the trials that were running
+resume from their run directories (bitwise, as any rnnlab run), and it proposes trials until the
+study holds --trials. sweep.json and outcomes.json are written from the study for
+`launch.report`; deleting them loses nothing. A finished trial's value is its best --metric
+(default: the metric the task picks its best checkpoint by); diverged and failed trials are told
+as FAIL, never as a huge loss, and the search goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import signal
+import socket
+import sys
+import time
+import warnings
+from typing import Any, Callable
+
+from absl import logging
+
+from launch import local, results as results_lib, trials as trials_lib
+from rnnlab import overrides as overrides_lib
+from rnnlab.run import layout, storage
+
+STUDY_FILE = "study.db"
+SAMPLERS = ("tpe", "random", "qmc")
+PRUNERS = ("none", "median", "asha")
+# What a study must agree on with the launcher that reruns it (a changed one is refused).
+STUDY_KEYS = ("config", "sweep", "metric", "mode", "search", "seed")
+PRUNED = "pruned"
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    config: str
+    sweep: str
+    sweep_dir: str
+    search: str
+    trials: int
+    pruner: str = "none"
+    metric: str = ""  # "" -> valid/<the task's best-checkpoint metric>
+    mode: str = "auto"
+    seed: int = 0
+    storage: str = ""  # "" -> sqlite:///SWEEP_DIR/study.db
+    study: str = ""  # "" -> the sweep dir's name
+    max_parallel: int = 1
+    min_resource: int = 0  # asha: steps to the first rung; 0 -> the config's eval_every
+    reduction_factor: int = 3
+
+
+def _optuna():
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return optuna
+
+
+def storage_url(sweep_dir: str | os.PathLike, url: str = "") -> str:
+    return url or f"sqlite:///{pathlib.Path(sweep_dir).resolve() / STUDY_FILE}"
+
+
+def load_space(spec: str) -> Callable:
+    """The `suggest(trial)` of the sweep file `path.py`; ValueError when it has none."""
+    path = spec.partition(":")[0]
+    module = trials_lib._load_module(path, "sweep")
+    if not callable(getattr(module, "suggest", None)):
+        raise ValueError(f"{path} defines no suggest(trial) (a search space in Optuna's "
+                         "define-by-run idiom); --search needs one")
+    return module.suggest
+
+
+def propose(space: Callable, spec: str, trial, base) -> dict[str, Any]:
+    """The overrides `space(trial)` returns, flattened and checked against the config `base`
+    (every key exists and takes its value's type); a bad one is a ValueError naming the file."""
+    path = spec.partition(":")[0]
+    got = trials_lib._call(path, space, trial)
+    if not isinstance(got, dict):
+        raise ValueError(f"{path}: suggest(trial) must return a dict of config overrides, got "
+                         f"a {type(got).__name__}")
+    flat = trials_lib.flatten(got, f"{path}: suggest(trial {trial.number})")
+    overrides_lib.apply(base, flat)  # a key that does not exist, or a value of the wrong type
+    leaves = set(overrides_lib.known_keys(base))
+    for key in flat:
+        if key not in leaves:
+            raise ValueError(f"{path}: override {key!r} is a config section, not a value")
+    return flat
+
+
+def default_metric(base) -> tuple[str, str]:
+    """(valid/<metric>, mode) that the task picks its best checkpoint by."""
+    from rnnlab import tasks  # imports jax: only when --metric is not given
+
+    best = tasks.best(base)
+    if best is None:
+        raise ValueError(f"task {base.task.name!r} does not say which metric is best: pass "
+                         "--metric=split/name and --mode")
+    return f"valid/{best[0]}", best[1]
+
+
+def sampler(name: str, seed: int, number: int):
+    """The sampler that proposes trial `number`: seeded by (seed, number), so that a rerun
+    proposes what an uninterrupted search would have."""
+    optuna = _optuna()
+    if name == "qmc":  # its sequence is indexed by the trials so far: one seed for all
+        return optuna.samplers.QMCSampler(seed=seed, scramble=True)
+    trial_seed = (seed * 1_000_003 + number) % 2**32
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=trial_seed)
+    return optuna.samplers.TPESampler(seed=trial_seed)
+
+
+def pruner(opts: Options, base):
+    optuna = _optuna()
+    if opts.pruner == "asha":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=opts.min_resource or int(base.train.eval_every),
+            reduction_factor=opts.reduction_factor)
+    if opts.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    return optuna.pruners.NopPruner()
+
+
+def check_options(opts: Options) -> None:
+    """ValueError (one line) for a bad combination of flags, before anything is written."""
+    if opts.search not in SAMPLERS:
+        raise ValueError(f"unknown --search={opts.search}; known: {', '.join(SAMPLERS)}")
+    if opts.pruner not in PRUNERS:
+        raise ValueError(f"unknown --pruner={opts.pruner}; known: {', '.join(PRUNERS)}")
+    if opts.trials < 1:
+        raise ValueError(f"--trials must be >= 1 with --search, got {opts.trials}")
+    if opts.reduction_factor < 2 or opts.min_resource < 0:
+        raise ValueError("--reduction_factor must be >= 2 and --min_resource >= 0")
+    if not storage.is_local(opts.sweep_dir):
+        raise ValueError("a search's sweep dir is local (its trials may train in a bucket "
+                         "through their own --config keys); got " + opts.sweep_dir)
+
+
+def open_study(opts: Options, metric: str, mode: str):
+    """The study (created, or loaded when it exists); ValueError when it was run with another
+    config, space, metric, sampler or seed."""
+    optuna = _optuna()
+    url = storage_url(opts.sweep_dir, opts.storage)
+    pathlib.Path(opts.sweep_dir).mkdir(parents=True, exist_ok=True)
+    rdb = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}
+                                     if url.startswith("sqlite") else None)
+    name = opts.study or pathlib.Path(opts.sweep_dir).resolve().name
+    study = optuna.create_study(storage=rdb, study_name=name, load_if_exists=True,
+                                direction="maximize" if mode == "max" else "minimize")
+    want = {"config": opts.config, "sweep": opts.sweep, "metric": metric, "mode": mode,
+            "search": opts.search, "seed": opts.seed}
+    had = study.user_attrs
+    if not had:
+        for key, value in want.items():
+            study.set_user_attr(key, value)
+    elif differ := [f"{k} ({had.get(k)!r} -> {want[k]!r})" for k in STUDY_KEYS
+                    if had.get(k) != want[k]]:
+        raise ValueError(f"study {name!r} in {url} ran with another {', '.join(differ)}; use a "
+                         "new --workdir (or --study) for a different search")
+    return study
+
+
+def _me(sweep_dir: str) -> str:
+    """Who started a trial: this host and sweep dir (several launchers may share a study)."""
+    return f"{socket.gethostname()}:{pathlib.Path(sweep_dir).resolve()}"
+
+
+def trial_id(number: int) -> str:
+    return f"{number:03d}"
+
+
+def as_trial(opts: Options, number: int, overrides: dict) -> trials_lib.Trial:
+    workdir = f"{opts.sweep_dir.rstrip('/')}/{trials_lib.TRIALS_DIR}/{trial_id(number)}"
+    return trials_lib.Trial(trial_id(number), dict(overrides), workdir, trials_lib.command(
+        opts.config, overrides, workdir, python=sys.executable))
+
+
+def outcome_of(frozen) -> str | None:
+    """finished, pruned, diverged or failed: how a study's trial ended (None: still running)."""
+    return {"COMPLETE": layout.FINISHED, "PRUNED": PRUNED,
+            "FAIL": frozen.user_attrs.get("outcome", "failed")}.get(frozen.state.name)
+
+
+def record(opts: Options, study, metric: str, mode: str) -> None:
+    """SWEEP_DIR/sweep.json and outcomes.json, written from the study for `launch.report`."""
+    started = [t for t in study.get_trials(deepcopy=False) if "overrides" in t.user_attrs]
+    trials = [as_trial(opts, t.number, t.user_attrs["overrides"]) for t in started]
+    records = [{**dataclasses.asdict(t), "workdir": f"{trials_lib.TRIALS_DIR}/{t.id}"}
+               for t in trials]
+    search = {"search": opts.search, "seed": opts.seed, "pruner": opts.pruner,
+              "metric": metric, "mode": mode, "trials": opts.trials,
+              "storage": opts.storage or None, "study": study.study_name}
+    spec = {"config": opts.config, "sweep": opts.sweep, "search": search, "trials": records}
+    storage.write_atomic(storage.path(opts.sweep_dir) / trials_lib.SWEEP_FILE,
+                         json.dumps(spec, indent=2) + "\n")
+    outcomes = {trial_id(t.number): {"outcome": outcome_of(t),
+                                     "returncode": t.user_attrs.get("returncode"),
+                                     **({"step": t.user_attrs["pruned_at"]}
+                                        if "pruned_at" in t.user_attrs else {})}
+                for t in started if outcome_of(t)}
+    storage.write_atomic(storage.path(opts.sweep_dir) / trials_lib.OUTCOMES_FILE,
+                         json.dumps(outcomes, indent=2, sort_keys=True) + "\n")
+
+
+class _Running:
+    """A trial being trained: its study trial, rnnlab run, process and what was reported."""
+
+    def __init__(self, trial, run: trials_lib.Trial, reported: set[int]):
+        self.trial, self.run, self.reported = trial, run, set(reported)
+        self.steps = 0  # the run's train.steps: set by Search.track
+        self.proc = None
+        self.pruned_at: int | None = None
+
+
+class Search:
+    """One launcher's share of a study (see the module doc)."""
+
+    def __init__(self, opts: Options, base, metric: str, mode: str):
+        self.opts, self.base, self.metric, self.mode = opts, base, metric, mode
+        self.optuna = _optuna()
+        self.study = open_study(opts, metric, mode)
+        self.space = load_space(opts.sweep)
+        self.study.pruner = pruner(opts, base)
+        self.me = _me(opts.sweep_dir)
+        self.outcomes: dict[str, str] = {}
+        self.stopped_by: int | None = None  # the signal that stopped run_local
+        self.logs = pathlib.Path(opts.sweep_dir) / "logs"
+
+    # --- the study ---
+
+    def started(self) -> int:
+        return len(self.study.get_trials(deepcopy=False))
+
+    def ask(self) -> _Running:
+        """A new trial, proposed by the sampler seeded for its number."""
+        number = self.started()
+        self.study.sampler = sampler(self.opts.search, self.opts.seed, number)
+        trial = self.study.ask()
+        trial.set_user_attr("launcher", self.me)
+        try:
+            overrides = propose(self.space, self.opts.sweep, trial, self.base)
+        except Exception:
+            self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
+            raise
+        trial.set_user_attr("overrides", overrides)
+        record(self.opts, self.study, self.metric, self.mode)
+        run = as_trial(self.opts, trial.number, overrides)
+        logging.info("trial %s: %s", run.id, " ".join(
+            f"{k}={trials_lib.format_value(v)}" for k, v in overrides.items()))
+        return self.track(_Running(trial, run, set()))
+
+    def unfinished(self) -> list[_Running]:
+        """The trials this launcher started that the study still holds as running: those with
+        their overrides resume; one stopped before its overrides were recorded never ran."""
+        out = []
+        for frozen in self.study.get_trials(deepcopy=False,
+                                            states=(self.optuna.trial.TrialState.RUNNING,)):
+            if frozen.user_attrs.get("launcher") != self.me:
+                continue
+            if "overrides" not in frozen.user_attrs:
+                self.study.tell(frozen.number, state=self.optuna.trial.TrialState.FAIL)
+                continue
+            trial = self.optuna.trial.Trial(self.study, frozen._trial_id)
+            run = as_trial(self.opts, frozen.number, frozen.user_attrs["overrides"])
+            out.append(self.track(_Running(trial, run, set(frozen.intermediate_values))))
+        return out
+
+    def track(self, r: _Running) -> _Running:
+        r.steps = int(overrides_lib.apply(self.base, r.run.overrides).train.steps)
+        return r
+
+    def report(self, r: _Running) -> int | None:
+        """Reports the trial's new validation values; the step to prune it at, or None."""
+        split, name = results_lib.split_metric(self.metric)
+        pruned_at = None
+        for line in layout.read_metrics(r.run.workdir):
+            value, step = line.get(name), line.get("step")
+            if (line.get("split") != split or not isinstance(value, (int, float))
+                    or not isinstance(step, int) or step in r.reported or not math.isfinite(value)
+                    or step >= r.steps):  # the final score, on the whole split
+                continue
+            r.trial.report(float(value), step)
+            r.reported.add(step)
+            if pruned_at is None and r.trial.should_prune():
+                pruned_at = step
+        return pruned_at
+
+    def tell(self, r: _Running, outcome: str, returncode: int | None) -> str:
+        """Tells the study how the trial ended; returns the outcome recorded."""
+        state = self.optuna.trial.TrialState
+        trial_number = r.trial.number
+        if returncode is not None:
+            r.trial.set_user_attr("returncode", returncode)
+        if r.pruned_at is not None and outcome != layout.FINISHED:  # not ended before it
+            outcome = PRUNED
+            r.trial.set_user_attr("pruned_at", r.pruned_at)
+            self.study.tell(trial_number, state=state.PRUNED)
+        elif outcome == layout.FINISHED:
+            result = results_lib.TrialResult(
+                r.run.id, r.run.overrides, pathlib.Path(r.run.workdir),
+                layout.read_metrics(r.run.workdir), layout.read_status(r.run.workdir) or {},
+                None)
+            value = results_lib.summarize(result, self.metric, self.mode).best
+            if value is None:
+                outcome = "failed"
+                r.trial.set_user_attr("outcome", f"finished without {self.metric}")
+                self.study.tell(trial_number, state=state.FAIL)
+            else:
+                self.study.tell(trial_number, value)
+        elif outcome in (layout.DIVERGED, "failed"):
+            r.trial.set_user_attr("outcome", outcome)
+            self.study.tell(trial_number, state=state.FAIL)
+        # interrupted: still running in the study, resumed by the next launcher
+        self.outcomes[r.run.id] = outcome
+        record(self.opts, self.study, self.metric, self.mode)
+        logging.info("trial %s: %s%s", r.run.id, outcome,
+                     f" at step {r.pruned_at}" if r.pruned_at is not None else "")
+        return outcome
+
+    # --- running trials ---
+
+    def run_local(self) -> dict[str, str]:
+        """Trains the trials as subprocesses, at most --max_parallel at once, pruning as the
+        validation lines come in; returns {trial id: outcome} of those it ran."""
+        stopping: list[int] = []
+        previous = signal.signal(signal.SIGTERM, lambda signum, _: stopping.append(signum))
+        self.logs.mkdir(parents=True, exist_ok=True)
+        waiting = self.unfinished()
+        running: list[_Running] = []
+        try:
+            while not stopping:
+                while len(running) < self.opts.max_parallel and (
+                        waiting or self.started() < self.opts.trials):
+                    r = waiting.pop(0) if waiting else self.ask()
+                    if self._ended_while_away(r):
+                        continue
+                    if self._start(r):
+                        running.append(r)
+                    else:
+                        waiting.append(r)
+                        break
+                if not running and not waiting:
+                    break
+                for r in list(running):
+                    if r.pruned_at is None and (step := self.report(r)) is not None:
+                        r.pruned_at = step
+                        logging.info("trial %s: pruned at step %d (%s behind); stopping it",
+                                     r.run.id, step, self.metric)
+                        r.proc.send_signal(signal.SIGTERM)
+                    if r.proc.poll() is not None:
+                        running.remove(r)
+                        self.report(r)
+                        self.tell(r, trials_lib.outcome(r.run), r.proc.returncode)
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            stopping.append(signal.SIGINT)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            for r in running:
+                r.proc.send_signal(signal.SIGTERM)
+            for r in running:
+                r.proc.wait()
+                self.tell(r, trials_lib.outcome(r.run, stopped=bool(stopping)),
+                          r.proc.returncode)
+        self.stopped_by = stopping[-1] if stopping else None
+        return self.outcomes
+
+    def _ended_while_away(self, r: _Running) -> bool:
+        """Tells a resumed trial that needs no more training: its run became a result, or the
+        pruner prunes it on what it logged (the launcher died before it told the study)."""
+        if result := trials_lib.result(r.run):
+            self.report(r)
+            self.tell(r, result, None)
+            return True
+        step = self.report(r)
+        if step is None and r.reported and r.trial.should_prune():
+            step = max(r.reported)
+        if step is None:
+            return False
+        r.pruned_at = step
+        self.tell(r, PRUNED, None)
+        return True
+
+    def _start(self, r: _Running) -> bool:
+        """Starts the trial's process; False while another process still trains its run
+        directory (a trial of a launcher that was killed, still saving)."""
+        if layout.lock_holder(r.run.workdir) is not None:
+            return False
+        with open(self.logs / f"{r.run.id}.log", "a") as log:
+            logging.info("start %s: %s", r.run.id, " ".join(r.run.command))
+            r.proc = local.spawn(r.run.command, log)
+        return True
+
+    def run_rounds(self, execute) -> dict[str, str]:
+        """Another executor: rounds of --max_parallel proposals, each run to its end by
+        `execute(trials, config, sweep_dir) -> {id: outcome}`, then told to the study."""
+        waiting = self.unfinished()
+        while waiting or self.started() < self.opts.trials:
+            batch = waiting[:self.opts.max_parallel]
+            waiting = waiting[len(batch):]
+            while len(batch) < self.opts.max_parallel and self.started() < self.opts.trials:
+                batch.append(self.ask())
+            got = execute([r.run for r in batch], self.opts.config, self.opts.sweep_dir)
+            if got is None:
+                return self.outcomes
+            for r in batch:
+                self.report(r)
+                self.tell(r, got.get(r.run.id, layout.INTERRUPTED), None)
+            if any(self.outcomes[r.run.id] == layout.INTERRUPTED for r in batch):
+                break  # stopped: the next launcher resumes them
+        return self.outcomes

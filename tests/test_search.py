@@ -1,0 +1,238 @@
+"""Adaptive search (launch.search): the space, seeded proposals, pruning, failures, the study as
+the only state, and the report's importances; checked against Optuna run by hand, a planted
+objective and uninterrupted runs."""
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import optuna
+import pytest
+
+from launch import search as search_lib, search_report, trials as trials_lib
+from rnnlab.run import layout
+from test_train import KILL_RUN, ROOT, assert_same_run, straight_run
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+CONFIG = "configs/quickstart.py:smoke"
+
+SPACE = '''
+def suggest(trial):
+    cell = trial.suggest_categorical("model.cell", ["lstm", "gru"])
+    return {"model.cell": cell,
+            "optim.lr": trial.suggest_float("optim.lr", 1e-4, 3e-2, log=True),
+            **({"model.variant": trial.suggest_categorical("model.variant", ["vanilla", "cifg"])}
+               if cell == "lstm" else {})}
+'''
+
+
+def write(tmp_path, text, name="space.py"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def launch(sweep_dir, space, *flags, wait=True, log=None):
+    cmd = [sys.executable, "-m", "launch.sweep", f"--config={CONFIG}", f"--sweep={space}",
+           f"--workdir={sweep_dir}", *flags]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    if not wait:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                text=True)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def study_of(sweep_dir):
+    return optuna.load_study(study_name=pathlib.Path(sweep_dir).name,
+                             storage=search_lib.storage_url(sweep_dir))
+
+
+def test_the_space_gives_its_distributions_and_conditionals(tmp_path):
+    space = search_lib.load_space(write(tmp_path, SPACE))
+    base = trials_lib.load_config(CONFIG)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = []
+    for _ in range(30):
+        trial = study.ask()
+        seen.append(search_lib.propose(space, "space.py", trial, base))
+        study.tell(trial, 0.0)
+    for overrides, frozen in zip(seen, study.trials):
+        assert ("model.variant" in overrides) == (overrides["model.cell"] == "lstm")
+        assert set(frozen.params) == set(overrides)  # each value was suggested
+        assert 1e-4 <= overrides["optim.lr"] <= 3e-2
+        dist = frozen.distributions["optim.lr"]
+        assert (dist.low, dist.high, dist.log) == (1e-4, 3e-2, True)
+    assert {o["model.cell"] for o in seen} == {"lstm", "gru"}
+    assert {o.get("model.variant") for o in seen} == {None, "vanilla", "cifg"}
+    # The same space run by Optuna on fixed values gives the same overrides.
+    fixed = optuna.trial.FixedTrial({"model.cell": "gru", "optim.lr": 0.01})
+    assert search_lib.propose(space, "space.py", fixed, base) == {"model.cell": "gru",
+                                                                  "optim.lr": 0.01}
+
+
+@pytest.mark.parametrize("body, says", [
+    ("return {'model.no_such_key': 1}", "no_such_key"),
+    ("return {'model': 3}", "model"),
+    ("return [1]", "must return a dict"),
+    ("return {'optim.lr': trial.suggest_float('optim.lr', 1, 0)}", "space.py:3"),
+])
+def test_a_bad_space_is_refused_naming_it(tmp_path, body, says):
+    path = write(tmp_path, f"\ndef suggest(trial):\n    {body}\n")
+    trial = optuna.create_study().ask()
+    with pytest.raises(ValueError, match=says):
+        search_lib.propose(search_lib.load_space(path), path, trial,
+                           trials_lib.load_config(CONFIG))
+
+
+def _objective(params):
+    """A planted objective: only the learning rate matters."""
+    return (params["optim.lr_log10"] + 2.5) ** 2
+
+
+@pytest.mark.parametrize("name", search_lib.SAMPLERS)
+def test_a_seeded_search_proposes_the_same_trials_also_when_stopped_and_rerun(tmp_path, name):
+    def run(url, seed, numbers):
+        study = optuna.create_study(storage=url, study_name="s", load_if_exists=True)
+        for _ in numbers:
+            study.sampler = search_lib.sampler(name, seed, len(study.trials))
+            trial = study.ask()
+            x = trial.suggest_float("optim.lr_log10", -4, -1)
+            trial.suggest_categorical("noise", ["a", "b", "c"])
+            study.tell(trial, _objective({"optim.lr_log10": x}))
+        return [t.params for t in study.trials]
+
+    whole = run(f"sqlite:///{tmp_path}/a.db", 3, range(14))
+    run(f"sqlite:///{tmp_path}/b.db", 3, range(11))  # a launcher that stopped at 11,
+    resumed = run(f"sqlite:///{tmp_path}/b.db", 3, range(3))  # and the next one
+    assert resumed == whole
+    assert run(f"sqlite:///{tmp_path}/c.db", 4, range(14)) != whole
+    if name == "tpe":  # after its random start, TPE looks near the planted optimum
+        assert abs(whole[-1]["optim.lr_log10"] + 2.5) < abs(whole[0]["optim.lr_log10"] + 2.5)
+
+
+def test_fanova_finds_the_learning_rate_and_not_a_planted_irrelevant_one():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(60):
+        trial = study.ask()
+        x = trial.suggest_float("optim.lr_log10", -4, -1)
+        trial.suggest_float("irrelevant", 0, 1)
+        trial.suggest_categorical("also_irrelevant", ["a", "b"])
+        study.tell(trial, _objective({"optim.lr_log10": x}))
+    got = search_report.importance(study)
+    assert got["optim.lr_log10"] > 0.9
+    assert got["irrelevant"] < 0.05 and got["also_irrelevant"] < 0.05
+    assert abs(sum(got.values()) - 1) < 1e-6
+
+
+def test_bad_flags_are_one_line_and_exit_2(tmp_path):
+    grid = write(tmp_path, "def get_sweep(arg=None):\n    return [{'seed': 1}]\n", "grid.py")
+    space = write(tmp_path, SPACE)
+    for flags, says in [
+        ((f"--sweep={grid}", "--search=tpe"), "defines no suggest(trial)"),
+        (("--search=bogus",), "unknown --search=bogus"),
+        (("--search=tpe", "--pruner=hyperband"), "unknown --pruner=hyperband"),
+        (("--search=tpe", "--trials=0"), "--trials must be >= 1"),
+        (("--search=tpe", "--dry_run"), "no commands to print ahead"),
+        (("--search=tpe", "--executor=vmap", "--pruner=asha"), "needs --executor=local"),
+    ]:
+        got = launch(tmp_path / "s", space, *flags)
+        assert got.returncode == 2, (flags, got.stderr)
+        lines = got.stderr.strip().splitlines()
+        assert len(lines) == 1 and says in lines[0], (flags, got.stderr)
+    assert not (tmp_path / "s" / "study.db").exists()
+    # A study is tied to its search: another sampler or seed in its sweep dir is refused.
+    opts = search_lib.Options(CONFIG, space, str(tmp_path / "s"), "tpe", 3)
+    search_lib.open_study(opts, "valid/bpc", "min")
+    got = launch(tmp_path / "s", space, "--search=tpe", "--search_seed=1")
+    assert got.returncode == 2 and "another seed (0 -> 1)" in got.stderr, got.stderr
+
+
+PLANTED = '''
+def suggest(trial):
+    plan = ["good", "bad", "fails", "good"][trial.number]
+    trial.set_user_attr("plan", plan)
+    return {"good": {"optim.lr": 0.01},  # 30 steps (smoke); the bad one would run 3000
+            "bad": {"optim.lr": 1e-9, "train.steps": 3000},  # a learning rate that cannot learn
+            "fails": {"model.cell": "no_such_cell"}}[plan]
+'''
+
+
+@pytest.mark.slow
+def test_asha_prunes_a_planted_bad_trial_at_the_first_rung_and_a_failure_does_not_stop_it(
+        tmp_path):
+    sweep_dir = tmp_path / "search"
+    got = launch(sweep_dir, write(tmp_path, PLANTED), "--search=random", "--trials=4",
+                 "--pruner=asha")
+    assert got.returncode == 1, got.stderr  # a trial failed: named, and the search went on
+    assert "failed: 002" in got.stderr
+    study = study_of(sweep_dir)
+    states = [t.state.name for t in study.trials]
+    assert states == ["COMPLETE", "PRUNED", "FAIL", "COMPLETE"]
+    bad = study.trials[1]
+    assert bad.user_attrs["pruned_at"] == 10 == max(bad.intermediate_values)  # the first rung
+    status = layout.read_status(sweep_dir / "trials" / "001")
+    assert status["status"] == "interrupted" and status["step"] < 1000  # saved and stopped
+    assert study.trials[0].value == study.trials[3].value  # the same good run, not pruned
+    outcomes = json.loads((sweep_dir / "outcomes.json").read_text())
+    assert outcomes["001"] == {"outcome": "pruned", "returncode": 0, "step": 10}
+    assert outcomes["002"]["outcome"] == "failed"
+    report = subprocess.run([sys.executable, "-m", "launch.report", f"--sweep_dir={sweep_dir}"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    assert "001 (pruned)" in report.stdout and "pruned: 001 (step 10)" in report.stdout
+    assert "failed (told to the sampler as failures): 002 (failed)" in report.stdout
+    assert {"search.md", "search_progress.png", "table.md"} <= set(
+        os.listdir(sweep_dir / "report"))
+
+
+@pytest.mark.slow
+def test_a_killed_launcher_reruns_to_the_same_study_and_resumes_bitwise(
+        tmp_path, tmp_path_factory):
+    """kill -9 the launcher mid-trial; the rerun resumes that trial (bitwise the run it would
+    have been), proposes nothing twice; then the study is the only state."""
+    overrides = dict(f.removeprefix("--config.").split("=") for f in KILL_RUN)
+    space = write(tmp_path, f'''
+        def suggest(trial):
+            trial.suggest_float("x", 0.0, 1.0)  # a parameter for TPE; no config key
+            return {{**{ {k: int(v) for k, v in overrides.items()} !r}, "seed": trial.number}}
+        ''')
+    sweep_dir = tmp_path / "search"
+    flags = ("--search=tpe", "--trials=2")
+    with open(tmp_path / "launcher.log", "w") as log:
+        proc = launch(sweep_dir, space, *flags, wait=False, log=log)
+        run = sweep_dir / "trials" / "000"
+        deadline = time.time() + 240
+        while not (any(m["step"] >= 40 for m in layout.read_metrics(run))
+                   and layout.checkpoint_steps(run)):
+            assert proc.poll() is None and time.time() < deadline, (
+                tmp_path / "launcher.log").read_text()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    while layout.lock_holder(run) is not None:  # the trial got SIGTERM: it saves and stops
+        time.sleep(0.1)
+    assert layout.read_status(run)["status"] == "interrupted"
+    assert [t.state.name for t in study_of(sweep_dir).trials] == ["RUNNING"]
+    rerun = launch(sweep_dir, space, *flags)
+    assert rerun.returncode == 0, rerun.stderr
+    study = study_of(sweep_dir)
+    assert [(t.number, t.state.name) for t in study.trials] == [(0, "COMPLETE"), (1, "COMPLETE")]
+    assert sorted(os.listdir(sweep_dir / "trials")) == ["000", "001"]
+    assert "resuming" in (sweep_dir / "logs" / "000.log").read_text()
+    assert_same_run(straight_run(tmp_path_factory), run)
+    # The study is the only state: without the launcher's other files, a rerun trains nothing
+    # and writes them again.
+    for name in ("sweep.json", "outcomes.json", "logs"):
+        shutil.rmtree(sweep_dir / name) if name == "logs" else (sweep_dir / name).unlink()
+    again = launch(sweep_dir, space, *flags)
+    assert again.returncode == 0, again.stderr
+    assert "start " not in again.stderr and "2 trials in study search: 2 complete" in again.stdout
+    spec = json.loads((sweep_dir / "sweep.json").read_text())
+    assert [t["id"] for t in spec["trials"]] == ["000", "001"]
+    assert json.loads((sweep_dir / "outcomes.json").read_text())["000"]["outcome"] == "finished"
