@@ -226,9 +226,9 @@ def _search(sweep: str, execute) -> int:
         search = search_lib.Search(opts, base, metric, mode)
         search_lib.record(opts, search.study, metric, mode)
         if _EXECUTOR.value == "local":
-            search.run_local()
+            search_lib.run_local(search)
         else:
-            search.run_rounds(execute)
+            search_lib.run_rounds(search, execute)
     except trials_lib.SweepFileError as e:
         _fail(str(e), e.trace)
     except (ValueError, FileNotFoundError, trials_lib.SweepBusy) as e:

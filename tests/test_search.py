@@ -236,3 +236,22 @@ def test_a_killed_launcher_reruns_to_the_same_study_and_resumes_bitwise(
     spec = json.loads((sweep_dir / "sweep.json").read_text())
     assert [t["id"] for t in spec["trials"]] == ["000", "001"]
     assert json.loads((sweep_dir / "outcomes.json").read_text())["000"]["outcome"] == "finished"
+
+
+@pytest.mark.slow
+def test_the_vmap_executor_runs_the_search_in_rounds_of_one_vmapped_group(tmp_path):
+    space = write(tmp_path, '''
+        def suggest(trial):
+            return {"optim.lr": trial.suggest_float("optim.lr", 1e-3, 3e-2, log=True)}
+        ''')
+    sweep_dir = tmp_path / "search"
+    got = launch(sweep_dir, space, "--search=random", "--trials=3", "--max_parallel=2",
+                 "--executor=vmap")
+    assert got.returncode == 0, got.stderr
+    assert got.stderr.count("start vmap:") == 2  # rounds of 2 and 1
+    for trial in study_of(sweep_dir).trials:  # the value told is the trial's own best
+        lines = layout.read_metrics(sweep_dir / "trials" / search_lib.trial_id(trial.number))
+        assert trial.value == min(m["bpc"] for m in lines if m["split"] == "valid")
+        assert trial.params["optim.lr"] == json.loads(
+            (sweep_dir / "trials" / search_lib.trial_id(trial.number) / "config.json")
+            .read_text())["optim"]["lr"]
