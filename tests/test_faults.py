@@ -174,6 +174,26 @@ def test_the_checksum_sees_any_single_changed_element():
     assert verify.checksum(swapped) != base  # same values, other shape
 
 
+def test_the_checksum_in_host_memory_is_the_jitted_one_term_for_term():
+    """A CPU run checksums in NumPy (no program per leaf shape); a sharded or accelerator one
+    with the jitted reduction: the same value for every kind of leaf."""
+    rng = np.random.default_rng(0)
+    tree = {"f32": rng.normal(size=(37, 11)).astype(np.float32),
+            "bf16": rng.normal(size=(5,)).astype(jax.numpy.bfloat16),
+            "f16": rng.normal(size=(2, 3)).astype(np.float16),
+            "i8": rng.integers(-128, 127, (7,), dtype=np.int8), "u8": np.arange(9, dtype=np.uint8),
+            "i64": np.arange(4, dtype=np.int64), "bool": rng.random((3, 3)) > 0.5,
+            "c64": (rng.normal(size=(4,)) + 1j * rng.normal(size=(4,))).astype(np.complex64),
+            "scalar": np.float32(3.5), "empty": np.zeros((0, 3), np.float32),
+            "key": jax.random.key(3), "raw_key": jax.random.PRNGKey(4),
+            "big": rng.normal(size=(300, 257)).astype(np.float32)}
+    on_device = jax.tree_util.tree_map(jax.numpy.asarray, tree)
+    leaves = jax.tree_util.tree_leaves(on_device)
+    np.testing.assert_array_equal(verify._host_lanes(leaves), np.asarray(verify._lanes(leaves)))
+    assert all(verify._in_host_memory(x) for x in leaves)  # so checksum() takes NumPy's
+    assert verify.checksum(tree) == verify.checksum(on_device)
+
+
 def test_a_deleted_ckpt_dir_is_refused_not_restarted(finished, tmp_path):
     run = copy_run(finished, tmp_path)
     shutil.rmtree(run / layout.CKPT_DIR)
