@@ -11,6 +11,11 @@ status.json; see `launch/__init__.py`) and writes into OUT (default SWEEP_DIR/re
                       (Collins et al. 2017); the best row is marked. Markdown is also printed.
   pivot.{md,csv,tex}  factor A rows x factor B columns of the best metric (two-factor sweeps)
   curves.png, vs_<factor>.png, box.png   (Greff et al. 2015's box plots per variant)
+  search.md, search_progress.png, slices.png   for an adaptive search (`launch.search_report`:
+                      the best trials, each hyperparameter's fANOVA importance, the best so far
+                      against trials and train steps, the metric against each hyperparameter);
+                      --metric defaults to the one the search optimised; pruned trials are
+                      marked, and enter the table with their best before they were stopped
 This module folds the trials into the table and runs the command: `launch.results` reads the
 trials, `launch.tables` holds the table types and writes their text, `launch.figures` draws (the
 names that lived here before, load_sweep, Table, to_markdown and the rest, still work).

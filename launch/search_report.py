@@ -3,8 +3,9 @@
   search.md           the best trials (value, hyperparameters, train steps, outcome), the count of
                       trials by outcome, and each hyperparameter's importance (fANOVA, as Optuna
                       implements it: Hutter et al. 2014, used by Greff et al. 2015 for LSTMs)
-  search_progress.png the best value so far against the trials ended and against the train steps
-                      they spent (pruned trials count the steps they ran)
+  search_progress.png the best value so far, and each trial's own (x: pruned), against the trials
+                      ended and against the train steps they spent (a pruned trial counts the
+                      steps it ran)
   slices.png          the metric against each hyperparameter, one panel each; a pruned trial at
                       its last reported value, marked x
 
@@ -122,17 +123,28 @@ def figures(study, steps: dict[int, int], metric: str, out: pathlib.Path) -> lis
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
+    from matplotlib.ticker import MaxNLocator
+
     paths = []
-    points = [p for p in progress(study, steps) if p[2] is not None]
+    ended = progress(study, steps)
+    points = [p for p in ended if p[2] is not None]
     if points:
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
-        for ax, x, label in ((axes[0], [p[0] for p in points], "trials ended"),
-                             (axes[1], [p[1] for p in points], "train steps spent")):
-            ax.step(x, [p[2] for p in points], where="post", marker="o", ms=3)
+        own = _own_values(study)  # each trial's value, in the order they ended
+        for ax, column, label in ((axes[0], 0, "trials ended"), (axes[1], 1, "train steps spent")):
+            ax.step([p[column] for p in points], [p[2] for p in points], where="post",
+                    label="best so far")
+            for pruned, marker, name in ((False, "o", "a trial"), (True, "x", "pruned (last)")):
+                xy = [(p[column], v) for p, (v, was) in zip(ended, own) if v is not None
+                      and was == pruned]
+                if xy:
+                    ax.scatter(*zip(*xy), marker=marker, s=18, color="0.55", label=name)
             ax.set_xlabel(label)
-            ax.set_ylabel(f"best {metric} so far")
+            ax.set_ylabel(metric)
             ax.grid(alpha=0.3)
-        fig.suptitle(f"Search {study.study_name}: best so far")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes[0].legend(fontsize=8)
+        fig.suptitle(f"Search {study.study_name}: the best so far and each trial's value")
         paths.append(out / "search_progress.png")
         fig.savefig(paths[-1], dpi=120)
         plt.close(fig)
@@ -148,11 +160,22 @@ def figures(study, steps: dict[int, int], metric: str, out: pathlib.Path) -> lis
         for ax in list(axes.flat)[len(params):]:
             ax.set_visible(False)
         fig.suptitle(f"Search {study.study_name}: {metric} against each hyperparameter "
-                     "(x: pruned, at its last value)")
+                     "(colour: trial number; x: pruned, at its last value)")
         paths.append(out / "slices.png")
         fig.savefig(paths[-1], dpi=120)
         plt.close(fig)
     return paths
+
+
+def _own_values(study) -> list[tuple[float | None, bool]]:
+    """(value, pruned) of each ended trial, in `progress`'s order: a completed trial's value, a
+    pruned one's last reported value, None for a failed one."""
+    ended = sorted((t for t in study.get_trials(deepcopy=False) if t.datetime_complete),
+                   key=lambda t: (t.datetime_complete, t.number))
+    return [(t.value, False) if t.state.name == "COMPLETE" else
+            (t.intermediate_values[max(t.intermediate_values)], True)
+            if t.state.name == "PRUNED" and t.intermediate_values else (None, False)
+            for t in ended]
 
 
 def _slice(ax, trials, param: str, metric: str) -> None:
