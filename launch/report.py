@@ -45,8 +45,6 @@ from typing import Any
 
 from absl import app, flags, logging
 
-from rnnlab.run import layout
-
 import launch
 from launch import figures as figures_lib
 from launch import search_report
@@ -206,6 +204,8 @@ _FORMATS = flags.DEFINE_list("formats", list(tables.WRITERS), "Table files: md, 
 _PIVOT = flags.DEFINE_list("pivot", [], "factorA,factorB: also a pivot table (automatic when "
                            "exactly two factors are swept).")
 _FIGURES = flags.DEFINE_bool("figures", True, "Write PNG figures (--nofigures: tables only).")
+_STORAGE = flags.DEFINE_string("storage", "", "A search's study URL, when not the one recorded "
+                               "(SWEEP_DIR/study.db, or a URL recorded without its password).")
 
 
 def _write(out: pathlib.Path, stem: str, t: tables.Table | tables.Pivot,
@@ -266,10 +266,12 @@ def main(argv: Sequence[str]) -> None:
     if out.exists() and not out.is_dir():
         _fail(f"--out={out} is a file, not a folder: pass a folder for the report's files")
     metric, mode = _METRIC.value, _MODE.value
-    searched = (layout.read_json(sweep_dir / "sweep.json") or {}).get("search") if (
-        sweep_dir / "sweep.json").is_file() else None
-    if isinstance(searched, dict) and not flags.FLAGS["metric"].present:
-        metric, mode = searched["metric"], searched["mode"]  # what the search optimised
+    try:
+        searched = search_report.load(sweep_dir, _STORAGE.value)  # None: not a search
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    if searched and not flags.FLAGS["metric"].present:
+        metric, mode = searched[1]["metric"], searched[1]["mode"]  # what the search optimised
     results, t, p = _tables(sweep_dir, metric, mode)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -288,8 +290,8 @@ def main(argv: Sequence[str]) -> None:
                             "-e . again): no figures")
         else:
             logging.info("figures: %s", ", ".join(str(p) for p in paths))
-    if isinstance(searched, dict):
-        text, paths = search_report.write(sweep_dir, out, draw=_FIGURES.value)
+    if searched:
+        text, paths = search_report.write(sweep_dir, searched, out, draw=_FIGURES.value)
         print(text)
         logging.info("search figures: %s", ", ".join(str(p) for p in paths) or "none")
     logging.info("wrote %s", out)

@@ -30,7 +30,7 @@ finished), `none`. The other executors run the search in rounds of --max_paralle
 
 The study is the search's only state: Optuna's RDB storage, `sqlite:///SWEEP_DIR/study.db`
 unless --storage names another SQLAlchemy URL (PostgreSQL for several launchers on several
-machines; each resumes only the trials it started, by host and sweep dir). A rerun of the
+machines, each with its own sweep dir; each resumes only the trials it started). A rerun of the
 same command finds the same study: finished trials are kept, the trials that were running
 resume from their run directories (bitwise, as any rnnlab run), and it proposes trials until the
 study holds --trials. sweep.json and outcomes.json are written from the study for
@@ -47,7 +47,6 @@ import math
 import os
 import pathlib
 import signal
-import socket
 import sys
 import time
 import warnings
@@ -63,7 +62,7 @@ STUDY_FILE = "study.db"
 SAMPLERS = ("tpe", "random", "qmc")
 PRUNERS = ("none", "median", "asha")
 # What a study must agree on with the launcher that reruns it (a changed one is refused).
-STUDY_KEYS = ("config", "sweep", "metric", "mode", "search", "seed")
+STUDY_KEYS = ("config", "sweep", "metric", "mode", "search", "seed")  # study attr "search"
 PRUNED = "pruned"
 
 
@@ -115,7 +114,8 @@ def propose(space: Callable, spec: str, trial, base) -> dict[str, Any]:
     if not isinstance(got, dict):
         raise ValueError(f"{path}: suggest(trial) must return a dict of config overrides, got "
                          f"a {type(got).__name__}")
-    flat = trials_lib.flatten(got, f"{path}: suggest(trial {trial.number})")
+    flat = {k: v.item() if hasattr(v, "item") and hasattr(v, "dtype") else v  # NumPy scalars
+            for k, v in trials_lib.flatten(got, f"{path}: suggest(trial {trial.number})").items()}
     overrides_lib.apply(base, flat)  # a key that does not exist, or a value of the wrong type
     leaves = set(overrides_lib.known_keys(base))
     for key in flat:
@@ -139,9 +139,12 @@ def sampler(name: str, seed: int, number: int):
     """The sampler that proposes trial `number`: seeded by (seed, number), so that a rerun
     proposes what an uninterrupted search would have."""
     optuna = _optuna()
-    if name == "qmc":  # its sequence is indexed by the trials so far: one seed for all
-        return optuna.samplers.QMCSampler(seed=seed, scramble=True)
     trial_seed = (seed * 1_000_003 + number) % 2**32
+    if name == "qmc":  # its sequence is indexed by the trials so far: one seed for all; what
+        # it cannot sample jointly (before a trial completed, conditionals) is drawn per trial
+        return optuna.samplers.QMCSampler(
+            seed=seed, scramble=True, warn_independent_sampling=False,
+            independent_sampler=optuna.samplers.RandomSampler(seed=trial_seed))
     if name == "random":
         return optuna.samplers.RandomSampler(seed=trial_seed)
     return optuna.samplers.TPESampler(seed=trial_seed)
@@ -186,20 +189,33 @@ def open_study(opts: Options, metric: str, mode: str):
                                 direction="maximize" if mode == "max" else "minimize")
     want = {"config": opts.config, "sweep": opts.sweep, "metric": metric, "mode": mode,
             "search": opts.search, "seed": opts.seed}
-    had = study.user_attrs
-    if not had:
-        for key, value in want.items():
-            study.set_user_attr(key, value)
+    had = study.user_attrs.get("search")
+    if had is None:
+        study.set_user_attr("search", want)  # one write: a kill leaves all of it or none
     elif differ := [f"{k} ({had.get(k)!r} -> {want[k]!r})" for k in STUDY_KEYS
                     if had.get(k) != want[k]]:
-        raise ValueError(f"study {name!r} in {url} ran with another {', '.join(differ)}; use a "
-                         "new --workdir (or --study) for a different search")
+        raise ValueError(f"study {name!r} in {_shown(url)} ran with another "
+                         f"{', '.join(differ)}; use a new --workdir for a different search")
+    recorded = layout.read_json(pathlib.Path(opts.sweep_dir) / trials_lib.SWEEP_FILE)
+    other = ((recorded or {}).get("search") or {}).get("study") if isinstance(recorded, dict) \
+        else None
+    if other not in (None, name):
+        raise ValueError(f"{opts.sweep_dir} holds the trials of study {other!r}, not {name!r}: "
+                         "use a new --workdir for another study")
     return study
 
 
+def _shown(url: str) -> str:
+    """A storage URL as it may be shown or recorded: its password hidden."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def _me(sweep_dir: str) -> str:
-    """Who started a trial: this host and sweep dir (several launchers may share a study)."""
-    return f"{socket.gethostname()}:{pathlib.Path(sweep_dir).resolve()}"
+    """Who started a trial: the sweep dir (launchers sharing a study each have their own; a
+    rerun in another container or on another host with the same sweep dir resumes them)."""
+    return str(pathlib.Path(sweep_dir).resolve())
 
 
 def trial_id(number: int) -> str:
@@ -220,13 +236,16 @@ def outcome_of(frozen) -> str | None:
 
 def record(opts: Options, study, metric: str, mode: str) -> None:
     """SWEEP_DIR/sweep.json and outcomes.json, written from the study for `launch.report`."""
-    started = [t for t in study.get_trials(deepcopy=False) if "overrides" in t.user_attrs]
+    me = _me(opts.sweep_dir)  # this launcher's trials (several may share the study)
+    started = [t for t in study.get_trials(deepcopy=False) if "overrides" in t.user_attrs
+               and t.user_attrs.get("launcher") == me]
     trials = [as_trial(opts, t.number, t.user_attrs["overrides"]) for t in started]
     records = [{**dataclasses.asdict(t), "workdir": f"{trials_lib.TRIALS_DIR}/{t.id}"}
                for t in trials]
     search = {"search": opts.search, "seed": opts.seed, "pruner": opts.pruner,
               "metric": metric, "mode": mode, "trials": opts.trials,
-              "storage": opts.storage or None, "study": study.study_name}
+              "storage": _shown(opts.storage) if opts.storage else None,
+              "study": study.study_name}
     spec = {"config": opts.config, "sweep": opts.sweep, "search": search, "trials": records}
     storage.write_atomic(storage.path(opts.sweep_dir) / trials_lib.SWEEP_FILE,
                          json.dumps(spec, indent=2) + "\n")
@@ -268,12 +287,19 @@ class Search:
 
     def ask(self) -> _Running:
         """A new trial, proposed by the sampler seeded for its number."""
-        number = self.started()
-        self.study.sampler = sampler(self.opts.search, self.opts.seed, number)
+        self.study.sampler = sampler(self.opts.search, self.opts.seed, self.started())
         trial = self.study.ask()
         trial.set_user_attr("launcher", self.me)
+        # Seeded by the number the trial got (another launcher may have asked meanwhile); the
+        # sampler draws when the space suggests (Optuna's relative params are drawn lazily).
+        self.study.sampler = sampler(self.opts.search, self.opts.seed, trial.number)
         try:
             overrides = propose(self.space, self.opts.sweep, trial, self.base)
+            workdir = as_trial(self.opts, trial.number, overrides).workdir
+            if pathlib.Path(workdir).exists():
+                raise ValueError(f"{workdir} holds a run that is not trial {trial.number} of "
+                                 f"study {self.study.study_name!r} (the study was replaced?); "
+                                 "use a new --workdir")
         except Exception:
             self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
             raise
@@ -297,7 +323,9 @@ class Search:
                 continue
             trial = self.optuna.trial.Trial(self.study, frozen._trial_id)
             run = as_trial(self.opts, frozen.number, frozen.user_attrs["overrides"])
-            out.append(self.track(_Running(trial, run, set(frozen.intermediate_values))))
+            r = self.track(_Running(trial, run, set(frozen.intermediate_values)))
+            r.pruned_at = frozen.user_attrs.get("pruned_at")  # decided, not yet told
+            out.append(r)
         return out
 
     def track(self, r: _Running) -> _Running:
@@ -306,8 +334,9 @@ class Search:
 
     def report(self, r: _Running) -> int | None:
         """Reports the trial's new validation values; the step to prune it at, or None."""
+        if r.pruned_at is not None:  # nothing counts after the pruner's decision
+            return None
         split, name = results_lib.split_metric(self.metric)
-        pruned_at = None
         for line in layout.read_metrics(r.run.workdir):
             value, step = line.get(name), line.get("step")
             if (line.get("split") != split or not isinstance(value, (int, float))
@@ -316,9 +345,13 @@ class Search:
                 continue
             r.trial.report(float(value), step)
             r.reported.add(step)
-            if pruned_at is None and r.trial.should_prune():
-                pruned_at = step
-        return pruned_at
+            if r.trial.should_prune():
+                # Recorded before the trial is stopped: a launcher killed now still knows (ASHA
+                # would not decide again: it records a rung as passed when it compares).
+                r.trial.set_user_attr("pruned_at", step)
+                r.pruned_at = step
+                return step
+        return None
 
     def tell(self, r: _Running, outcome: str, returncode: int | None) -> str:
         """Tells the study how the trial ended; returns the outcome recorded."""
@@ -326,9 +359,8 @@ class Search:
         trial_number = r.trial.number
         if returncode is not None:
             r.trial.set_user_attr("returncode", returncode)
-        if r.pruned_at is not None and outcome != layout.FINISHED:  # not ended before it
+        if r.pruned_at is not None:  # (even if it ended before the SIGTERM: as decided)
             outcome = PRUNED
-            r.trial.set_user_attr("pruned_at", r.pruned_at)
             self.study.tell(trial_number, state=state.PRUNED)
         elif outcome == layout.FINISHED:
             result = results_lib.TrialResult(
@@ -376,8 +408,7 @@ def run_local(search: Search) -> dict[str, str]:
             if not running and not waiting:
                 break
             for r in list(running):
-                if r.pruned_at is None and (step := search.report(r)) is not None:
-                    r.pruned_at = step
+                if (step := search.report(r)) is not None:
                     logging.info("trial %s: pruned at step %d (%s behind); stopping it",
                                  r.run.id, step, search.metric)
                     r.proc.send_signal(signal.SIGTERM)
@@ -392,27 +423,23 @@ def run_local(search: Search) -> dict[str, str]:
         signal.signal(signal.SIGTERM, previous)
         for r in running:
             r.proc.send_signal(signal.SIGTERM)
-        for r in running:
+        for r in running:  # each got SIGTERM from this launcher: interrupted, not failed
             r.proc.wait()
-            search.tell(r, trials_lib.outcome(r.run, stopped=bool(stopping)),
-                      r.proc.returncode)
+            search.tell(r, trials_lib.outcome(r.run, stopped=True), r.proc.returncode)
     search.stopped_by = stopping[-1] if stopping else None
     return search.outcomes
 
 
 def _ended_while_away(search: Search, r: _Running) -> bool:
-    """Tells a resumed trial that needs no more training: its run became a result, or the
-    pruner prunes it on what it logged (the launcher died before it told the study)."""
-    if result := trials_lib.result(r.run):
+    """Tells a resumed trial that needs no more training (the launcher died before it told the
+    study): it was pruned, its run became a result, or the pruner prunes it on what it logged
+    while the launcher was away."""
+    if r.pruned_at is None and (result := trials_lib.result(r.run)):
         search.report(r)
         search.tell(r, result, None)
         return True
-    step = search.report(r)
-    if step is None and r.reported and r.trial.should_prune():
-        step = max(r.reported)
-    if step is None:
+    if r.pruned_at is None and search.report(r) is None:
         return False
-    r.pruned_at = step
     search.tell(r, PRUNED, None)
     return True
 
@@ -445,4 +472,5 @@ def run_rounds(search: Search, execute) -> dict[str, str]:
             search.tell(r, got.get(r.run.id, layout.INTERRUPTED), None)
         if any(search.outcomes[r.run.id] == layout.INTERRUPTED for r in batch):
             break  # stopped: the next launcher resumes them
+    search.stopped_by = local.stopped_by()
     return search.outcomes

@@ -23,15 +23,30 @@ from launch import search as search_lib, trials as trials_lib
 from rnnlab.run import layout
 
 
-def load(sweep_dir: str | pathlib.Path):
-    """(study, sweep.json's "search" record) of a search's sweep dir, or None for a grid."""
+def load(sweep_dir: str | pathlib.Path, storage: str = ""):
+    """(study, sweep.json's "search" record) of a search's sweep dir, or None for a grid;
+    `storage` overrides the recorded URL (recorded without its password). FileNotFoundError or
+    ValueError (one line) when the study cannot be read."""
     spec = layout.read_json(pathlib.Path(sweep_dir) / trials_lib.SWEEP_FILE)
     search = spec.get("search") if isinstance(spec, dict) else None
     if not isinstance(search, dict):
         return None
+    url = search_lib.storage_url(sweep_dir, storage or search.get("storage") or "")
+    if url.startswith("sqlite:///") and not pathlib.Path(url[len("sqlite:///"):]).is_file():
+        raise FileNotFoundError(f"{sweep_dir}: the search's study {url[len('sqlite:///'):]} is "
+                                "missing (its only state: restore it, or pass --storage=URL)")
+    if "***" in url:
+        raise ValueError(f"{sweep_dir}: its study is in {url}, whose password is not recorded: "
+                         "pass --storage=URL")
     optuna = search_lib._optuna()
-    url = search_lib.storage_url(sweep_dir, search.get("storage") or "")
-    return optuna.load_study(study_name=search["study"], storage=url), search
+    try:
+        return optuna.load_study(study_name=search["study"], storage=url), search
+    except KeyError:
+        raise ValueError(f"{url} holds no study {search['study']!r}") from None
+    except Exception as e:  # noqa: BLE001 - the database's own errors, as one line
+        if not type(e).__module__.startswith("sqlalchemy"):
+            raise
+        raise ValueError(f"cannot open {url}: {str(e).splitlines()[0]}") from None
 
 
 def steps_spent(sweep_dir: str | pathlib.Path, number: int) -> int:
@@ -204,12 +219,9 @@ def _slice(ax, trials, param: str, metric: str) -> None:
     ax.grid(alpha=0.3)
 
 
-def write(sweep_dir: str | pathlib.Path, out: pathlib.Path, *, draw: bool = True):
-    """Writes search.md (and the figures); returns (its text, figure paths), or None for a
-    sweep dir that holds no search."""
-    loaded = load(sweep_dir)
-    if loaded is None:
-        return None
+def write(sweep_dir: str | pathlib.Path, loaded, out: pathlib.Path, *, draw: bool = True):
+    """Writes search.md (and the figures) of `loaded` = `load(sweep_dir)`; returns (its text,
+    figure paths)."""
     study, spec = loaded
     steps = {t.number: steps_spent(sweep_dir, t.number) for t in study.get_trials(deepcopy=False)}
     text = markdown(study, steps, spec["metric"])

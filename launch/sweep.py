@@ -218,6 +218,7 @@ def _search(sweep: str, execute) -> int:
         base = trials_lib.load_config(_CONFIG.value)
         search_lib.load_space(sweep)
         if _METRIC.value:
+            results_lib.split_metric(_METRIC.value)  # split/name, before the study records it
             metric, mode = _METRIC.value, results_lib.resolve_mode(_METRIC.value, _MODE.value)
         else:
             metric, mode = search_lib.default_metric(base)
@@ -233,6 +234,14 @@ def _search(sweep: str, execute) -> int:
         _fail(str(e), e.trace)
     except (ValueError, FileNotFoundError, trials_lib.SweepBusy) as e:
         _fail(str(e))
+    except ImportError as e:  # a database URL whose driver is not installed
+        _fail(f"--storage: {e}")
+    except OSError as e:
+        _fail(f"cannot use {_WORKDIR.value} as a sweep directory: {e.strerror or e}")
+    except Exception as e:  # noqa: BLE001 - the database's own errors, as one line
+        if not type(e).__module__.startswith("sqlalchemy"):
+            raise
+        _fail(f"--storage: cannot open the study's database: {str(e).splitlines()[0]}")
     return _search_summary(search)
 
 
@@ -258,7 +267,7 @@ def _search_summary(search: search_lib.Search) -> int:
     if running:
         print(f"{len(running)} interrupted: {trials_lib.some(running, 8)}; rerun the sweep to "
               "resume them", file=sys.stderr)
-    if running and search.stopped_by:
+    if search.stopped_by and (running or len(trials) < search.opts.trials):
         return 128 + search.stopped_by
     return 1 if failed or running else 0
 

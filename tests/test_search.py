@@ -3,6 +3,7 @@ the only state, and the report's importances; checked against Optuna run by hand
 objective and uninterrupted runs."""
 
 import json
+import math
 import os
 import pathlib
 import shutil
@@ -78,7 +79,7 @@ def test_the_space_gives_its_distributions_and_conditionals(tmp_path):
 
 @pytest.mark.parametrize("body, says", [
     ("return {'model.no_such_key': 1}", "no_such_key"),
-    ("return {'model': 3}", "model"),
+    ("return {'model': 3}", "override 'model'"),
     ("return [1]", "must return a dict"),
     ("return {'optim.lr': trial.suggest_float('optim.lr', 1, 0)}", "space.py:3"),
 ])
@@ -92,40 +93,46 @@ def test_a_bad_space_is_refused_naming_it(tmp_path, body, says):
 
 def _objective(params):
     """A planted objective: only the learning rate matters."""
-    return (params["optim.lr_log10"] + 2.5) ** 2
+    return (math.log10(params["optim.lr"]) + 2.5) ** 2
 
 
 @pytest.mark.parametrize("name", search_lib.SAMPLERS)
-def test_a_seeded_search_proposes_the_same_trials_also_when_stopped_and_rerun(tmp_path, name):
-    def run(url, seed, numbers):
-        study = optuna.create_study(storage=url, study_name="s", load_if_exists=True)
-        for _ in numbers:
-            study.sampler = search_lib.sampler(name, seed, len(study.trials))
-            trial = study.ask()
-            x = trial.suggest_float("optim.lr_log10", -4, -1)
-            trial.suggest_categorical("noise", ["a", "b", "c"])
-            study.tell(trial, _objective({"optim.lr_log10": x}))
-        return [t.params for t in study.trials]
+def test_a_seeded_search_proposes_the_same_distinct_trials_also_when_stopped_and_rerun(
+        tmp_path, name):
+    """The launcher's own asking (Search.ask) over a space with a conditional, with planted
+    failures among the results: distinct proposals, the same after a stop and a rerun (each
+    launcher its own process: a new Search on the same study), others for another seed."""
+    space, base = write(tmp_path, SPACE), trials_lib.load_config(CONFIG)
 
-    whole = run(f"sqlite:///{tmp_path}/a.db", 3, range(14))
-    run(f"sqlite:///{tmp_path}/b.db", 3, range(11))  # a launcher that stopped at 11,
-    resumed = run(f"sqlite:///{tmp_path}/b.db", 3, range(3))  # and the next one
+    def run(sweep_dir, seed, n):
+        opts = search_lib.Options(CONFIG, space, str(sweep_dir), name, 14, seed=seed)
+        search = search_lib.Search(opts, base, "valid/bpc", "min")
+        for _ in range(n):
+            r = search.ask()
+            if r.trial.number % 4 == 1:  # a failed or diverged trial
+                search.study.tell(r.trial.number, state=optuna.trial.TrialState.FAIL)
+            else:
+                search.study.tell(r.trial.number, _objective(r.run.overrides))
+        return [t.params for t in search.study.trials]
+
+    whole = run(tmp_path / "a", 3, 14)
+    run(tmp_path / "b", 3, 9)  # a launcher that stopped after 9 trials,
+    resumed = run(tmp_path / "b", 3, 5)  # and the next one
     assert resumed == whole
-    assert run(f"sqlite:///{tmp_path}/c.db", 4, range(14)) != whole
-    if name == "tpe":  # after its random start, TPE looks near the planted optimum
-        assert abs(whole[-1]["optim.lr_log10"] + 2.5) < abs(whole[0]["optim.lr_log10"] + 2.5)
+    assert len({json.dumps(p, sort_keys=True) for p in whole}) == len(whole)  # no repeats
+    assert run(tmp_path / "c", 4, 14) != whole
 
 
 def test_fanova_finds_the_learning_rate_and_not_a_planted_irrelevant_one():
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(60):
         trial = study.ask()
-        x = trial.suggest_float("optim.lr_log10", -4, -1)
+        lr = trial.suggest_float("optim.lr", 1e-4, 1e-1, log=True)
         trial.suggest_float("irrelevant", 0, 1)
         trial.suggest_categorical("also_irrelevant", ["a", "b"])
-        study.tell(trial, _objective({"optim.lr_log10": x}))
+        study.tell(trial, _objective({"optim.lr": lr}))
     got = search_report.importance(study)
-    assert got["optim.lr_log10"] > 0.9
+    assert got["optim.lr"] > 0.9
     assert got["irrelevant"] < 0.05 and got["also_irrelevant"] < 0.05
     assert abs(sum(got.values()) - 1) < 1e-6
 
@@ -140,6 +147,9 @@ def test_bad_flags_are_one_line_and_exit_2(tmp_path):
         (("--search=tpe", "--trials=0"), "--trials must be >= 1"),
         (("--search=tpe", "--dry_run"), "no commands to print ahead"),
         (("--search=tpe", "--executor=vmap", "--pruner=asha"), "needs --executor=local"),
+        (("--search=tpe", "--metric=bpc", "--mode=min"), "a metric is split/name"),
+        (("--search=tpe", "--storage=notaurl"), "--storage: cannot open the study's database"),
+        (("--search=tpe", "--storage=postgresql+nosuchdriver://u:p@h/db"), "--storage"),
     ]:
         got = launch(tmp_path / "s", space, *flags)
         assert got.returncode == 2, (flags, got.stderr)
@@ -148,18 +158,26 @@ def test_bad_flags_are_one_line_and_exit_2(tmp_path):
     assert not (tmp_path / "s" / "study.db").exists()
     # A study is tied to its search: another sampler or seed in its sweep dir is refused.
     opts = search_lib.Options(CONFIG, space, str(tmp_path / "s"), "tpe", 3)
-    search_lib.open_study(opts, "valid/bpc", "min")
+    search_lib.record(opts, search_lib.open_study(opts, "valid/bpc", "min"), "valid/bpc", "min")
     got = launch(tmp_path / "s", space, "--search=tpe", "--search_seed=1")
     assert got.returncode == 2 and "another seed (0 -> 1)" in got.stderr, got.stderr
+    got = launch(tmp_path / "s", space, "--search=tpe", "--study=other")
+    assert got.returncode == 2 and "holds the trials of study 's'" in got.stderr, got.stderr
+    (tmp_path / "s" / "study.db").unlink()  # the only state, lost: the report says so
+    got = subprocess.run([sys.executable, "-m", "launch.report", f"--sweep_dir={tmp_path}/s"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert got.returncode == 2 and got.stderr.count("\n") == 1 and "is missing" in got.stderr
 
 
 PLANTED = '''
 def suggest(trial):
-    plan = ["good", "bad", "fails", "good"][trial.number]
+    plan = ["good", "bad", "fails", "diverges", "good"][trial.number]
     trial.set_user_attr("plan", plan)
     return {"good": {"optim.lr": 0.01},  # 30 steps (smoke); the bad one would run 3000
             "bad": {"optim.lr": 1e-9, "train.steps": 3000},  # a learning rate that cannot learn
-            "fails": {"model.cell": "no_such_cell"}}[plan]
+            "fails": {"model.cell": "no_such_cell"},
+            "diverges": {"model.cell": "irnn", "optim.name": "sgd", "optim.clip_norm": 0.0,
+                         "optim.lr": 1e3, "model.init_scale": 3.0}}[plan]
 '''
 
 
@@ -167,21 +185,22 @@ def suggest(trial):
 def test_asha_prunes_a_planted_bad_trial_at_the_first_rung_and_a_failure_does_not_stop_it(
         tmp_path):
     sweep_dir = tmp_path / "search"
-    got = launch(sweep_dir, write(tmp_path, PLANTED), "--search=random", "--trials=4",
+    got = launch(sweep_dir, write(tmp_path, PLANTED), "--search=random", "--trials=5",
                  "--pruner=asha")
     assert got.returncode == 1, got.stderr  # a trial failed: named, and the search went on
-    assert "failed: 002" in got.stderr
+    assert "failed: 002 (logs" in got.stderr  # (the diverged one is a result, not a failure)
     study = study_of(sweep_dir)
     states = [t.state.name for t in study.trials]
-    assert states == ["COMPLETE", "PRUNED", "FAIL", "COMPLETE"]
+    assert states == ["COMPLETE", "PRUNED", "FAIL", "FAIL", "COMPLETE"]
+    assert [t.user_attrs.get("outcome") for t in study.trials[2:4]] == ["failed", "diverged"]
     bad = study.trials[1]
     assert bad.user_attrs["pruned_at"] == 10 == max(bad.intermediate_values)  # the first rung
     status = layout.read_status(sweep_dir / "trials" / "001")
     assert status["status"] == "interrupted" and status["step"] < 1000  # saved and stopped
-    assert study.trials[0].value == study.trials[3].value  # the same good run, not pruned
+    assert study.trials[0].value == study.trials[4].value  # the same good run, not pruned
     outcomes = json.loads((sweep_dir / "outcomes.json").read_text())
     assert outcomes["001"] == {"outcome": "pruned", "returncode": 0, "step": 10}
-    assert outcomes["002"]["outcome"] == "failed"
+    assert outcomes["002"]["outcome"] == "failed" and outcomes["003"]["outcome"] == "diverged"
     report = subprocess.run([sys.executable, "-m", "launch.report", f"--sweep_dir={sweep_dir}"],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, report.stderr
