@@ -39,7 +39,7 @@ import sys
 from absl import app, flags, logging
 
 import launch
-from launch import local, results as results_lib, search as search_lib, tpu_vm
+from launch import local, results as results_lib, search as search_lib, search_run, tpu_vm
 from launch import trials as trials_lib
 from rnnlab.run import layout, storage
 
@@ -227,9 +227,9 @@ def _search(sweep: str, execute) -> int:
         search = search_lib.Search(opts, base, metric, mode)
         search_lib.record(opts, search.study, metric, mode)
         if _EXECUTOR.value == "local":
-            search_lib.run_local(search)
+            search_run.run_local(search)
         else:
-            search_lib.run_rounds(search, execute)
+            search_run.run_rounds(search, execute)
     except trials_lib.SweepFileError as e:
         _fail(str(e), e.trace)
     except (ValueError, FileNotFoundError, trials_lib.SweepBusy) as e:
