@@ -16,8 +16,8 @@ It returns the trial's dotted config overrides (a value need not be suggested: a
 is fine). Each trial is an ordinary rnnlab run directory, SWEEP_DIR/trials/NNN (NNN: the trial's
 number in the study), trained by `python -m rnnlab.main` as in a grid sweep.
 
---search: `tpe` (Optuna's TPESampler; its first 10 trials are random), `random`, `qmc`
-(scrambled Sobol). With a fixed --search_seed, a sequential search (--max_parallel=1) proposes
+--search: `tpe` (Optuna's TPESampler; its first --startup_trials, 10 by default, are random),
+`random`, `qmc` (scrambled Sobol). With a fixed --search_seed, a sequential search (--max_parallel=1) proposes
 the same trials, also when it was stopped and rerun: trial N's proposal is drawn with a sampler
 seeded by (seed, N) from the trials completed before it.
 
@@ -80,6 +80,7 @@ class Options:
     max_parallel: int = 1
     min_resource: int = 0  # asha: steps to the first rung; 0 -> the config's eval_every
     reduction_factor: int = 3
+    startup_trials: int = 10  # tpe: random trials before it models the results (Optuna's 10)
 
 
 def _optuna():
@@ -133,7 +134,7 @@ def default_metric(base) -> tuple[str, str]:
     return f"valid/{best[0]}", best[1]
 
 
-def sampler(name: str, seed: int, number: int):
+def sampler(name: str, seed: int, number: int, startup_trials: int = 10):
     """The sampler that proposes trial `number`: seeded by (seed, number), so that a rerun
     proposes what an uninterrupted search would have."""
     optuna = _optuna()
@@ -145,7 +146,7 @@ def sampler(name: str, seed: int, number: int):
             independent_sampler=optuna.samplers.RandomSampler(seed=trial_seed))
     if name == "random":
         return optuna.samplers.RandomSampler(seed=trial_seed)
-    return optuna.samplers.TPESampler(seed=trial_seed)
+    return optuna.samplers.TPESampler(seed=trial_seed, n_startup_trials=startup_trials)
 
 
 def pruner(opts: Options, base):
@@ -167,6 +168,8 @@ def check_options(opts: Options) -> None:
         raise ValueError(f"unknown --pruner={opts.pruner}; known: {', '.join(PRUNERS)}")
     if opts.trials < 1:
         raise ValueError(f"--trials must be >= 1 with --search, got {opts.trials}")
+    if opts.startup_trials < 1:
+        raise ValueError(f"--startup_trials must be >= 1, got {opts.startup_trials}")
     if opts.reduction_factor < 2 or opts.min_resource < 0:
         raise ValueError("--reduction_factor must be >= 2 and --min_resource >= 0")
     if not storage.is_local(opts.sweep_dir):
@@ -285,12 +288,14 @@ class Search:
 
     def ask(self) -> _Running:
         """A new trial, proposed by the sampler seeded for its number."""
-        self.study.sampler = sampler(self.opts.search, self.opts.seed, self.started())
+        self.study.sampler = sampler(self.opts.search, self.opts.seed, self.started(),
+                                     self.opts.startup_trials)
         trial = self.study.ask()
         trial.set_user_attr("launcher", self.me)
         # Seeded by the number the trial got (another launcher may have asked meanwhile); the
         # sampler draws when the space suggests (Optuna's relative params are drawn lazily).
-        self.study.sampler = sampler(self.opts.search, self.opts.seed, trial.number)
+        self.study.sampler = sampler(self.opts.search, self.opts.seed, trial.number,
+                                     self.opts.startup_trials)
         try:
             overrides = propose(self.space, self.opts.sweep, trial, self.base)
             workdir = as_trial(self.opts, trial.number, overrides).workdir

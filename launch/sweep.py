@@ -70,6 +70,8 @@ _MIN_RESOURCE = flags.DEFINE_integer("min_resource", 0, "search, asha: train ste
                                      "rung; default the config's train.eval_every.")
 _REDUCTION_FACTOR = flags.DEFINE_integer("reduction_factor", 3, "search, asha: 1 in this many "
                                          "trials goes on at each rung.")
+_STARTUP_TRIALS = flags.DEFINE_integer("startup_trials", 10, "search, tpe: random trials "
+                                      "before TPE models the results (Optuna's default 10).")
 _TPU_NAME = flags.DEFINE_string(
     "tpu_name", "", "tpu_vm: TPU VM and queued resource name; default rnnlab-<sweep dir name>.")
 _TPU_PROJECT = flags.DEFINE_string("tpu_project", "", "tpu_vm: Google Cloud project.")
@@ -205,7 +207,7 @@ def _search(sweep: str, execute) -> int:
         trials=_TRIALS.value, pruner=_PRUNER.value, metric=_METRIC.value, mode=_MODE.value,
         seed=_SEARCH_SEED.value, storage=_STORAGE.value, study=_STUDY.value,
         max_parallel=_MAX_PARALLEL.value, min_resource=_MIN_RESOURCE.value,
-        reduction_factor=_REDUCTION_FACTOR.value)
+        reduction_factor=_REDUCTION_FACTOR.value, startup_trials=_STARTUP_TRIALS.value)
     try:
         search_lib.check_options(opts)
         if _EXECUTOR.value != "local" and opts.pruner != "none":

@@ -148,6 +148,7 @@ def test_bad_flags_are_one_line_and_exit_2(tmp_path):
         (("--search=tpe", "--dry_run"), "no commands to print ahead"),
         (("--search=tpe", "--executor=vmap", "--pruner=asha"), "needs --executor=local"),
         (("--search=tpe", "--metric=bpc", "--mode=min"), "a metric is split/name"),
+        (("--search=tpe", "--startup_trials=0"), "--startup_trials must be >= 1"),
         (("--search=tpe", "--storage=notaurl"), "--storage: cannot open the study's database"),
         (("--search=tpe", "--storage=postgresql+nosuchdriver://u:p@h/db"), "--storage"),
     ]:
@@ -274,3 +275,18 @@ def test_the_vmap_executor_runs_the_search_in_rounds_of_one_vmapped_group(tmp_pa
         assert trial.params["optim.lr"] == json.loads(
             (sweep_dir / "trials" / search_lib.trial_id(trial.number) / "config.json")
             .read_text())["optim"]["lr"]
+
+
+def test_the_experiments_space_proposes_valid_configs(monkeypatch):
+    from rnnlab import overrides, validation
+
+    monkeypatch.chdir(ROOT)
+    spec = "experiments/search_vs_grid/config.py"
+    base = trials_lib.load_config(spec)
+    space = search_lib.load_space(spec)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(12):
+        trial = study.ask()
+        validation.check_config(overrides.apply(base, search_lib.propose(space, spec, trial, base)))
+        study.tell(trial, 0.0)
+    assert {t.params["model.cell"] for t in study.trials} == {"lstm", "gru"}
