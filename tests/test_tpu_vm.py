@@ -316,3 +316,23 @@ def test_queued_resource_that_fails_is_deleted(tmp_path, sweep_file, fake_gcloud
     assert [c[2:4] for c in calls] == [["queued-resources", "create"]] + [
         ["queued-resources", "describe"]] * 2 + [["queued-resources", "delete"]]
     assert calls[-1][-2:] == ["--force", "--quiet"]
+
+
+def test_a_search_runs_its_rounds_on_tpu_vms(tmp_path, fake_gcloud):
+    """An adaptive search through the tpu_vm executor: rounds of --max_parallel proposals, each
+    round one VM running its trials' commands, each trial told to the study when fetched."""
+    space = tmp_path / "space.py"
+    space.write_text("def suggest(trial):\n"
+                     "    return {'optim.lr': trial.suggest_float('optim.lr', 1e-3, 1e-2)}\n")
+    workdir = tmp_path / "s"
+    got = sweep(str(space), workdir, "--tpu_project=p", "--tpu_zone=z", "--search=random",
+                "--trials=3", "--max_parallel=2", "--metric=valid/bpc")
+    calls = fake_gcloud()
+    assert [c[2:4] for c in calls].count(["tpu-vm", "create"]) == 2  # rounds of 2 and 1
+    assert [c[2:4] for c in calls].count(["tpu-vm", "delete"]) == 2
+    ran = [c[-1] for c in calls if c[2:4] == ["tpu-vm", "ssh"] and "rnnlab.main" in c[-1]]
+    assert [f"trials/{i:03d}" in " ".join(ran) for i in range(3)] == [True] * 3
+    study = json.loads((workdir / "sweep.json").read_text())
+    assert [t["id"] for t in study["trials"]] == ["000", "001", "002"]
+    # (the fake VM's runs hold no metrics: each is told as a failure, and the search went on)
+    assert got.returncode == 1 and "3 trials in study s: 3 fail" in got.stdout, got.stderr
