@@ -115,11 +115,10 @@ def propose(space: Callable, spec: str, trial, base) -> dict[str, Any]:
                          f"a {type(got).__name__}")
     flat = {k: v.item() if hasattr(v, "item") and hasattr(v, "dtype") else v  # NumPy scalars
             for k, v in trials_lib.flatten(got, f"{path}: suggest(trial {trial.number})").items()}
-    overrides_lib.apply(base, flat)  # a key that does not exist, or a value of the wrong type
-    leaves = set(overrides_lib.known_keys(base))
-    for key in flat:
-        if key not in leaves:
-            raise ValueError(f"{path}: override {key!r} is a config section, not a value")
+    try:
+        trials_lib.checked(base, flat)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     return flat
 
 
@@ -240,9 +239,8 @@ def record(opts: Options, study, metric: str, mode: str) -> None:
     me = _me(opts.sweep_dir)  # this launcher's trials (several may share the study)
     started = [t for t in study.get_trials(deepcopy=False) if "overrides" in t.user_attrs
                and t.user_attrs.get("launcher") == me]
-    trials = [as_trial(opts, t.number, t.user_attrs["overrides"]) for t in started]
-    records = [{**dataclasses.asdict(t), "workdir": f"{trials_lib.TRIALS_DIR}/{t.id}"}
-               for t in trials]
+    records = trials_lib.records(
+        [as_trial(opts, t.number, t.user_attrs["overrides"]) for t in started])
     search = {"search": opts.search, "seed": opts.seed, "pruner": opts.pruner,
               "metric": metric, "mode": mode, "trials": opts.trials,
               "storage": _shown(opts.storage) if opts.storage else None,

@@ -195,14 +195,9 @@ def plan(config: str, sweep: str, sweep_dir: str, *, python: str = "python",
     """
     sweep_trials = load_sweep(sweep)
     base = load_config(config)
-    leaves = set(overrides.known_keys(base))
-    resolved = []  # each trial's whole config, to find repeats
-    for trial in sweep_trials:  # every key exists and takes its value's type, before any run
-        resolved.append(overrides.apply(base, trial).to_json_best_effort(sort_keys=True))
-        for key in trial:
-            if key not in leaves:  # apply takes a whole section: rnnlab.main's flags do not
-                raise ValueError(f"override {key!r}: a config section, not a value: set its "
-                                 f"keys ({key}.KEY) instead")
+    # Each trial's whole config, to find repeats; every key checked before any run.
+    resolved = [checked(base, trial).to_json_best_effort(sort_keys=True)
+                for trial in sweep_trials]
     trials = []
     names = _trial_ids(sweep_trials, sweep_dir, config)
     for trial, trial_id in zip(sweep_trials, names):
@@ -215,6 +210,24 @@ def plan(config: str, sweep: str, sweep_dir: str, *, python: str = "python",
     if record:
         record_sweep(config, sweep, sweep_dir, trials)
     return trials
+
+
+def checked(base, trial: dict[str, Any]):
+    """The config `base` with the trial's dotted overrides, as `rnnlab.main` would build it;
+    ValueError for a key that does not exist, a value of the wrong type, or a whole section
+    (apply takes one: rnnlab.main's flags do not)."""
+    config = overrides.apply(base, trial)
+    leaves = set(overrides.known_keys(base))
+    for key in trial:
+        if key not in leaves:
+            raise ValueError(f"override {key!r}: a config section, not a value: set its keys "
+                             f"({key}.KEY) instead")
+    return config
+
+
+def records(trials: list[Trial]) -> list[dict]:
+    """The trials as sweep.json lists them: `workdir` relative to the sweep dir."""
+    return [{**dataclasses.asdict(t), "workdir": f"{TRIALS_DIR}/{t.id}"} for t in trials]
 
 
 def _check_distinct(sweep: str, trials: list[Trial], resolved: list[str]) -> None:
@@ -298,8 +311,7 @@ def record_sweep(config: str, sweep: str, sweep_dir: str, trials: list[Trial]) -
     _check_same_sweep(config, sweep_dir, trials)
     if not storage.is_local(sweep_dir):
         return
-    records = [{**dataclasses.asdict(t), "workdir": f"{TRIALS_DIR}/{t.id}"} for t in trials]
-    spec = {"config": config, "sweep": sweep, "trials": records}
+    spec = {"config": config, "sweep": sweep, "trials": records(trials)}
     path = storage.path(sweep_dir) / SWEEP_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     storage.write_atomic(path, json.dumps(spec, indent=2) + "\n")
