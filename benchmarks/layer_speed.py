@@ -7,7 +7,8 @@ a layer, on the backend it runs on.
 For each cell and size (H x B x T, input F=64), times `jax.grad` of a squared-output loss
 through one layer run by each choice `rnnlab.layers.paths.choose_path` decides between: the
 path (sequential: autodiff through the scan; custom_vjp: the hand-derived backward; parallel:
-the associative scan, for linear cells) crossed with the input projection (fused into each
+the associative scan, for linear cells; native: oneDNN's primitive, on a CPU where it is
+built) crossed with the input projection (fused into each
 step, or hoisted before the scan), and Flax `nn.RNN(OptimizedLSTMCell)` / `nn.RNN(GRUCell)`,
 interleaved rep by rep in one process. Prints median ms per step, compile seconds (counted
 apart), the ratio of the fastest choice's time to each (1.00: the fastest), the choice
@@ -26,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnlab import cells, layers
+from rnnlab import cells, layers, native
 
 F = 64
 
@@ -67,15 +68,24 @@ CHOICES = {
     ("custom_vjp", False): {"backward": "custom", "projection": "fused", "parallel": False},
     ("custom_vjp", True): {"backward": "custom", "projection": "hoisted", "parallel": False},
     ("parallel", False): {"parallel": True, "projection": "fused"},
+    # oneDNN's primitive computes its own projection (`hoisted` is then only a label)
+    ("native", False): {"backward": "native", "parallel": False},
 }
+
+
+def native_runs(cell):
+    """The native path is built here and has the cell (on a CPU)."""
+    return (jax.default_backend() == "cpu" and cell.kernel is not None
+            and cell.kernel.native is not None and native.available())
 
 
 def choices(cell):
     """The choices that can run `cell`: (path, hoisted) -> options."""
     out = {}
     for (path, hoisted), options in CHOICES.items():
-        if (path == "custom_vjp" and cell.kernel is None) or (path == "parallel"
-                                                              and not cell.linear):
+        if ((path == "custom_vjp" and cell.kernel is None)
+                or (path == "parallel" and not cell.linear)
+                or (path == "native" and not native_runs(cell))):
             continue
         out[(path, hoisted)] = options
     return out
@@ -87,10 +97,13 @@ def variants(cell_name, H, B, T):
     xs = jax.random.normal(key, (B, T, F))
     cell = cells.get_cell(cell_name, hidden_size=H)
     chosen = layers.choose_path(cell, layers.options.Options(), jax.default_backend())
+    if chosen.path == "native" and B * H < layers.native.SMALLEST:  # too small for oneDNN
+        chosen = chosen._replace(path="custom_vjp")
     out, chosen_label = {}, None
     for (path, hoisted), options in choices(cell).items():
-        label = f"{path} {'hoisted' if hoisted else 'fused'}"
-        if (path, hoisted) == tuple(chosen) or (path == "parallel" == chosen.path):
+        label = path if path == "native" else f"{path} {'hoisted' if hoisted else 'fused'}"
+        if (path, hoisted) == tuple(chosen) or (path in ("parallel", "native")
+                                                and path == chosen.path):
             chosen_label = label
         layer = layers.rnn(cell, **options)
         params = layer.init(key, F)

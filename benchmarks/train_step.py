@@ -9,8 +9,10 @@ recurrent layers of H units, a readout to 27 logits, mean softmax cross-entropy 
 next-character targets. Every JAX variant shares the same loss and optax Adam and differs only
 in its recurrent layers:
 - rnnlab: `rnnlab.models.language_model` (the model `python -m rnnlab.main` trains) with
-  `model.backward=auto` (the hand-derived backward for elman, lstm and gru) and
-  `model.backward=autodiff` (autodiff through the scan of the cell's step);
+  `model.backward=auto` (on a CPU: oneDNN's RNN primitive through XLA's FFI where the native
+  path is built, `python -m rnnlab.native` says whether), `model.backward=custom` (the
+  hand-derived backward in pure JAX) and `model.backward=autodiff` (autodiff through the scan of
+  the cell's step);
 - flax: `nn.RNN` over `SimpleCell` / `OptimizedLSTMCell` / `GRUCell`;
 - equinox: `jax.lax.scan` over `eqx.nn.LSTMCell` / `GRUCell` (Equinox has no Elman cell);
 - torch: `nn.RNN` / `nn.LSTM` / `nn.GRU` (oneDNN on CPU) with `torch.optim.Adam`.
@@ -34,7 +36,7 @@ import numpy as np
 import optax
 
 from configs import base as base_config
-from rnnlab import models
+from rnnlab import models, native
 
 V, E = 27, 64
 GATES = {"elman": 1, "lstm": 4, "gru": 3}
@@ -167,12 +169,15 @@ def main():
     parser.add_argument("--bptt", default="64,100")
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--peers", default="flax,equinox,torch")
+    parser.add_argument("--paths", default="custom,autodiff",
+                        help="rnnlab's other paths beside its default (model.backward=auto)")
     args = parser.parse_args()
     ints = lambda s: [int(v) for v in s.split(",")]
     peers = args.peers.split(",") if args.peers else []
     peak = matmul_peak_gflops()
     print(f"jax {jax.__version__} on {jax.default_backend()}; large-matmul peak {peak:.0f} "
-          "GFLOP/s (2048x2048 float32)")
+          "GFLOP/s (2048x2048 float32); native path: "
+          f"{native.status()[1] if native.status()[0] else 'off (' + native.status()[1] + ')'}")
     print("| cell | L | H | B | T | variant | compile s | median ms | x rnnlab | GFLOP/s "
           "| % peak |")
     print("|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|")
@@ -180,8 +185,9 @@ def main():
                              ints(args.batch), ints(args.bptt))
     for cell, L, H, B, T in grid:
         tokens = np.asarray(jax.random.randint(jax.random.key(1), (B, T + 1), 0, V))
-        makers = {"rnnlab": functools.partial(rnnlab_variant, cell, L, H, "auto"),
-                  "rnnlab autodiff": functools.partial(rnnlab_variant, cell, L, H, "autodiff")}
+        makers = {"rnnlab": functools.partial(rnnlab_variant, cell, L, H, "auto")}
+        makers |= {f"rnnlab {path}": functools.partial(rnnlab_variant, cell, L, H, path)
+                   for path in filter(None, args.paths.split(","))}
         makers |= {peer: functools.partial(PEERS[peer], cell, L, H) for peer in peers}
         runs, compile_s = {}, {}
         for name, make in makers.items():

@@ -92,7 +92,9 @@ def _model_execution(m: ml_collections.ConfigDict) -> None:
     m.projection = "fused"  # input projection: fused into each step, or hoisted
     m.dtype = "float32"  # compute dtype: float32 | bfloat16 (params, optimizer, loss, c: float32)
     m.remat = 0  # rematerialise the scan every k steps: memory ~ T/k + k steps; 0: off
-    m.backward = "auto"  # custom (hand-derived, elman/lstm/gru) | autodiff | auto: custom if it can
+    # native (oneDNN on a CPU) | custom (hand-derived) | autodiff | auto: native, else custom, if
+    # the cell has them (elman/irnn tanh or relu, lstm, gru), else autodiff
+    m.backward = "auto"
     m.learn_initial_carry = False  # a learned initial state instead of zeros
 
 

@@ -120,6 +120,19 @@ def _make_cell(m, vocab_size):
     return cells.get_cell(m.cell, hidden_size=m.hidden_size, **options)
 
 
+def path(m: ml_collections.ConfigDict) -> str:
+    """Which path runs the recurrent layers `config.model` describes on this backend
+    (`layers.paths.choose_path`), said for the log: "native (oneDNN)", "custom_vjp", ..."""
+    import jax
+
+    cell = _make_cell(m, vocab_size=2)
+    chosen = layers.paths.choose_path(cell, layer_options(m), jax.default_backend()).path
+    if chosen == "native":
+        return (f"native (oneDNN; custom_vjp for windows of under {layers.native.SMALLEST} "
+                "batch x hidden units, with lengths or with mid-window resets)")
+    return chosen
+
+
 def make_body(m: ml_collections.ConfigDict, vocab_size: int | None = None) -> layers.Layer:
     """The recurrent layers `config.model` (or a section shaped like it) describes: stacked,
     bidirectional when asked, with dropout and residual connections between layers.

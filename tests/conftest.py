@@ -17,3 +17,12 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 os.environ.setdefault("XLA_FLAGS", FAST_COMPILE)
+
+
+def pytest_configure(config):
+    # The native CPU path (rnnlab.native) is built on first use: build it once here, before the
+    # xdist workers and the runs they start would each compile it at the same moment.
+    if not hasattr(config, "workerinput"):
+        from rnnlab import native
+
+        native.status()

@@ -5,6 +5,7 @@ overrides) validate. (The commands that train are run by the tests of what they 
 catches the stale ones: a renamed flag, a moved file, a misspelt key.)"""
 
 import importlib.util
+import pathlib
 import re
 import shlex
 import sys
@@ -39,11 +40,18 @@ def shown_commands():
 COMMANDS = sorted(set(shown_commands()))
 
 
+def source_of(target: str) -> pathlib.Path:
+    """The file a shown command runs: a script, a module, or a package's `__main__.py`."""
+    if target.endswith(".py"):
+        return ROOT / target
+    path = ROOT / (target.replace(".", "/") + ".py")
+    return path if path.exists() else ROOT / target.replace(".", "/") / "__main__.py"
+
+
 def module_flags(target: str) -> set[str]:
     """The flags the module or script defines in its source (absl's `DEFINE_*("name", ...)`,
     argparse's `add_argument("--name", ...)`): read, not run, to keep the suite fast."""
-    path = ROOT / (target if target.endswith(".py") else target.replace(".", "/") + ".py")
-    source = path.read_text()
+    source = source_of(target).read_text()
     return set(re.findall(r"DEFINE_\w+\(\s*\"([\w.]+)\"", source)) | set(
         re.findall(r"add_argument\(\s*\"--(\w+)\"", source))
 
@@ -74,7 +82,7 @@ def test_every_shown_command_names_what_exists(shown):
         tokens = command.split()
     target = tokens[2] if tokens[1] == "-m" else tokens[1]
     args = tokens[3:] if tokens[1] == "-m" else tokens[2:]
-    path = ROOT / (target if target.endswith(".py") else target.replace(".", "/") + ".py")
+    path = source_of(target)
     assert path.is_file() or importlib.util.find_spec(target) is not None, f"{where}: {target}"
     defined = module_flags(target)
     config_file, changes = None, {}

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnlab import cells, layers
+from rnnlab import cells, layers, native
 from rnnlab.layers import options as options_lib
 from rnnlab.layers import paths
 
@@ -19,9 +19,11 @@ def choice(name, backend, tapped=False, **options):
 
 
 def test_the_policy_per_backend():
-    # CPU: the measured choices (in-step projection, the hand-derived backward, no parallel
-    # scan); GPU/TPU: the accelerator form (hoisted projection, parallel scan for linear cells).
-    assert choice("lstm", "cpu") == ("custom_vjp", False)
+    # CPU: the measured choices (in-step projection, oneDNN where it is built or else the
+    # hand-derived backward, no parallel scan); GPU/TPU: the accelerator form (hoisted
+    # projection, parallel scan for linear cells).
+    assert choice("lstm", "cpu") == ("native" if native.available() else "custom_vjp", False)
+    assert choice("lstm", "cpu", backward="custom") == ("custom_vjp", False)
     assert choice("lstm", "gpu") == ("custom_vjp", True)
     assert choice("mingru", "cpu") == ("sequential", False)
     assert choice("mingru", "tpu") == ("parallel", True)
@@ -41,9 +43,9 @@ def test_auto_projection_traces_as_the_hoisted_form_off_cpu(monkeypatch):
     params = layers.rnn(cell).init(jax.random.key(0), F)
     xs = jnp.ones((B, T, F))
 
-    def jaxpr(**options):
-        return str(jax.make_jaxpr(lambda p: layers.rnn(cell, **options).apply(p, None, xs))(
-            params))
+    def jaxpr(**options):  # the hand-derived path (oneDNN, native on a CPU, has no projection)
+        layer = layers.rnn(cell, backward="custom", **options)
+        return str(jax.make_jaxpr(lambda p: layer.apply(p, None, xs))(params))
 
     assert jaxpr() == jaxpr(projection="fused") != jaxpr(projection="hoisted")
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")

@@ -179,24 +179,25 @@ def wait_for_step(proc, workdir, step, timeout=240, *, checkpointed=False):
     raise AssertionError(f"no step {step} within {timeout}s")
 
 
-def kill_and_resume(workdir, *, env=None, log=None):
-    """Runs KILL_RUN in `workdir`, SIGKILLs it at a random step after the first checkpoint and
-    well before the end, then reruns it to the end."""
+def kill_and_resume(workdir, *overrides, env=None, log=None):
+    """Runs KILL_RUN (and `overrides`) in `workdir`, SIGKILLs it at a random step after the first
+    checkpoint and well before the end, then reruns it to the end."""
     # A kill step of its own each time, from a seed printed so that a failure replays
     # (RNNLAB_KILL_SEED=that seed).
     seed = int(os.environ.get("RNNLAB_KILL_SEED", time.time_ns() % 2**32))
     step = int(np.random.default_rng(seed).integers(30, STEPS // 2))
     print(f"kill_and_resume: killing at step {step} (RNNLAB_KILL_SEED={seed})")
-    proc = run_main(workdir, *KILL_RUN, wait=False, env=env, log=log)
+    proc = run_main(workdir, *KILL_RUN, *overrides, wait=False, env=env, log=log)
     wait_for_step(proc, workdir, step, checkpointed=True)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed = storage.path(workdir)
     assert json.loads((killed / "status.json").read_text())["status"] == "running"
     assert max(m["step"] for m in layout.read_metrics(killed)) < STEPS
-    resumed = run_main(workdir, *KILL_RUN, env=env)
+    resumed = run_main(workdir, *KILL_RUN, *overrides, env=env)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming" in resumed.stderr
+    return resumed
 
 
 def test_sigkill_and_rerun_is_bitwise_equal_to_an_uninterrupted_run(tmp_path, tmp_path_factory):

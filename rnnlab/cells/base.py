@@ -33,6 +33,8 @@ class Kernel(NamedTuple):
         `xs [T, B, F]`, `hs_in [T, B, H]` the h each step read (after resets, masked), `saved`
         and `dz` stacked over time.
       project: `(p, xs) -> xp`, the hoisted input projection (bias included).
+      native: the oneDNN cell computing the same step ("lstm", "lbr_gru", "gru", "rnn_tanh",
+        "rnn_relu"), which the native CPU path runs (`rnnlab.layers.native`); None: none.
     """
 
     params: tuple[str, ...]
@@ -40,6 +42,7 @@ class Kernel(NamedTuple):
     backward: Callable
     param_grads: Callable
     project: Callable
+    native: str | None = None
 
 
 class Cell(NamedTuple):

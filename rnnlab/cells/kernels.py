@@ -84,7 +84,7 @@ def elman(activation: str) -> base.Kernel:
         return _mask(dz @ p["w_h"].T, hm), dz
 
     return base.Kernel(("w_x", "w_h", "b"), forward, backward, _single_bias_grads,
-                       _project_single_bias)
+                       _project_single_bias, native=f"rnn_{activation}")
 
 
 def lstm() -> base.Kernel:
@@ -111,7 +111,7 @@ def lstm() -> base.Kernel:
         return (_mask(_times_w_t(dz, p["w_h"], 4), hm), dc * f), dz
 
     return base.Kernel(("w_x", "w_h", "b"), forward, backward, _single_bias_grads,
-                       _project_single_bias)
+                       _project_single_bias, native="lstm")
 
 
 def gru(reset_after: bool) -> base.Kernel:
@@ -173,4 +173,5 @@ def gru(reset_after: bool) -> base.Kernel:
         grads |= {"w_x": _outer(xs, dzx), "b_x": dzx.sum((0, 1))}
         return grads, dzx @ p["w_x"].T
 
-    return base.Kernel(("w_x", "w_h", "b_x", "b_h"), forward, backward, param_grads, project)
+    return base.Kernel(("w_x", "w_h", "b_x", "b_h"), forward, backward, param_grads, project,
+                       native="lbr_gru" if reset_after else "gru")

@@ -64,11 +64,16 @@ def rnn(
         windows of one sequence share it, and a language model's streams, whose windows each
         get a new key, draw a new one per window as in Gal's PTB setup. Needs a cell that
         reads the mask (`cell.variational`: elman, irnn, lstm and its variants, gru).
-      backward: how gradients are computed. "custom": the cell's hand-derived backward pass over
-        the whole window (`cell.kernel`, see `cells.kernels`: elman and irnn with tanh or relu,
-        lstm, gru); "autodiff": autodiff through the scan of `cell.step`; "auto" (default):
-        custom when the cell has a kernel and neither zoneout nor remat is asked for, else
-        autodiff. Both compute the same values and gradients (tested in float64).
+      backward: which path computes the window and its gradients. "native": oneDNN's RNN
+        primitive through XLA's FFI (`layers.native`, CPU, float32, the cells oneDNN has: elman
+        and irnn with tanh or relu, lstm, gru; built on first use, see `rnnlab.native`);
+        "custom": the cell's hand-derived backward pass over the whole window (`cell.kernel`,
+        see `cells.kernels`, the same cells); "autodiff": autodiff through the scan of
+        `cell.step`; "auto" (default): the backend's choice (`paths.choose_path`: native on a
+        CPU where it is built, else custom, when the cell has a kernel and neither zoneout nor
+        remat is asked for; else autodiff). All compute the same values and gradients (custom
+        and autodiff tested equal in float64; native in float32 against them, float64 NumPy
+        loops of the equations and PyTorch).
       remat: rematerialise the scan every `remat` steps (`jax.checkpoint` around chunks of that
         many steps): the backward pass keeps the carries at the chunk boundaries and recomputes
         one chunk at a time, so memory grows with T / remat + remat steps instead of T, for

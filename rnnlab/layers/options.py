@@ -12,7 +12,7 @@ from typing import Any, NamedTuple, Sequence
 from rnnlab.cells import base
 
 PROJECTIONS = ("auto", "fused", "hoisted")
-BACKWARDS = ("auto", "custom", "autodiff")
+BACKWARDS = ("auto", "custom", "autodiff", "native")
 MERGES = ("concat", "sum")
 
 
@@ -113,9 +113,31 @@ def check(cell: base.Cell, options: Options, spell: Spelling = PYTHON) -> None:
                          f"{s.setting('backward', 'auto')} or 'autodiff'")
     _check_count(o.remat, "remat", s, 0,
                  "an integer >= 0 (steps per rematerialised chunk; 0: off)")
-    if o.backward == "custom" and o.remat:
+    if o.backward in ("custom", "native") and o.remat:
         raise ValueError(f"{s.name('remat')} runs the autodiff path: set "
                          f"{s.setting('backward', 'auto')} with it")
+    if o.backward == "native":
+        _check_native(cell, o, s)
+
+
+def _check_native(cell, o, s):
+    """`backward='native'`: a cell oneDNN has, options it can run, and the library here."""
+    if cell.kernel is None or cell.kernel.native is None or o.zoning or o.recurrent_dropout:
+        raise ValueError(f"{s.setting('backward', 'native')} needs a cell oneDNN has (elman or "
+                         "irnn with tanh or relu, lstm, gru: no variants, leak or other "
+                         f"activations) and no zoneout or recurrent dropout{s.not_cell()}; use "
+                         f"{s.setting('backward', 'auto')}")
+    import jax
+
+    from rnnlab import native
+
+    if jax.default_backend() != "cpu":
+        raise ValueError(f"{s.setting('backward', 'native')} runs on a CPU; this backend is "
+                         f"{jax.default_backend()}: use {s.setting('backward', 'auto')}")
+    ok, why = native.status()
+    if not ok:
+        raise ValueError(f"{s.setting('backward', 'native')}: the native path is not available "
+                         f"here: {why}")
 
 
 def check_stack(dropout: float, spell: Spelling = PYTHON) -> None:

@@ -6,6 +6,7 @@ on, so a run of it on a GPU or TPU settles the choices that have no measurement 
 
 The paths (each its own module), in `PATHS`, in the order they are tried:
 - "parallel": the associative scan of a linear recurrence (`layers.parallel`);
+- "native": oneDNN's RNN primitive through XLA's FFI (`layers.native`), CPU only;
 - "custom_vjp": the cell's hand-derived backward over the whole window (`layers.custom_vjp`);
 - "sequential": `jax.lax.scan` of the cell's step (`layers.sequential`), optionally in
   rematerialised chunks; runs every option, so it comes last and always applies.
@@ -17,8 +18,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
+import jax
+
+from rnnlab import native as native_lib
 from rnnlab.cells import base
-from rnnlab.layers import custom_vjp, parallel, sequential
+from rnnlab.layers import custom_vjp, native, parallel, sequential
 from rnnlab.layers import options as options_lib
 
 
@@ -67,6 +71,19 @@ def _parallel(cell: base.Cell, o: options_lib.Options, backend: str) -> bool:
     return cell.linear and not o.zoning and backend != "cpu"
 
 
+def _native(cell: base.Cell, o: options_lib.Options, backend: str) -> bool:
+    if o.backward == "native":
+        return True  # forced (`options.check` made sure it can run here)
+    # CPU: oneDNN's primitive against the hand-derived backward, per training step of a char
+    # model at B=64, T=100: LSTM 1.04-1.32x, GRU 1.13-1.52x, Elman 0.84-1.09x (benchmarks/
+    # README.md, "With the native CPU path", 2026-12-07). One device only: under data
+    # parallelism XLA cannot split a foreign call over the batch and would run it whole on
+    # every device. GPU, TPU: oneDNN is a CPU library.
+    return (o.backward == "auto" and backend == "cpu" and cell.kernel is not None
+            and cell.kernel.native is not None and not o.zoning and not o.remat
+            and not o.recurrent_dropout and jax.device_count() == 1 and native_lib.available())
+
+
 def _custom(cell: base.Cell, o: options_lib.Options, backend: str) -> bool:
     # CPU: the hand-derived backward against autodiff through the scan, per training step:
     # Elman 1.05-1.78x, GRU 0.93-1.19x, LSTM 0.96-1.16x (benchmarks/README.md, "train_step.py").
@@ -89,6 +106,7 @@ def _hoisted(o: options_lib.Options, backend: str) -> bool:
 
 PATHS: dict[str, Path] = {
     "parallel": Path(_parallel, parallel.run),
+    "native": Path(_native, native.run),
     "custom_vjp": Path(_custom, custom_vjp.run),
     "sequential": Path(lambda cell, options, backend: True, sequential.run),
 }

@@ -1,0 +1,124 @@
+"""The native path: oneDNN's RNN primitive runs the whole window, forward and backward (under
+`jax.custom_vjp`), through XLA's FFI (`rnnlab.native` builds and registers it). CPU, float32,
+the cells oneDNN has (`Kernel.native`: LSTM, GRU with the reset after or before the recurrent
+matmul, Elman tanh or relu), either direction.
+
+oneDNN cannot restart a stream inside a window, stop at a sequence's length or mask the
+recurrent input, so a window with lengths or a recurrent dropout mask runs the hand-derived
+path (`layers.custom_vjp`) instead, decided when traced; a window whose resets fall inside it
+does so at run time (`lax.cond`), a reset at its first step being the carry it starts from.
+Under `vmap` (trials trained together) the primitive runs once per trial.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnnlab import native
+from rnnlab.cells import base
+from rnnlab.layers import custom_vjp, layer
+
+# Kernel.native -> the cell's code in onednn_rnn.cc.
+CODES = {"lstm": 0, "lbr_gru": 1, "rnn_tanh": 2, "rnn_relu": 3, "gru": 4}
+# Below this many batch x hidden units a window's steps are too small for oneDNN's threads: the
+# hand-derived path ran one layer's gradient 1.02-2.3x faster at B x H = 256-4096 (LSTM and GRU,
+# T=32); from 64 x 128 on oneDNN ties or wins (benchmarks/README.md, "The native path against
+# the hand-derived one at small sizes"). "auto" runs smaller windows on the hand-derived path; a
+# forced `backward="native"` runs them here.
+SMALLEST = 64 * 128
+
+
+def _forward(code: int, reverse: bool, training: bool, x, h0, c0, wl, wi, b):
+    native.load()  # registers the targets (once per process)
+    T, N, C = x.shape
+    H = h0.shape[-1]
+    ws = native.workspace_bytes(code, reverse, T, N, C, H) if training else 0
+    f32 = lambda shape: jax.ShapeDtypeStruct(shape, jnp.float32)  # noqa: E731
+    out = (f32((T, N, H)), f32((N, H)), f32(c0.shape), jax.ShapeDtypeStruct((ws,), jnp.uint8))
+    return jax.ffi.ffi_call("rnnlab_rnn_forward", out, vmap_method="sequential")(
+        x, h0, c0, wl, wi, b, cell=np.int64(code), reverse=reverse, training=training)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def rnn(code: int, reverse: bool, x, h0, c0, wl, wi, b):
+    """oneDNN's layer: `x [T, N, C]`, `h0 [N, H]`, `c0 [N, H]` (LSTM; `[0]` otherwise), weights
+    `wl [C, G*H]`, `wi [H, G*H]`, bias `b [Gb*H]` in oneDNN's gate order -> `(y [T, N, H], hT,
+    cT)`, `y[t]` the output of the step that read `x[t]` (`reverse`: from `x[T-1]` to `x[0]`)."""
+    return _forward(code, reverse, False, x, h0, c0, wl, wi, b)[:3]
+
+
+def _rnn_fwd(code, reverse, x, h0, c0, wl, wi, b):
+    y, hT, cT, ws = _forward(code, reverse, True, x, h0, c0, wl, wi, b)
+    return (y, hT, cT), (x, h0, c0, wl, wi, b, y, hT, cT, ws)
+
+
+def _rnn_bwd(code, reverse, residuals, cotangents):
+    like = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype)  # noqa: E731
+    return jax.ffi.ffi_call("rnnlab_rnn_backward", tuple(map(like, residuals[:6])),
+                            vmap_method="sequential")(
+        *residuals, *cotangents, cell=np.int64(code), reverse=reverse)
+
+
+rnn.defvjp(_rnn_fwd, _rnn_bwd)
+
+
+def onednn_params(name: str, p):
+    """rnnlab's cell params -> oneDNN's `(weights_layer, weights_iter, bias)`, differentiably.
+    LSTM (i, f, g, o) and Elman are oneDNN's layout already; a GRU's gates (r, z, n) go in
+    oneDNN's order (u = z, r, o = n), its two biases summed where oneDNN has one."""
+    if not name.endswith("gru"):
+        return p["w_x"], p["w_h"], p["b"]
+    H = p["w_h"].shape[0]
+    zrn = lambda w: jnp.concatenate([w[..., H:2 * H], w[..., :H], w[..., 2 * H:]], -1)  # noqa
+    summed = zrn(p["b_x"] + p["b_h"])
+    b = (jnp.concatenate([summed[:2 * H], p["b_x"][2 * H:], p["b_h"][2 * H:]])
+         if name == "lbr_gru" else summed)
+    return zrn(p["w_x"]), zrn(p["w_h"]), b
+
+
+def runs(cell: base.Cell, params, carry, window, how) -> bool:
+    """The window is one the primitive computes (checked when traced): float32 inputs, carry and
+    params (a bfloat16 layer computes in its carry's dtype), no lengths, no recurrent dropout
+    mask; under "auto", at least `SMALLEST` batch x hidden units."""
+    if cell.kernel is None or cell.kernel.native not in CODES or isinstance(window.xs, dict):
+        return False
+    rows = int(np.prod(how.batch_shape, dtype=int))
+    if how.options.backward == "auto" and rows * cell.hidden_size < SMALLEST:
+        return False
+    arrays = [window.xs, *jax.tree.leaves(carry), *(params[k] for k in cell.kernel.params)]
+    return (all(a.dtype == jnp.float32 for a in arrays) and window.mask is None
+            and how.h_mask is None)
+
+
+def run(cell: base.Cell, params, carry, carry0, window, how):
+    """The window through oneDNN (`how`: a `paths.How`); as `custom_vjp.run` where it cannot."""
+    if not runs(cell, params, carry, window, how):
+        return custom_vjp.run(cell, params, carry, carry0, window, how)
+    batch_shape = how.batch_shape
+    B = int(np.prod(batch_shape, dtype=int))
+    rows = lambda a, lead: a.reshape(*a.shape[:lead], B, *a.shape[lead + len(batch_shape):])  # noqa
+    xs = rows(window.xs, 1)
+    T = xs.shape[0]
+    code = CODES[cell.kernel.native]
+    w = onednn_params(cell.kernel.native, params)
+    lstm = isinstance(carry, tuple)
+
+    def through_onednn(start):
+        h0, c0 = (rows(start[0], 0), rows(start[1], 0)) if lstm else (rows(start, 0),
+                                                                       jnp.zeros((0,)))
+        ys, hT, cT = rnn(code, window.backwards, xs, h0, c0, *w)
+        unrows = lambda a, lead: a.reshape(*a.shape[:lead], *batch_shape, *a.shape[lead + 1:])  # noqa
+        return ((unrows(hT, 0), unrows(cT, 0)) if lstm else unrows(hT, 0)), unrows(ys, 1)
+
+    if window.reset is None:
+        return through_onednn(carry)
+    first = T - 1 if window.backwards else 0
+    start = layer.where(window.reset[first], carry0, carry)
+    inside = jnp.delete(window.reset, first, axis=0, assume_unique_indices=True)
+    return jax.lax.cond(jnp.any(inside),
+                        lambda: custom_vjp.run(cell, params, carry, carry0, window, how),
+                        lambda: through_onednn(start))
