@@ -228,33 +228,36 @@ def test_turned_off_or_unbuildable_it_says_why_and_auto_falls_back(tmp_path):
 
 
 @needs_native
-def test_over_several_devices_auto_runs_the_hand_derived_path_and_forced_is_correct():
-    # Data parallel: XLA would run a foreign call whole on every device, so "auto" keeps the
-    # pure-JAX path; a forced native layer on a batch split over the devices still computes
-    # the same values and gradients.
+def test_over_several_devices_each_runs_its_rows_and_gradients_are_summed():
+    # Data parallel: the batch split over 2 devices, each device runs oneDNN on its rows
+    # (shard_map), the weights' gradients summed; a batch that does not split evenly runs the
+    # hand-derived path.
     code = """
 import jax, jax.numpy as jnp, numpy as np
 from rnnlab import cells, layers, parallel
-from rnnlab.layers import paths, options
-cell = cells.get_cell("lstm", hidden_size=8)
-print(paths.choose_path(cell, options.Options(), "cpu").path)
 mesh = parallel.make_mesh()
-xs = jax.device_put(jax.random.normal(jax.random.key(0), (4, 5, 3)), parallel.split(mesh, 0))
-grads = {}
-for backward in ("native", "custom"):
-    layer = layers.rnn(cell, backward=backward)
-    params = layer.init(jax.random.key(1), 3)
-    loss = lambda p: jnp.sum(layer.apply(p, None, xs)[1] ** 2)
-    grads[backward] = jax.jit(jax.value_and_grad(loss))(params)
-for a, b in zip(jax.tree.leaves(grads["native"]), jax.tree.leaves(grads["custom"])):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-print("equal")
+for name, batch in (("lstm", 4), ("gru", 4), ("lstm", 3)):
+    cell = cells.get_cell(name, hidden_size=8)
+    xs = jax.random.normal(jax.random.key(0), (batch, 5, 3))
+    if batch % 2 == 0:
+        xs = jax.device_put(xs, parallel.split(mesh, 0))
+    out, jaxprs = {}, {}
+    for backward in ("native", "custom"):
+        layer = layers.rnn(cell, backward=backward)
+        params = layer.init(jax.random.key(1), 3)
+        loss = lambda p: jnp.sum(jnp.sin(layer.apply(p, None, xs)[1]))
+        out[backward] = jax.jit(jax.value_and_grad(loss))(params)
+        jaxprs[backward] = str(jax.make_jaxpr(loss)(params))
+    for a, b in zip(jax.tree.leaves(out["native"]), jax.tree.leaves(out["custom"])):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    print(name, batch, "shard_map" in jaxprs["native"], "rnnlab_rnn_forward" in jaxprs["native"])
 """
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          env=env)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["custom_vjp", "equal"]
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.splitlines() == ["lstm 4 True True", "gru 4 True True",
+                                       "lstm 3 False False"]
 
 
 @needs_native

@@ -66,6 +66,24 @@ def _rnn_bwd(code, reverse, residuals, cotangents):
 rnn.defvjp(_rnn_fwd, _rnn_bwd)
 
 
+def _per_device(code: int, reverse: bool, x, h0, c0, w):
+    """`rnn` on each device's rows when the batch is split over several devices (data
+    parallelism: `rnnlab.parallel`'s one mesh axis over every device): XLA cannot split a
+    foreign call, and would otherwise gather the batch and run it whole on every device. The
+    weights' gradients are summed over the devices by `shard_map`'s transpose."""
+    if jax.device_count() == 1:
+        return rnn(code, reverse, x, h0, c0, *w)
+    from rnnlab import parallel  # (a layer otherwise knows nothing of meshes)
+
+    P = jax.sharding.PartitionSpec
+    split, whole = P(parallel.AXIS), P()
+    c_spec = split if c0.ndim == 2 else whole
+    return jax.shard_map(
+        lambda x, h0, c0, *w: rnn(code, reverse, x, h0, c0, *w), mesh=parallel.make_mesh(),
+        in_specs=(P(None, parallel.AXIS), split, c_spec, whole, whole, whole),
+        out_specs=(P(None, parallel.AXIS), split, c_spec), check_vma=False)(x, h0, c0, *w)
+
+
 def onednn_params(name: str, p):
     """rnnlab's cell params -> oneDNN's `(weights_layer, weights_iter, bias)`, differentiably.
     LSTM (i, f, g, o) and Elman are oneDNN's layout already; a GRU's gates (r, z, n) go in
@@ -83,11 +101,14 @@ def onednn_params(name: str, p):
 def runs(cell: base.Cell, params, carry, window, how) -> bool:
     """The window is one the primitive computes (checked when traced): float32 inputs, carry and
     params (a bfloat16 layer computes in its carry's dtype), no lengths, no recurrent dropout
-    mask; under "auto", at least `SMALLEST` batch x hidden units."""
+    mask; under "auto", at least `SMALLEST` batch x hidden units; over several devices, rows
+    that split evenly."""
     if cell.kernel is None or cell.kernel.native not in CODES or isinstance(window.xs, dict):
         return False
     rows = int(np.prod(how.batch_shape, dtype=int))
     if how.options.backward == "auto" and rows * cell.hidden_size < SMALLEST:
+        return False
+    if rows % jax.device_count():  # over several devices, each takes an equal share of rows
         return False
     arrays = [window.xs, *jax.tree.leaves(carry), *(params[k] for k in cell.kernel.params)]
     return (all(a.dtype == jnp.float32 for a in arrays) and window.mask is None
@@ -110,7 +131,7 @@ def run(cell: base.Cell, params, carry, carry0, window, how):
     def through_onednn(start):
         h0, c0 = (rows(start[0], 0), rows(start[1], 0)) if lstm else (rows(start, 0),
                                                                        jnp.zeros((0,)))
-        ys, hT, cT = rnn(code, window.backwards, xs, h0, c0, *w)
+        ys, hT, cT = _per_device(code, window.backwards, xs, h0, c0, w)
         unrows = lambda a, lead: a.reshape(*a.shape[:lead], *batch_shape, *a.shape[lead + 1:])  # noqa
         return ((unrows(hT, 0), unrows(cT, 0)) if lstm else unrows(hT, 0)), unrows(ys, 1)
 

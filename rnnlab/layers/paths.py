@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
-import jax
-
 from rnnlab import native as native_lib
 from rnnlab.cells import base
 from rnnlab.layers import custom_vjp, native, parallel, sequential
@@ -76,12 +74,11 @@ def _native(cell: base.Cell, o: options_lib.Options, backend: str) -> bool:
         return True  # forced (`options.check` made sure it can run here)
     # CPU: oneDNN's primitive against the hand-derived backward, per training step of a char
     # model at B=64, T=100: LSTM 1.04-1.32x, GRU 1.13-1.52x, Elman 0.84-1.09x (benchmarks/
-    # README.md, "With the native CPU path", 2026-12-07). One device only: under data
-    # parallelism XLA cannot split a foreign call over the batch and would run it whole on
-    # every device. GPU, TPU: oneDNN is a CPU library.
+    # README.md, "With the native CPU path", 2026-12-07); small windows stay on the hand-derived
+    # path (`native.SMALLEST`). GPU, TPU: oneDNN is a CPU library.
     return (o.backward == "auto" and backend == "cpu" and cell.kernel is not None
             and cell.kernel.native is not None and not o.zoning and not o.remat
-            and not o.recurrent_dropout and jax.device_count() == 1 and native_lib.available())
+            and not o.recurrent_dropout and native_lib.available())
 
 
 def _custom(cell: base.Cell, o: options_lib.Options, backend: str) -> bool:
