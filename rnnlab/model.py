@@ -120,17 +120,21 @@ def _make_cell(m, vocab_size):
     return cells.get_cell(m.cell, hidden_size=m.hidden_size, **options)
 
 
-def path(m: ml_collections.ConfigDict) -> str:
-    """Which path runs the recurrent layers `config.model` describes on this backend
-    (`layers.paths.choose_path`), said for the log: "native (oneDNN)", "custom_vjp", ..."""
+def path(m: ml_collections.ConfigDict, batch_size: int) -> str:
+    """Which path runs the recurrent layers `config.model` describes on this backend, for
+    training windows of `batch_size` rows (`layers.paths.choose_path`), said for the log."""
     import jax
 
     cell = _make_cell(m, vocab_size=2)
-    chosen = layers.paths.choose_path(cell, layer_options(m), jax.default_backend()).path
-    if chosen == "native":
-        return (f"native (oneDNN; custom_vjp for windows of under {layers.native.SMALLEST} "
-                "batch x hidden units, with lengths or with mid-window resets)")
-    return chosen
+    options = layer_options(m)
+    chosen = layers.paths.choose_path(cell, options, jax.default_backend()).path
+    if chosen != "native":
+        return f"{chosen} path"
+    smallest = layers.native.SMALLEST
+    if options.backward == "auto" and batch_size * m.hidden_size < smallest:
+        return (f"custom_vjp path (the native one from {smallest} batch x hidden units; here "
+                f"{batch_size} x {m.hidden_size})")
+    return "native path (oneDNN; windows with lengths or mid-window resets: custom_vjp)"
 
 
 def make_body(m: ml_collections.ConfigDict, vocab_size: int | None = None) -> layers.Layer:

@@ -285,7 +285,22 @@ def test_training_on_the_native_path_is_bitwise_run_to_run_and_after_sigkill(tmp
     forced = "--config.model.backward=native"  # the kill runs' model is too small for "auto"
     straight = run_main(tmp_path / "straight", *KILL_RUN, forced)
     assert straight.returncode == 0, straight.stderr[-2000:]
-    assert "layers run the native (oneDNN" in straight.stderr
+    assert "layers run the native path (oneDNN" in straight.stderr
     resumed = kill_and_resume(tmp_path / "killed", forced)
-    assert "layers run the native (oneDNN" in resumed.stderr
+    assert "layers run the native path (oneDNN" in resumed.stderr
     assert_same_run(tmp_path / "straight", tmp_path / "killed")
+
+
+def test_the_log_names_the_path_the_layers_take():
+    from configs import base as base_config
+    from rnnlab import model
+
+    m = base_config.get_config().model
+    m.cell, m.hidden_size = "lstm", 32
+    small = model.path(m, 8)
+    assert small == ("custom_vjp path (the native one from 8192 batch x hidden units; here 8 x "
+                     "32)" if BUILT else "custom_vjp path")
+    m.hidden_size = 128
+    assert model.path(m, 64).startswith("native path (oneDNN" if BUILT else "custom_vjp path")
+    m.backward = "autodiff"
+    assert model.path(m, 64) == "sequential path"

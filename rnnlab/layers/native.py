@@ -7,7 +7,9 @@ oneDNN cannot restart a stream inside a window, stop at a sequence's length or m
 recurrent input, so a window with lengths or a recurrent dropout mask runs the hand-derived
 path (`layers.custom_vjp`) instead, decided when traced; a window whose resets fall inside it
 does so at run time (`lax.cond`), a reset at its first step being the carry it starts from.
-Under `vmap` (trials trained together) the primitive runs once per trial.
+Under `vmap` (trials trained together) the primitive runs once per trial; over several devices
+each device runs it on its own rows of the batch. Under `backward="auto"` windows too small to
+repay oneDNN's threads (`SMALLEST`) stay on the hand-derived path.
 """
 
 from __future__ import annotations

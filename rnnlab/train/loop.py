@@ -56,10 +56,10 @@ class Program:
         self.shardings = parallel.state_shardings(states[0], s.mesh, self.state_axis)
         m = trials[0].config.model
         logging.info("model: %s x%d (%s), %d parameters, %d trial(s)%s; %d streams on each of %d "
-                     "devices; layers run the %s path", m.cell, m.num_layers, m.hidden_size,
+                     "devices; layers run the %s", m.cell, m.num_layers, m.hidden_size,
                      self.num_params, len(trials), self.describe,
                      self.t.batch_size // jax.device_count(), jax.device_count(),
-                     model_lib.path(m))
+                     model_lib.path(m, self.t.batch_size))
         self._evals, self._flow = {}, None
 
     # What a vmapped group (`rnnlab.train.trials.Group`) does differently.
