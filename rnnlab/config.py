@@ -92,8 +92,8 @@ def _model_execution(m: ml_collections.ConfigDict) -> None:
     m.projection = "fused"  # input projection: fused into each step, or hoisted
     m.dtype = "float32"  # compute dtype: float32 | bfloat16 (params, optimizer, loss, c: float32)
     m.remat = 0  # rematerialise the scan every k steps: memory ~ T/k + k steps; 0: off
-    # native (oneDNN on a CPU) | custom (hand-derived) | autodiff | auto: native, else custom, if
-    # the cell has them (elman/irnn tanh or relu, lstm, gru), else autodiff
+    # native (oneDNN on a CPU) | custom (hand-derived) | autodiff | auto: native for lstm and gru
+    # on a CPU where it is built, else custom (elman/irnn tanh or relu, lstm, gru), else autodiff
     m.backward = "auto"
     m.learn_initial_carry = False  # a learned initial state instead of zeros
 

@@ -196,6 +196,11 @@ def test_backend_policy_and_forced_choices():
     options = layers.options.Options
     auto = paths.choose_path(lstm, options(), "cpu").path
     assert auto == ("native" if BUILT else "custom_vjp")
+    gru = cells.get_cell("gru", hidden_size=H, reset_after=False)
+    assert paths.choose_path(gru, options(), "cpu").path == auto
+    elman = cells.get_cell("elman", hidden_size=H)  # measured no consistent gain: forced only
+    assert paths.choose_path(elman, options(), "cpu").path == "custom_vjp"
+    assert paths.choose_path(elman, options(backward="native"), "cpu").path == "native"
     assert paths.choose_path(lstm, options(), "gpu").path == "custom_vjp"
     assert paths.choose_path(lstm, options(backward="custom"), "cpu").path == "custom_vjp"
     assert paths.choose_path(lstm, options(zoneout=0.1), "cpu").path == "sequential"

@@ -69,11 +69,12 @@ def rnn(
         and irnn with tanh or relu, lstm, gru; built on first use, see `rnnlab.native`);
         "custom": the cell's hand-derived backward pass over the whole window (`cell.kernel`,
         see `cells.kernels`, the same cells); "autodiff": autodiff through the scan of
-        `cell.step`; "auto" (default): the backend's choice (`paths.choose_path`: native on a
-        CPU where it is built, else custom, when the cell has a kernel and neither zoneout nor
-        remat is asked for; else autodiff). All compute the same values and gradients (custom
-        and autodiff tested equal in float64; native in float32 against them, float64 NumPy
-        loops of the equations and PyTorch).
+        `cell.step`; "auto" (default): the backend's choice (`paths.choose_path`: on a CPU
+        where it is built, native for lstm and gru windows large enough to repay it; custom
+        when the cell has a kernel and neither zoneout nor remat is asked for; else autodiff).
+        All compute the same values and gradients (custom and autodiff tested equal in
+        float64; native in float32 against them, float64 NumPy loops of the equations and
+        PyTorch).
       remat: rematerialise the scan every `remat` steps (`jax.checkpoint` around chunks of that
         many steps): the backward pass keeps the carries at the chunk boundaries and recomputes
         one chunk at a time, so memory grows with T / remat + remat steps instead of T, for
