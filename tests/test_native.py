@@ -235,8 +235,8 @@ def test_turned_off_or_unbuildable_it_says_why_and_auto_falls_back(tmp_path):
 @needs_native
 def test_over_several_devices_each_runs_its_rows_and_gradients_are_summed():
     # Data parallel: the batch split over 2 devices, each device runs oneDNN on its rows
-    # (shard_map), the weights' gradients summed; a batch that does not split evenly runs the
-    # hand-derived path.
+    # (shard_map), the weights' gradients summed, also for trials vmapped together; a batch that
+    # does not split evenly runs the hand-derived path.
     code = """
 import jax, jax.numpy as jnp, numpy as np
 from rnnlab import cells, layers, parallel
@@ -253,16 +253,25 @@ for name, batch in (("lstm", 4), ("gru", 4), ("lstm", 3)):
         loss = lambda p: jnp.sum(jnp.sin(layer.apply(p, None, xs)[1]))
         out[backward] = jax.jit(jax.value_and_grad(loss))(params)
         jaxprs[backward] = str(jax.make_jaxpr(loss)(params))
+        # Two trials trained together (vmapped over their params) on the same split batch.
+        trials = jax.vmap(lambda k: layer.init(k, 3))(jax.random.split(jax.random.key(2), 2))
+        out[backward, "trials"] = jax.jit(jax.vmap(jax.value_and_grad(loss)))(trials)
+        jaxprs[backward, "trials"] = str(jax.make_jaxpr(jax.vmap(loss))(trials))
     for a, b in zip(jax.tree.leaves(out["native"]), jax.tree.leaves(out["custom"])):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-    print(name, batch, "shard_map" in jaxprs["native"], "rnnlab_rnn_forward" in jaxprs["native"])
+    for a, b in zip(jax.tree.leaves(out["native", "trials"]),
+                    jax.tree.leaves(out["custom", "trials"])):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    print(name, batch, *(("shard_map" in j, "rnnlab_rnn_forward" in j)
+                         for j in (jaxprs["native"], jaxprs["native", "trials"])))
 """
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          env=env)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.splitlines() == ["lstm 4 True True", "gru 4 True True",
-                                       "lstm 3 False False"]
+    assert out.stdout.splitlines() == ["lstm 4 (True, True) (True, True)",
+                                       "gru 4 (True, True) (True, True)",
+                                       "lstm 3 (False, False) (False, False)"]
 
 
 @needs_native
