@@ -265,7 +265,8 @@ for name, batch in (("lstm", 4), ("gru", 4), ("lstm", 3)):
     print(name, batch, *(("shard_map" in j, "rnnlab_rnn_forward" in j)
                          for j in (jaxprs["native"], jaxprs["native", "trials"])))
 """
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} "
+                                     "--xla_force_host_platform_device_count=2"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          env=env)
     assert out.returncode == 0, out.stderr[-3000:]
