@@ -73,9 +73,9 @@ def _native(cell: base.Cell, o: options_lib.Options, backend: str) -> bool:
     if o.backward == "native":
         return True  # forced (`options.check` made sure it can run here)
     # CPU: oneDNN's primitive against the hand-derived backward, per training step of a char
-    # model over L = 1, 2; H = 128, 512; B, T = (64, 100), (128, 64), (64, 64): LSTM 1.02-1.32x,
-    # GRU 1.06-1.56x; Elman 0.75-1.09x, no consistent gain (its 2-layer H=128 slower in every
-    # table), so an Elman layer stays on the hand-derived path unless forced (benchmarks/
+    # model over L = 1, 2; H = 128, 512; B, T = (64, 100), (128, 64), (64, 64), (128, 100): LSTM
+    # 0.99-1.34x, GRU 1.06-1.56x; Elman 0.75-1.09x, no consistent gain (its 2-layer H=128 slower
+    # in every table), so an Elman layer stays on the hand-derived path unless forced (benchmarks/
     # README.md, "With the native CPU path", 2026-12-07). Small windows stay on the
     # hand-derived path too (`native.SMALLEST`). GPU, TPU: oneDNN is a CPU library.
     return (o.backward == "auto" and backend == "cpu" and cell.kernel is not None
