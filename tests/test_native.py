@@ -230,6 +230,17 @@ def test_turned_off_or_unbuildable_it_says_why_and_auto_falls_back(tmp_path):
         lines = out.stdout.splitlines()
         assert said in lines[0], lines
         assert lines[1] == "custom_vjp"
+    if BUILT:  # a library in the cache that does not load (a truncated or foreign file)
+        corrupt = ("from rnnlab import native; p = native.library_path(); "
+                   "p.parent.mkdir(parents=True); p.write_bytes(b'not a library')\n")
+        out = subprocess.run([sys.executable, "-c", corrupt + code], capture_output=True,
+                             text=True, cwd=ROOT,
+                             env={**os.environ, "RNNLAB_NATIVE_CACHE": str(tmp_path / "bad")})
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.splitlines()
+        assert lines[0].startswith("the native library does not load (") and lines[0].endswith(
+            "to rebuild it"), lines
+        assert lines[1] == "custom_vjp"
 
 
 @needs_native

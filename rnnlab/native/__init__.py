@@ -135,7 +135,12 @@ def load() -> ctypes.CDLL:
     _check_wanted()
     import jax
 
-    lib = ctypes.CDLL(str(build()))
+    path = build()
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as e:
+        raise Unavailable(f"the native library does not load ({e}): delete {path} to rebuild "
+                          "it") from None
     _keep_freed_memory()
     for name in TARGETS:
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, name)), platform="cpu")
@@ -146,23 +151,17 @@ def load() -> ctypes.CDLL:
 
 @functools.cache
 def status() -> tuple[bool, str]:
-    """`(in use, what)`: whether the native path can run here, and which library or why not."""
+    """`(in use, what)`: whether the native path runs in this process (built and loaded on
+    first call), and which library or why not."""
     try:
-        _check_wanted()
-        return True, f"oneDNN through XLA's FFI ({build()})"
+        return True, f"oneDNN through XLA's FFI ({load()._name})"
     except (Unavailable, OSError) as e:
         return False, str(e)
 
 
 def available() -> bool:
-    """The native path can run in this process (building it on first call)."""
-    if not status()[0]:
-        return False
-    try:
-        load()
-    except (Unavailable, OSError):
-        return False
-    return True
+    """The native path can run in this process (building and loading it on first call)."""
+    return status()[0]
 
 
 def workspace_bytes(cell: int, reverse: bool, T: int, N: int, C: int, H: int) -> int:
