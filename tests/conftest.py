@@ -14,6 +14,7 @@
 
 import os
 import pathlib
+import threading
 
 CACHE = pathlib.Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax"
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(CACHE))
@@ -25,9 +26,18 @@ os.environ.setdefault("XLA_FLAGS", FAST_COMPILE)
 
 
 def pytest_configure(config):
-    # The native CPU path (rnnlab.native) is built on first use: build it once here, before the
-    # xdist workers and the runs they start would each compile it at the same moment.
+    # The native CPU path (rnnlab.native) is built on first use (10 s on a fresh machine): start
+    # it here, while the xdist workers start and collect; a worker that needs it first waits for
+    # this build (`native.build` takes a file lock) rather than compiling it again. A failed
+    # build is reported by the tests that use the native path (each worker tries it again).
     if not hasattr(config, "workerinput"):
         from rnnlab import native
 
-        native.status()
+        threading.Thread(target=_build_quietly, args=(native,), daemon=True).start()
+
+
+def _build_quietly(native):
+    try:
+        native.build()
+    except (native.Unavailable, OSError):
+        pass

@@ -243,6 +243,31 @@ def test_turned_off_or_unbuildable_it_says_why_and_auto_falls_back(tmp_path):
         assert lines[1] == "custom_vjp"
 
 
+
+def test_builds_that_start_at_once_compile_once(tmp_path, monkeypatch):
+    # Several processes (the trials of a sweep, the test workers) starting on a fresh machine:
+    # one compiles, the others wait for its library (a file lock; a compiler here stands in).
+    import threading
+    import time
+
+    monkeypatch.setenv("RNNLAB_NATIVE_CACHE", str(tmp_path))
+    compiled = []
+
+    def compile_slowly(path):
+        compiled.append(path)
+        time.sleep(0.5)
+        path.write_bytes(b"library")
+
+    monkeypatch.setattr(native, "_compile", compile_slowly)
+    built = []
+    threads = [threading.Thread(target=lambda: built.append(native.build())) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(compiled) == 1 and built == [compiled[0]] * 4
+    assert compiled[0].read_bytes() == b"library"
+
 @needs_native
 def test_over_several_devices_each_runs_its_rows_and_gradients_are_summed():
     # Data parallel: the batch split over 2 devices, each device runs oneDNN on its rows

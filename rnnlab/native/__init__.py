@@ -15,6 +15,7 @@ do not see a half-written file. `RNNLAB_NATIVE=0` turns the path off.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import functools
 import hashlib
 import os
@@ -91,11 +92,21 @@ def library_path() -> pathlib.Path:
 
 
 def build() -> pathlib.Path:
-    """The compiled library, compiled now if the cache has none (atomically)."""
+    """The compiled library, compiled now if the cache has none (atomically; processes that
+    start at once, the trials of a sweep, wait for one build rather than each compiling)."""
     path = library_path()
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes (or the process dies)
+        if path.exists():  # built while this process waited
+            return path
+        _compile(path)
+    return path
+
+
+def _compile(path: pathlib.Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     os.close(fd)
     try:
@@ -108,7 +119,6 @@ def build() -> pathlib.Path:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path
 
 
 def _keep_freed_memory() -> None:
