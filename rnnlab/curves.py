@@ -78,11 +78,11 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import flags
 
     flags.DEFINE_string("workdir", None, "The run directory.", required=True)
     flags.DEFINE_string("metric", None, "The metric (default: the run's headline one).")
     flags.DEFINE_string("out", None, "The PNG to write (default: WORKDIR/curves.png).")
     from rnnlab import overrides
 
-    app.run(main, flags_parser=overrides.parse_flags)
+    overrides.run(main)

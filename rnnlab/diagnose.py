@@ -365,7 +365,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import flags
     from ml_collections import config_flags
 
     _CONFIG = config_flags.DEFINE_config_file(
@@ -386,4 +386,4 @@ if __name__ == "__main__":
                       "(every output says so).")
     from rnnlab import overrides
 
-    app.run(main, flags_parser=overrides.parse_flags)
+    overrides.run(main)

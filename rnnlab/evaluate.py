@@ -20,7 +20,7 @@ import json
 import sys
 
 import jax
-from absl import app, flags
+from absl import flags
 
 from rnnlab import data, tasks, validation
 from rnnlab.run import checkpoint as checkpoint_lib
@@ -97,4 +97,4 @@ def main(argv):
 if __name__ == "__main__":
     from rnnlab import overrides
 
-    app.run(main, flags_parser=overrides.parse_flags)
+    overrides.run(main)

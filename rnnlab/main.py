@@ -171,4 +171,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=overrides.parse_flags)
+    overrides.run(main)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import atexit
+import gc
+from typing import Any, Callable
 
 import ml_collections
 
@@ -117,3 +119,17 @@ def parse_flags(argv: list[str]) -> list[str]:
                    + (f" ({e.strerror})" if e.strerror else ""))
     print(f"error: bad config: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+def run(main: Callable[[list[str]], Any]) -> None:
+    """Runs an rnnlab command: `absl.app.run(main)` with `parse_flags`.
+
+    At exit, what the command made is frozen out of the interpreter's last garbage collection
+    (`gc.freeze`): a run leaves about a million objects behind (JAX's caches and traced
+    programs), and collecting them only to exit took 0.5 s of a smoke run's 6.5 s (2026-12-07;
+    a sweep's trials and the tests start hundreds of runs). Nothing a run writes waits on a
+    finaliser: every file is written and closed (atomically) before it ends."""
+    from absl import app
+
+    atexit.register(gc.freeze)
+    app.run(main, flags_parser=parse_flags)

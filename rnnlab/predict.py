@@ -292,7 +292,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import flags
 
     flags.DEFINE_string("workdir", None, "The run directory to predict with.", required=True)
     flags.DEFINE_string("input", None, "One input (what it is depends on the task: --help).")
@@ -309,4 +309,4 @@ if __name__ == "__main__":
     flags.DEFINE_integer("batch_size", 32, "Inputs per compiled batch.")
     from rnnlab import overrides
 
-    app.run(main, flags_parser=overrides.parse_flags)
+    overrides.run(main)

@@ -104,7 +104,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from absl import app, flags
+    from absl import flags
 
     flags.DEFINE_string("workdir", None, "The run directory to sample from.", required=True)
     flags.DEFINE_float("temperature", 0.8, "Softmax temperature; 0 takes the argmax.")
@@ -119,4 +119,4 @@ if __name__ == "__main__":
     flags.DEFINE_float("length_penalty", 0.0, "With --input and a beam: GNMT's alpha.")
     from rnnlab import overrides
 
-    app.run(main, flags_parser=overrides.parse_flags)
+    overrides.run(main)
