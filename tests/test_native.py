@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from rnnlab import cells, layers, native
+from rnnlab.layers import native as native_layer
 from rnnlab.layers import paths
 from test_cells import np_elman, np_gru, np_lstm
 
@@ -150,6 +151,54 @@ def test_vmapped_trials_and_stacked_bidirectional_layers():
 
     for a, b in zip(jax.tree.leaves(grads("native")), jax.tree.leaves(grads("autodiff"))):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+FUSED = {  # oneDNN's primitive over more than one layer or direction -> the same in rnnlab
+    "bidirectional_concat": (native_layer.CONCAT, 1, 2),
+    "bidirectional_sum": (native_layer.SUM, 1, 2),
+    "two_layers": (native_layer.FORWARD, 2, 1),
+    "two_layers_reversed": (native_layer.REVERSE, 2, 1),
+}  # (oneDNN's L > 1 in both directions stacks each direction on itself: not rnnlab's stack)
+
+
+@needs_native
+@pytest.mark.parametrize("fused", list(FUSED))
+@pytest.mark.parametrize("case", ["lstm", "gru", "gru_reset_before", "elman"])
+def test_one_primitive_over_layers_and_directions_equals_rnnlabs_stack(case, fused):
+    # `layers.native.rnn` with L layers and D directions in one oneDNN primitive: its values
+    # and gradients equal autodiff through rnnlab's own stack / bidirectional layers (the cells'
+    # steps) with the same weights. Layers after the first read the previous one's output, so
+    # the input size is H here (oneDNN's rule for L > 1).
+    name, options, _ = CELLS[case]
+    direction, L, D = FUSED[fused]
+    cell = cells.get_cell(name, hidden_size=H, **options)
+    keys = jax.random.split(jax.random.key(3), L * D + 2)
+    shift = lambda p, k: jax.tree.map(  # noqa: E731
+        lambda a: a + 0.3 * jax.random.normal(k, a.shape, a.dtype), p)
+    ps = [[shift(cell.init(keys[l * D + d], H), keys[-1]) for d in range(D)] for l in range(L)]
+    xs = jax.random.normal(keys[-2], (3, T, H))
+    lstm, code = name == "lstm", native_layer.CODES[cell.kernel.native]
+
+    def fused_loss(ps, xs):
+        w = [jnp.stack([jnp.stack(list(native_layer.onednn_params(cell.kernel.native, p)[i]
+                                       for p in row)) for row in ps]) for i in range(3)]
+        h0 = jnp.zeros((L, D, 3, H))
+        y = native_layer.rnn(code, direction, jnp.swapaxes(xs, 0, 1), h0,
+                             h0 if lstm else jnp.zeros((0,)), *w)[0]
+        return jnp.sum(jnp.tanh(jnp.swapaxes(y, 0, 1)) ** 2)
+
+    merge = "concat" if direction == native_layer.CONCAT else "sum"
+    one = (layers.bidirectional(cell, cell, merge=merge, backward="autodiff") if D == 2 else
+           layers.rnn(cell, reverse=direction == native_layer.REVERSE, backward="autodiff"))
+    body = layers.stack([one] * L)
+    as_rnnlab = lambda ps: {f"layer_{l}": ({"fwd": {"cell": row[0]}, "bwd": {"cell": row[1]}}  # noqa
+                                            if D == 2 else {"cell": row[0]})
+                            for l, row in enumerate(ps)}
+    ref_loss = lambda ps, xs: jnp.sum(jnp.tanh(body.apply(as_rnnlab(ps), None, xs)[1]) ** 2)  # noqa
+    got = jax.jit(jax.value_and_grad(fused_loss, argnums=(0, 1)))(ps, xs)
+    want = jax.jit(jax.value_and_grad(ref_loss, argnums=(0, 1)))(ps, xs)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, np.max(np.abs(b))))
 
 
 @needs_native

@@ -26,6 +26,7 @@ from rnnlab.layers import custom_vjp, layer
 
 # Kernel.native -> the cell's code in onednn_rnn.cc.
 CODES = {"lstm": 0, "lbr_gru": 1, "rnn_tanh": 2, "rnn_relu": 3, "gru": 4}
+FORWARD, REVERSE, CONCAT, SUM = 0, 1, 2, 3  # oneDNN's directions (`rnn`)
 # Below this many batch x hidden units a window's steps are too small for oneDNN's threads: the
 # hand-derived path ran one layer's gradient 1.02-2.3x faster at B x H = 256-4096 (LSTM and GRU,
 # T=32); from 64 x 128 on oneDNN ties or wins (benchmarks/README.md, "The native path against
@@ -34,54 +35,61 @@ CODES = {"lstm": 0, "lbr_gru": 1, "rnn_tanh": 2, "rnn_relu": 3, "gru": 4}
 SMALLEST = 64 * 128
 
 
-def _forward(code: int, reverse: bool, training: bool, x, h0, c0, wl, wi, b):
+def _forward(code: int, direction: int, training: bool, x, h0, c0, wl, wi, b):
     native.load()  # registers the targets (once per process)
     T, N, C = x.shape
-    H = h0.shape[-1]
-    ws = native.workspace_bytes(code, reverse, T, N, C, H) if training else 0
+    L, D, _, H = h0.shape
+    ws = native.workspace_bytes(code, direction, L, T, N, C, H) if training else 0
     f32 = lambda shape: jax.ShapeDtypeStruct(shape, jnp.float32)  # noqa: E731
-    out = (f32((T, N, H)), f32((N, H)), f32(c0.shape), jax.ShapeDtypeStruct((ws,), jnp.uint8))
+    out = (f32((T, N, 2 * H if direction == CONCAT else H)), f32(h0.shape), f32(c0.shape),
+           jax.ShapeDtypeStruct((ws,), jnp.uint8))
     return jax.ffi.ffi_call("rnnlab_rnn_forward", out, vmap_method="sequential")(
-        x, h0, c0, wl, wi, b, cell=np.int64(code), reverse=reverse, training=training)
+        x, h0, c0, wl, wi, b, cell=np.int64(code), direction=np.int64(direction),
+        training=training)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def rnn(code: int, reverse: bool, x, h0, c0, wl, wi, b):
-    """oneDNN's layer: `x [T, N, C]`, `h0 [N, H]`, `c0 [N, H]` (LSTM; `[0]` otherwise), weights
-    `wl [C, G*H]`, `wi [H, G*H]`, bias `b [Gb*H]` in oneDNN's gate order -> `(y [T, N, H], hT,
-    cT)`, `y[t]` the output of the step that read `x[t]` (`reverse`: from `x[T-1]` to `x[0]`)."""
-    return _forward(code, reverse, False, x, h0, c0, wl, wi, b)[:3]
+def rnn(code: int, direction: int, x, h0, c0, wl, wi, b):
+    """oneDNN's primitive over `L` layers in `D` directions: `x [T, N, C]`, `h0 [L, D, N, H]`,
+    `c0` likewise (LSTM; `[0]` otherwise), weights `wl [L, D, C, G*H]`, `wi [L, D, H, G*H]`,
+    bias `b [L, D, Gb*H]` in oneDNN's gate order -> `(y, hT, cT)`. `direction`: `FORWARD`,
+    `REVERSE` (from `x[T-1]` to `x[0]`; `y[t]` is still the output of the step that read
+    `x[t]`), `CONCAT` or `SUM` (D = 2: `y [T, N, 2H]` the directions concatenated, or `[T, N,
+    H]` summed). Layers after the first read the previous one's output in the same direction
+    (C == H); with both directions each stacks on itself and the directions meet only at the
+    last layer's output (not a stack of bidirectional layers, where each layer reads both)."""
+    return _forward(code, direction, False, x, h0, c0, wl, wi, b)[:3]
 
 
-def _rnn_fwd(code, reverse, x, h0, c0, wl, wi, b):
-    y, hT, cT, ws = _forward(code, reverse, True, x, h0, c0, wl, wi, b)
+def _rnn_fwd(code, direction, x, h0, c0, wl, wi, b):
+    y, hT, cT, ws = _forward(code, direction, True, x, h0, c0, wl, wi, b)
     return (y, hT, cT), (x, h0, c0, wl, wi, b, y, hT, cT, ws)
 
 
-def _rnn_bwd(code, reverse, residuals, cotangents):
+def _rnn_bwd(code, direction, residuals, cotangents):
     like = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype)  # noqa: E731
     return jax.ffi.ffi_call("rnnlab_rnn_backward", tuple(map(like, residuals[:6])),
                             vmap_method="sequential")(
-        *residuals, *cotangents, cell=np.int64(code), reverse=reverse)
+        *residuals, *cotangents, cell=np.int64(code), direction=np.int64(direction))
 
 
 rnn.defvjp(_rnn_fwd, _rnn_bwd)
 
 
-def _per_device(code: int, reverse: bool, x, h0, c0, w):
+def _per_device(code: int, direction: int, x, h0, c0, w):
     """`rnn` on each device's rows when the batch is split over several devices (data
     parallelism: `rnnlab.parallel`'s one mesh axis over every device): XLA cannot split a
     foreign call, and would otherwise gather the batch and run it whole on every device. The
     weights' gradients are summed over the devices by `shard_map`'s transpose."""
     if jax.device_count() == 1:
-        return rnn(code, reverse, x, h0, c0, *w)
+        return rnn(code, direction, x, h0, c0, *w)
     from rnnlab import parallel  # (a layer otherwise knows nothing of meshes)
 
     P = jax.sharding.PartitionSpec
-    split, whole = P(parallel.AXIS), P()
-    c_spec = split if c0.ndim == 2 else whole
+    split, whole = P(None, None, parallel.AXIS), P()
+    c_spec = split if c0.ndim == 4 else whole
     return jax.shard_map(
-        lambda x, h0, c0, *w: rnn(code, reverse, x, h0, c0, *w), mesh=parallel.make_mesh(),
+        lambda x, h0, c0, *w: rnn(code, direction, x, h0, c0, *w), mesh=parallel.make_mesh(),
         in_specs=(P(None, parallel.AXIS), split, c_spec, whole, whole, whole),
         out_specs=(P(None, parallel.AXIS), split, c_spec), check_vma=False)(x, h0, c0, *w)
 
@@ -127,15 +135,17 @@ def run(cell: base.Cell, params, carry, carry0, window, how):
     xs = rows(window.xs, 1)
     T = xs.shape[0]
     code = CODES[cell.kernel.native]
-    w = onednn_params(cell.kernel.native, params)
+    one = lambda a: a[None, None]  # one layer, one direction  # noqa: E731
+    w = tuple(map(one, onednn_params(cell.kernel.native, params)))
     lstm = isinstance(carry, tuple)
 
     def through_onednn(start):
-        h0, c0 = (rows(start[0], 0), rows(start[1], 0)) if lstm else (rows(start, 0),
-                                                                       jnp.zeros((0,)))
-        ys, hT, cT = _per_device(code, window.backwards, xs, h0, c0, w)
+        h0, c0 = ((one(rows(start[0], 0)), one(rows(start[1], 0))) if lstm
+                  else (one(rows(start, 0)), jnp.zeros((0,))))
+        ys, hT, cT = _per_device(code, REVERSE if window.backwards else FORWARD, xs, h0, c0, w)
         unrows = lambda a, lead: a.reshape(*a.shape[:lead], *batch_shape, *a.shape[lead + 1:])  # noqa
-        return ((unrows(hT, 0), unrows(cT, 0)) if lstm else unrows(hT, 0)), unrows(ys, 1)
+        hT = unrows(hT[0, 0], 0)
+        return ((hT, unrows(cT[0, 0], 0)) if lstm else hT), unrows(ys, 1)
 
     if window.reset is None:
         return through_onednn(carry)

@@ -155,7 +155,7 @@ def load() -> ctypes.CDLL:
     for name in TARGETS:
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, name)), platform="cpu")
     lib.rnnlab_workspace_bytes.restype = ctypes.c_int64
-    lib.rnnlab_workspace_bytes.argtypes = [ctypes.c_int64] * 6
+    lib.rnnlab_workspace_bytes.argtypes = [ctypes.c_int64] * 7
     return lib
 
 
@@ -174,10 +174,11 @@ def available() -> bool:
     return status()[0]
 
 
-def workspace_bytes(cell: int, reverse: bool, T: int, N: int, C: int, H: int) -> int:
-    """The bytes of the workspace a training forward leaves for its backward."""
-    n = load().rnnlab_workspace_bytes(cell, int(reverse), T, N, C, H)
+def workspace_bytes(cell: int, direction: int, L: int, T: int, N: int, C: int, H: int) -> int:
+    """The bytes of the workspace a training forward leaves for its backward (`direction`: 0
+    left to right, 1 right to left, 2 both concatenated, 3 both summed; `L` layers)."""
+    n = load().rnnlab_workspace_bytes(cell, direction, L, T, N, C, H)
     if n < 0:
-        raise Unavailable(f"oneDNN has no RNN primitive for cell {cell} at T={T}, N={N}, C={C}, "
-                          f"H={H}")
+        raise Unavailable(f"oneDNN has no RNN primitive for cell {cell}, direction {direction} "
+                          f"at L={L}, T={T}, N={N}, C={C}, H={H}")
     return n

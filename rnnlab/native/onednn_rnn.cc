@@ -1,9 +1,11 @@
 // oneDNN's RNN primitives (the kernels PyTorch's nn.LSTM / GRU / RNN run on a CPU) as XLA FFI
-// handlers: one recurrent layer, one direction, forward (training: with the workspace the
-// backward reads) and backward. Built and loaded by rnnlab/native/__init__.py.
+// handlers: L recurrent layers in one or both directions, forward (training: with the workspace
+// the backward reads) and backward. Built and loaded by rnnlab/native/__init__.py.
 //
-// Layouts (oneDNN's names): x [T, N, C] (tnc), h0/c0/hT/cT [N, H] (ldnc with L = D = 1),
-// weights [C, G*H] and [H, G*H] (ldigo: gates in oneDNN's order), bias [Gb*H] (ldgo).
+// Layouts (oneDNN's names): x [T, N, C] (tnc), h0/c0/hT/cT [L, D, N, H] (ldnc), weights
+// [L, D, C, G*H] and [L, D, H, G*H] (ldigo: gates in oneDNN's order), bias [L, D, Gb*H] (ldgo),
+// y [T, N, H] (both directions: [T, N, 2H] concatenated, or summed). D = 2 for both directions.
+// Direction: 0 left to right, 1 right to left, 2 both concatenated, 3 both summed.
 // Cells: 0 LSTM (i, f, c~, o), 1 linear-before-reset GRU (u, r, o; bias u, r, o, u'),
 // 2 Elman tanh, 3 Elman relu, 4 GRU with the reset before the recurrent matmul (u, r, o).
 
@@ -11,6 +13,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <unordered_map>
@@ -39,9 +42,9 @@ dnnl::engine &Engine() {
 }
 
 struct Shape {
-  int64_t cell, T, N, C, H;
-  bool reverse;
-  auto key() const { return std::make_tuple(cell, T, N, C, H, reverse); }
+  int64_t cell, T, N, C, H, L, direction;
+  int64_t D() const { return direction >= 2 ? 2 : 1; }
+  auto key() const { return std::make_tuple(cell, T, N, C, H, L, direction); }
 };
 
 // The memory descriptors of a layer; weights as the caller lays them out (ldigo).
@@ -50,12 +53,12 @@ struct Descs {
   explicit Descs(const Shape &s) {
     const int64_t G = Gates(s.cell);
     x = memory::desc({s.T, s.N, s.C}, dt::f32, tag::tnc);
-    h = memory::desc({1, 1, s.N, s.H}, dt::f32, tag::ldnc);
+    h = memory::desc({s.L, s.D(), s.N, s.H}, dt::f32, tag::ldnc);
     c = s.cell == kLstm ? h : memory::desc();
-    wl = memory::desc({1, 1, s.C, G, s.H}, dt::f32, tag::ldigo);
-    wi = memory::desc({1, 1, s.H, G, s.H}, dt::f32, tag::ldigo);
-    b = memory::desc({1, 1, BiasGates(s.cell), s.H}, dt::f32, tag::ldgo);
-    y = memory::desc({s.T, s.N, s.H}, dt::f32, tag::tnc);
+    wl = memory::desc({s.L, s.D(), s.C, G, s.H}, dt::f32, tag::ldigo);
+    wi = memory::desc({s.L, s.D(), s.H, G, s.H}, dt::f32, tag::ldigo);
+    b = memory::desc({s.L, s.D(), BiasGates(s.cell), s.H}, dt::f32, tag::ldgo);
+    y = memory::desc({s.T, s.N, s.direction == 2 ? 2 * s.H : s.H}, dt::f32, tag::tnc);
   }
 };
 
@@ -64,8 +67,11 @@ memory::desc Any(const memory::desc &d) {
 }
 
 dnnl::rnn_direction Direction(const Shape &s) {
-  return s.reverse ? dnnl::rnn_direction::unidirectional_right2left
-                   : dnnl::rnn_direction::unidirectional_left2right;
+  using d = dnnl::rnn_direction;
+  const d all[] = {d::unidirectional_left2right, d::unidirectional_right2left,
+                   d::bidirectional_concat, d::bidirectional_sum};
+  if (s.direction < 0 || s.direction > 3) throw std::invalid_argument("direction not in 0-3");
+  return all[s.direction];
 }
 
 dnnl::primitive_attr Attr() {
@@ -142,7 +148,8 @@ struct Compiled {
 template <typename Make>
 const Compiled &Cached(int kind, const Shape &s, Make make) {
   static std::mutex mu;
-  static std::map<std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, bool>, Compiled>
+  static std::map<std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>,
+                  Compiled>
       cache;
   std::lock_guard<std::mutex> lock(mu);
   const auto key = std::tuple_cat(std::make_tuple(kind), s.key());
@@ -183,9 +190,10 @@ memory Into(const memory::desc &want, memory user, dnnl::stream &stream) {
   return m;
 }
 
-Shape ShapeOf(int64_t cell, bool reverse, ffi::Buffer<ffi::F32> &x, ffi::Buffer<ffi::F32> &h0) {
-  const auto xd = x.dimensions(), hd = h0.dimensions();
-  return Shape{cell, xd[0], xd[1], xd[2], hd[1], reverse};
+Shape ShapeOf(int64_t cell, int64_t direction, ffi::Buffer<ffi::F32> &x,
+              ffi::Buffer<ffi::F32> &h0) {
+  const auto xd = x.dimensions(), hd = h0.dimensions();  // h0: [L, D, N, H]
+  return Shape{cell, xd[0], xd[1], xd[2], hd[3], hd[0], direction};
 }
 
 ffi::Error Failed(const std::exception &e) {
@@ -196,9 +204,10 @@ ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> h0, ffi::B
                        ffi::Buffer<ffi::F32> wl, ffi::Buffer<ffi::F32> wi,
                        ffi::Buffer<ffi::F32> b, ffi::ResultBuffer<ffi::F32> y,
                        ffi::ResultBuffer<ffi::F32> hT, ffi::ResultBuffer<ffi::F32> cT,
-                       ffi::ResultBuffer<ffi::U8> ws, int64_t cell, bool reverse, bool training) {
+                       ffi::ResultBuffer<ffi::U8> ws, int64_t cell, int64_t direction,
+                       bool training) {
   try {
-    const Shape s = ShapeOf(cell, reverse, x, h0);
+    const Shape s = ShapeOf(cell, direction, x, h0);
     const Descs d(s);
     const Compiled &f = Forward(s, training);
     dnnl::stream stream(Engine());
@@ -235,9 +244,9 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> h0,
                         ffi::Buffer<ffi::F32> dcT, ffi::ResultBuffer<ffi::F32> dx,
                         ffi::ResultBuffer<ffi::F32> dh0, ffi::ResultBuffer<ffi::F32> dc0,
                         ffi::ResultBuffer<ffi::F32> dwl, ffi::ResultBuffer<ffi::F32> dwi,
-                        ffi::ResultBuffer<ffi::F32> db, int64_t cell, bool reverse) {
+                        ffi::ResultBuffer<ffi::F32> db, int64_t cell, int64_t direction) {
   try {
-    const Shape s = ShapeOf(cell, reverse, x, h0);
+    const Shape s = ShapeOf(cell, direction, x, h0);
     const Descs d(s);
     const Compiled &f = Backward(s);
     const auto &pd = f.pd;
@@ -285,10 +294,10 @@ ffi::Error BackwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> h0,
 }  // namespace
 
 // The workspace a training forward writes for the backward, in bytes (asked at trace time).
-extern "C" int64_t rnnlab_workspace_bytes(int64_t cell, int64_t reverse, int64_t T, int64_t N,
-                                          int64_t C, int64_t H) {
+extern "C" int64_t rnnlab_workspace_bytes(int64_t cell, int64_t direction, int64_t L, int64_t T,
+                                          int64_t N, int64_t C, int64_t H) {
   try {
-    const Shape s{cell, T, N, C, H, reverse != 0};
+    const Shape s{cell, T, N, C, H, L, direction};
     return static_cast<int64_t>(Forward(s, true).pd.workspace_desc().get_size());
   } catch (const std::exception &) {
     return -1;
@@ -311,7 +320,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(rnnlab_rnn_forward, ForwardImpl,
                                   .Ret<F32>()  // cT (LSTM; otherwise unwritten)
                                   .Ret<ffi::Buffer<ffi::U8>>()  // workspace (training)
                                   .Attr<int64_t>("cell")
-                                  .Attr<bool>("reverse")
+                                  .Attr<int64_t>("direction")
                                   .Attr<bool>("training"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(rnnlab_rnn_backward, BackwardImpl,
@@ -336,4 +345,4 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(rnnlab_rnn_backward, BackwardImpl,
                                   .Ret<F32>()  // d weights_iter
                                   .Ret<F32>()  // d bias
                                   .Attr<int64_t>("cell")
-                                  .Attr<bool>("reverse"));
+                                  .Attr<int64_t>("direction"));
