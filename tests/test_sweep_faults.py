@@ -508,13 +508,18 @@ def test_a_signal_mid_sweep_counts_interrupted_trials_and_exits_128_plus_it(
     out = tmp_path / "out"
     first = out / ("logs/000_seed=0.log" if when == "logs" else "trials/000_seed=0/" + when)
     # As from a shell: SIGINT at its default, whatever this pytest worker has (a process that
-    # starts with SIGINT ignored keeps ignoring it, as nohup means). Once, in a loaded run of
-    # the whole suite, the launcher ran on through this SIGINT as if it had started so; the
-    # cause was not found.
-    a = subprocess.Popen([sys.executable, "-m", "launch.sweep", f"--config={SMOKE}",
-                          f"--sweep={sweep}", f"--workdir={out}"], cwd=ROOT, text=True,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # starts with SIGINT ignored keeps ignoring it, as nohup means). Set here around the start
+    # rather than in a preexec_fn, which would run Python in a fork of this multithreaded (JAX)
+    # process. Once, in a loaded run of the whole suite with the preexec_fn, the launcher ran on
+    # through this SIGINT as if it had started with it ignored; the cause was not found.
+    previous = signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        a = subprocess.Popen([sys.executable, "-m", "launch.sweep", f"--config={SMOKE}",
+                              f"--sweep={sweep}", f"--workdir={out}"], cwd=ROOT, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             start_new_session=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     try:
         deadline = time.time() + 120
         while not first.exists():
