@@ -15,7 +15,6 @@ do not see a half-written file. `RNNLAB_NATIVE=0` turns the path off.
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import functools
 import hashlib
 import os
@@ -97,6 +96,10 @@ def build() -> pathlib.Path:
     path = library_path()
     if path.exists():
         return path
+    try:
+        import fcntl  # (here, not at the top: rnnlab itself imports on Windows too)
+    except ImportError:
+        raise Unavailable("the native path builds on Linux and macOS only") from None
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes (or the process dies)
