@@ -655,9 +655,9 @@ for name in sorted(cells.CELLS):
     task = tasks.build(config)
     tx = optim.make_optimizer(config.optim, config.train.steps)
     init = lambda: state_lib.init_state(config, task.model, tx, task.metrics)
-    carry = jax.tree.leaves(jax.eval_shape(init).carry)
-    kind = repr((jax.tree.structure(jax.eval_shape(init).carry),
-                 [(a.ndim, str(a.dtype)) for a in carry], model.path(config.model, 8)))
+    carry = jax.eval_shape(init).carry
+    kind = repr((jax.tree.structure(carry), [(a.ndim, str(a.dtype)) for a in jax.tree.leaves(carry)],
+                 model.path(config.model, 8)))
     if kind in runs:  # the step of a carry and path of a kind already run
         out[name] = {"as": runs[kind]}
         continue
