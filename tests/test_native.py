@@ -292,7 +292,6 @@ def test_turned_off_or_unbuildable_it_says_why_and_auto_falls_back(tmp_path):
         assert lines[1] == "custom_vjp"
 
 
-
 @needs_native
 def test_where_files_cannot_be_locked_it_says_where_it_builds(tmp_path, monkeypatch):
     monkeypatch.setenv("RNNLAB_NATIVE_CACHE", str(tmp_path))
@@ -301,6 +300,7 @@ def test_where_files_cannot_be_locked_it_says_where_it_builds(tmp_path, monkeypa
         native.build()
 
 
+@needs_native  # (the library's name needs the compiler and oneDNN it would build with)
 def test_builds_that_start_at_once_compile_once(tmp_path, monkeypatch):
     # Several processes (the trials of a sweep, the test workers) starting on a fresh machine:
     # one compiles, the others wait for its library (a file lock; a compiler here stands in).
