@@ -17,8 +17,8 @@ import pytest
 from rnnlab import checkpoint, layout, train
 from test_group import assert_close_runs
 from test_train import (KILL_RUN, ROOT, TINY, assert_same_run, kill_and_resume,
-                        restore_params, run_main, shared_run, straight_run, tiny_config,
-                        wait_for_step)
+                        restore_params, run_main, session_folder, shared_run, straight_run,
+                        tiny_config, wait_for_step)
 
 # (added to the test-wide XLA_FLAGS of conftest.py)
 EIGHT = {"XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} "
@@ -135,7 +135,6 @@ def run_processes(workdirs, *overrides, **kwargs):
 SHORT = ("--config.train.steps=40", "--config.train.ckpt_every=20", "--config.train.log_every=5",
          "--config.train.eval_every=20", "--config.data.max_chars=12000",
          "--config.model.hidden_size=16")
-SHARED = {}
 
 
 def one_device_run(tmp_path_factory):
@@ -147,13 +146,14 @@ def one_device_run(tmp_path_factory):
 def two_process_run(tmp_path_factory):
     """One uninterrupted run of SHORT by two processes, and the logs of its processes: what
     the two-process test checks, and what the SIGTERM test's rerun must equal bitwise."""
-    if "two" not in SHARED:
-        workdir = tmp_path_factory.mktemp("two_processes") / "run"
-        results = run_processes([workdir, workdir], *SHORT)
+    def make(folder):
+        results = run_processes([folder / "run", folder / "run"], *SHORT)
         for code, log in results:
             assert code == 0, log[-3000:]
-        SHARED["two"] = workdir, results
-    return SHARED["two"]
+        (folder / "results.json").write_text(json.dumps(results))
+
+    folder = session_folder("two_processes", tmp_path_factory, make, *SHORT)
+    return folder / "run", json.loads((folder / "results.json").read_text())
 
 
 @pytest.mark.slow

@@ -69,7 +69,7 @@ def test_a_run_in_a_bucket_resumes_after_sigkill_bitwise_like_a_local_run(
 @pytest.mark.slow
 def test_two_processes_share_a_bucket_workdir_like_hosts_of_a_tpu_slice(
         gcs, tmp_path, tmp_path_factory):
-    local = one_device_run(tmp_path_factory)  # (the two-process test's, when it ran here)
+    local = one_device_run(tmp_path_factory)  # (shared with the two-process test)
     remote = f"gs://{BUCKET}/runs/two"
     results = run_processes([remote, remote], *SHORT, env=gcs,
                             logs=[tmp_path / "p0.log", tmp_path / "p1.log"])

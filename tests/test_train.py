@@ -1,10 +1,13 @@
 """End-to-end character LM: training, resume after SIGKILL, SIGTERM, divergence, config errors,
 sampling. Runs use the offline corpus cut to a few thousand characters."""
 
+import fcntl
+import hashlib
 import importlib
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -118,18 +121,33 @@ STEPS = 150
 KILL_RUN = (f"--config.train.steps={STEPS}", "--config.train.ckpt_every=17",
             "--config.train.log_every=5", "--config.train.eval_every=50",
             "--config.data.max_chars=12000", "--config.model.hidden_size=16")
-SHARED_RUNS = {}
+def session_folder(name, tmp_path_factory, make, *key):
+    """A folder that `make(folder)` fills once per test session (per `name` and `key`): the
+    first test worker that asks makes it while the others wait on a file lock, then every
+    worker reads it. A make that failed leaves no mark, so the next asker starts it again in an
+    emptied folder."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, above each worker's own
+    folder = root / f"shared-{name}-{hashlib.sha256(repr(key).encode()).hexdigest()[:12]}"
+    with open(f"{folder}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # (released when the file closes)
+        if not (folder / "made").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            make(folder)
+            (folder / "made").touch()
+    return folder
 
 
 def shared_run(name, tmp_path_factory, *overrides):
-    """One uninterrupted `rnnlab.main` run of `overrides` per test worker, shared by the tests
+    """One uninterrupted `rnnlab.main` run of `overrides` per test session, shared by the tests
     that compare with it (a test that only reads a finished run need not train its own)."""
-    if name not in SHARED_RUNS:
-        workdir = tmp_path_factory.mktemp(name) / "run"
-        done = run_main(workdir, *overrides)
+    def make(folder):
+        done = run_main(folder / "run", *overrides)
         assert done.returncode == 0, done.stderr[-2000:]
-        SHARED_RUNS[name] = workdir
-    return SHARED_RUNS[name]
+
+    return session_folder(name, tmp_path_factory, make, *overrides) / "run"
 
 
 def straight_run(tmp_path_factory):
