@@ -2,6 +2,7 @@
 local tracking server that the tests start (SQLite backend store); a server that is down costs
 a warning, not the run."""
 
+import importlib.util
 import json
 import socket
 import subprocess
@@ -13,8 +14,16 @@ from rnnlab import layout, train, validation
 from rnnlab.run import trackers
 from test_train import tiny_config, wait_until_serving
 
-mlflow = pytest.importorskip("mlflow")  # (the test extra has it; CI installs it)
-from mlflow.tracking import MlflowClient  # noqa: E402
+# (the test extra has mlflow; CI installs it). Imported by the tests that use it: the 3 s of
+# its import are not paid by every test worker that collects this file.
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("mlflow") is None,
+                                reason="mlflow is not installed")
+
+
+def mlflow_client(url):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(url)
 
 
 def free_port() -> int:
@@ -50,7 +59,7 @@ def test_every_scalar_and_the_config_reach_mlflow_and_a_sweep_is_one_experiment(
         config = tiny_config(**TRACKED, **{"optim.lr": lr, "train.trackers": "mlflow",
                                            "train.mlflow_uri": server})
         train.train(config, sweep / f"trial{i}")
-    client = MlflowClient(server)
+    client = mlflow_client(server)
     experiment = client.get_experiment_by_name("my_sweep")
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
     assert sorted(runs) == ["trial0", "trial1"]
@@ -76,7 +85,7 @@ def test_a_resume_logs_on_into_the_same_mlflow_run(server, tmp_path):
         "train.mlflow_experiment": "resumed"})
     train.train(short, tmp_path)
     train.train(config, tmp_path)
-    client = MlflowClient(server)
+    client = mlflow_client(server)
     [run] = client.search_runs([client.get_experiment_by_name("resumed").experiment_id])
     steps = {m.step for m in client.get_metric_history(run.info.run_id, "train/loss")}
     assert steps == {3, 6, 9, 12} and run.info.status == "FINISHED"

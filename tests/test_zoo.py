@@ -629,7 +629,7 @@ def test_every_cell_builds_and_traces_in_every_task_and_vmapped(name):
         config = task_config(task_name, **{"model.cell": name})
         task = tasks.build(config)
         tx = optim.make_optimizer(config.optim, config.train.steps)
-        state = state_lib.init_state(config, task.model, tx, task.metrics)
+        state = jax.eval_shape(lambda: state_lib.init_state(config, task.model, tx, task.metrics))
         step = steps.make_train_step(task, tx, lambda b: b)
         out = jax.eval_shape(step, state, task.data)
         assert jax.tree.map(lambda a: (a.shape, a.dtype), out.params) == jax.tree.map(
