@@ -121,6 +121,8 @@ STEPS = 150
 KILL_RUN = (f"--config.train.steps={STEPS}", "--config.train.ckpt_every=17",
             "--config.train.log_every=5", "--config.train.eval_every=50",
             "--config.data.max_chars=12000", "--config.model.hidden_size=16")
+
+
 def session_folder(name, tmp_path_factory, make, *key):
     """A folder that `make(folder)` fills once per test session (per `name` and `key`): the
     first test worker that asks makes it while the others wait on a file lock, then every
