@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import importlib.util
 import json
 import os
 import pathlib
@@ -24,6 +23,7 @@ import re
 import reprlib
 import sys
 import traceback
+import types
 from collections.abc import Iterable
 from typing import Any
 
@@ -90,9 +90,12 @@ def _load_module(path: str, what: str):
         raise FileNotFoundError(f"{what} file {path} does not exist")
     if str(pathlib.Path.cwd()) not in sys.path:
         sys.path.insert(0, str(pathlib.Path.cwd()))  # configs import `configs.base`
-    spec = importlib.util.spec_from_file_location(f"_sweep_{file.stem}", file)
-    module = importlib.util.module_from_spec(spec)
-    _call(path, spec.loader.exec_module, module)
+    # Compiled from the file's text each time, never through a bytecode cache: a cached .pyc is
+    # trusted when the file's mtime (in whole seconds) and size match, so a file rewritten within
+    # a second to the same length (hidden_size 16 -> 24) would load as it was before.
+    module = types.ModuleType(f"_sweep_{file.stem}")
+    module.__file__ = str(file)
+    _call(path, lambda: exec(compile(file.read_bytes(), str(file), "exec"), module.__dict__))
     return module
 
 

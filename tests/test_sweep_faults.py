@@ -422,6 +422,20 @@ def test_an_unfinished_trial_of_another_config_is_refused_before_anything_runs(t
     assert len(trials_lib.plan(str(config), str(config), str(out), record=False)) == 2
 
 
+def test_a_file_rewritten_within_a_second_to_the_same_length_is_read_anew(tmp_path,
+                                                                        monkeypatch):
+    """A bytecode cache (.pyc) is trusted when its file's mtime, in whole seconds, and size
+    match: the launcher must read the file's text, or this edit would go unseen."""
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)  # (as Python does by default)
+    config = tmp_path / "swe.py"
+    config.write_text(CONFIG_16)
+    stat = config.stat()
+    assert trials_lib.load_config(str(config)).model.hidden_size == 16
+    config.write_text(CONFIG_16.replace("hidden_size = 16", "hidden_size = 24"))
+    os.utime(config, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # within the same second
+    assert trials_lib.load_config(str(config)).model.hidden_size == 24
+
+
 @pytest.mark.slow
 def test_a_trained_sweep_rerun_after_its_config_changed_is_refused(tmp_path):
     """The probe's own steps, with real training: 2 trials of hidden 16, then 24."""
