@@ -64,8 +64,8 @@ def _user_error(path: str, error: Exception) -> SweepFileError:
         return SweepFileError(f"{error.filename}:{error.lineno}: {type(error).__name__}: "
                               f"{error.msg}", "".join(traceback.format_exception_only(error)))
     frames = traceback.extract_tb(error.__traceback__)
-    while frames and (frames[0].filename == __file__ or frames[0].filename.startswith("<")):
-        del frames[0]  # this module and importlib: the launcher's frames, not the user's
+    while frames and frames[0].filename == __file__:
+        del frames[0]  # the launcher's frames, not the user's
     file = str(pathlib.Path(path).resolve())
     mine = [f for f in frames if str(pathlib.Path(f.filename).resolve()) == file] or frames
     where = f"{path}:{mine[-1].lineno}" if mine else path
